@@ -1,0 +1,68 @@
+//! Backend selection. burn 0.22 dispatches at run time: tensors (`Tensor<D>`) and modules are
+//! written once, and the [`Device`] they live on decides which backend executes them. This module
+//! maps the CLI's `--backend` choice to a device.
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+/// A compute backend the binary can run on (those not compiled in give a clear error).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn-flex: pure-Rust CPU backend (SIMD + rayon). The default.
+    #[default]
+    Flex,
+    /// LibTorch on the CPU (feature `tch`).
+    Tch,
+    /// LibTorch on CUDA device 0 (feature `tch`).
+    TchCuda,
+    /// CubeCL CUDA (feature `cuda`).
+    Cuda,
+    /// CubeCL wgpu (feature `wgpu`).
+    Wgpu,
+}
+
+impl BackendKind {
+    /// The inference device of this backend.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            BackendKind::Flex => Ok(Device::flex()),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)] // burn marks burn-tch deprecated; it is still the LibTorch path.
+            BackendKind::Tch => Ok(Device::libtorch()),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)]
+            BackendKind::TchCuda => Ok(Device::libtorch_cuda(0usize)),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => Ok(Device::cuda(0usize)),
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => Ok(Device::default()),
+            #[allow(unreachable_patterns)]
+            other => Err(Error::Config(format!(
+                "backend `{other:?}` is not compiled into this binary; rebuild with the matching cargo \
+                 feature (tch / cuda / wgpu)"
+            ))),
+        }
+    }
+
+    /// The training (autodiff) device of this backend.
+    pub fn train_device(self) -> Result<Device> {
+        Ok(self.device()?.autodiff())
+    }
+}
+
+/// Seed the random generator of the device's backend (used by burn's parameter initialisers).
+pub fn seed(device: &Device, seed: u64) {
+    device.seed(seed);
+}

@@ -1,0 +1,19 @@
+//! offrl: offline reinforcement learning in Rust.
+//!
+//! The pipeline, one module per stage:
+//! 1. [`dataset`]: D4RL-style transition datasets in Parquet (import, collect, load, sample);
+//! 2. [`diffusion`]: a score-based behaviour prior μ(a|s) over actions;
+//! 3. [`algos`]: IQL critic, RTB fine-tuning and the baselines;
+//! 4. [`envs`] + [`eval`]: rollouts in native Rust and gymnasium environments.
+
+pub mod backend;
+pub mod dataset;
+pub mod envs;
+pub mod error;
+pub mod policy;
+
+pub use error::{Error, Result};
+pub mod cli;
+#[cfg(feature = "python")]
+pub mod python;
+pub mod train;

@@ -1,0 +1,38 @@
+//! What every training run shares: a run directory with the resolved config, metrics JSONL,
+//! loss plots and checkpoints; a progress bar; and the guard that stops on a non-finite loss.
+
+pub mod plot;
+mod run_dir;
+
+pub use run_dir::RunDir;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{Error, Result};
+
+/// Stop training when a monitored quantity is NaN or infinite, naming the step and the quantity.
+pub fn ensure_finite(step: usize, what: &str, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            step,
+            what: what.to_string(),
+            value,
+        })
+    }
+}
+
+/// A progress bar with ETA for `total` steps (drawn to stderr; hidden when stderr is not a terminal).
+pub fn progress_bar(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}

@@ -1,0 +1,146 @@
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::ensure_finite;
+use crate::error::{Error, Result};
+
+/// A training run's folder:
+/// `config.json` (the resolved config), `metrics.jsonl` (one object per logged step),
+/// `plots/*.png`, `checkpoints/`.
+pub struct RunDir {
+    root: PathBuf,
+    metrics: BufWriter<File>,
+}
+
+impl RunDir {
+    /// Create (or reopen, to resume) a run directory and write the resolved config.
+    /// When resuming, metrics lines past `resume_step` are dropped so that the resumed run
+    /// does not log the same steps twice.
+    pub fn open(
+        root: impl Into<PathBuf>,
+        config: &impl Serialize,
+        resume_step: Option<usize>,
+    ) -> Result<Self> {
+        let root = root.into();
+        for dir in [root.clone(), root.join("plots"), root.join("checkpoints")] {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let config_json = serde_json::to_string_pretty(config)
+            .map_err(|e| Error::Config(format!("cannot serialise config: {e}")))?;
+        write_atomic(&root.join("config.json"), config_json.as_bytes())?;
+        let metrics_path = root.join("metrics.jsonl");
+        match resume_step {
+            Some(step) if metrics_path.exists() => truncate_metrics_after(&metrics_path, step)?,
+            _ => {
+                File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+            }
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| Error::io(&metrics_path, e))?;
+        Ok(Self {
+            root,
+            metrics: BufWriter::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// Append one metrics line. A non-finite value stops training with an error naming it.
+    pub fn log(&mut self, step: usize, metrics: &[(&str, f64)]) -> Result<()> {
+        let mut obj = serde_json::Map::new();
+        obj.insert("step".into(), step.into());
+        for &(name, value) in metrics {
+            ensure_finite(step, name, value)?;
+            obj.insert(name.into(), value.into());
+        }
+        let path = self.root.join("metrics.jsonl");
+        serde_json::to_writer(&mut self.metrics, &obj)
+            .map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+        self.metrics
+            .write_all(b"\n")
+            .and_then(|_| self.metrics.flush())
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    /// Render one PNG per metric from `metrics.jsonl` into `plots/`.
+    pub fn plot(&mut self) -> Result<()> {
+        self.metrics
+            .flush()
+            .map_err(|e| Error::io(self.root.join("metrics.jsonl"), e))?;
+        let series = read_metrics(&self.root.join("metrics.jsonl"))?;
+        for (name, points) in &series {
+            let file = self
+                .root
+                .join("plots")
+                .join(format!("{}.png", name.replace('/', "_")));
+            super::plot::line_chart(&file, name, "step", &[(name.as_str(), points.as_slice())])?;
+        }
+        Ok(())
+    }
+}
+
+/// Metrics of a JSONL file as `(name, [(step, value)])`, names in first-seen order.
+pub fn read_metrics(path: &Path) -> Result<Vec<(String, Vec<(f64, f64)>)>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (lineno, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
+            .map_err(|e| Error::format(path, format!("line {}: {e}", lineno + 1)))?;
+        let step = obj
+            .get("step")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(lineno as f64);
+        for (k, v) in &obj {
+            let Some(v) = v.as_f64().filter(|_| k != "step") else {
+                continue;
+            };
+            match series.iter_mut().find(|(name, _)| name == k) {
+                Some((_, pts)) => pts.push((step, v)),
+                None => series.push((k.clone(), vec![(step, v)])),
+            }
+        }
+    }
+    Ok(series)
+}
+
+fn truncate_metrics_after(path: &Path, step: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+/// Write a file completely or not at all: a temp file in the same folder, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
