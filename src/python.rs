@@ -79,7 +79,7 @@ pub fn describe(py: Python<'_>, err: &PyErr) -> String {
     }
     if let Some(tb) = err.traceback(py) {
         if let Ok(tb) = tb.format() {
-            msg.push_str("\n");
+            msg.push('\n');
             msg.push_str(&tb);
         }
     }

@@ -90,10 +90,13 @@ impl RunDir {
     }
 }
 
-/// Metrics of a JSONL file as `(name, [(step, value)])`, names in first-seen order.
-pub fn read_metrics(path: &Path) -> Result<Vec<(String, Vec<(f64, f64)>)>> {
+/// One metric's `(step, value)` points, by name.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// Metrics of a JSONL file, names in first-seen order.
+pub fn read_metrics(path: &Path) -> Result<Vec<Series>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for (lineno, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| Error::io(path, e))?;
         if line.trim().is_empty() {
