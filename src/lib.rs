@@ -10,6 +10,7 @@ pub mod backend;
 pub mod dataset;
 pub mod envs;
 pub mod error;
+pub mod nn;
 pub mod policy;
 
 pub use error::{Error, Result};
