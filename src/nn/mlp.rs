@@ -114,7 +114,7 @@ mod tests {
         let h = mlp.hidden_features(x.clone());
         // LayerNorm (identity affine at init) then GELU: each row of the pre-activation has zero mean
         // and unit variance, so the hidden features cannot all be equal.
-        let h: Vec<f32> = h.into_data().to_vec().unwrap();
+        let h = crate::nn::to_vec(h);
         assert_eq!(h.len(), 4 * 16);
         assert!(h.iter().any(|v| (v - h[0]).abs() > 1e-3));
         assert_eq!(mlp.forward(x).dims(), [4, 3]);

@@ -3,3 +3,19 @@
 mod mlp;
 
 pub use mlp::{Activation, Mlp, MlpConfig};
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// A `[rows, cols]` tensor from a row-major slice.
+pub fn tensor2(data: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    debug_assert_eq!(data.len(), rows * cols);
+    Tensor::from_data(TensorData::new(data.to_vec(), [rows, cols]), device)
+}
+
+/// A tensor's values as a flat row-major `Vec<f32>`.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor data")
+}

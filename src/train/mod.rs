@@ -1,6 +1,7 @@
 //! What every training run shares: a run directory with the resolved config, metrics JSONL,
 //! loss plots and checkpoints; a progress bar; and the guard that stops on a non-finite loss.
 
+pub mod checkpoint;
 pub mod plot;
 mod run_dir;
 
