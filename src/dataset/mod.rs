@@ -264,7 +264,11 @@ impl Dataset {
                 ));
             }
         }
-        if let Some(j) = (0..m.act_dim).find(|&j| !(m.action_low[j] <= m.action_high[j])) {
+        if let Some(j) = (0..m.act_dim).find(|&j| {
+            m.action_low[j]
+                .partial_cmp(&m.action_high[j])
+                .is_none_or(|o| o.is_gt())
+        }) {
             return bad(format!(
                 "metadata action bounds are inverted or NaN at dim {j}: low {} > high {}",
                 m.action_low[j], m.action_high[j]
@@ -330,8 +334,8 @@ impl Dataset {
         };
         // Whether the last kept row belongs to the episode currently being scanned.
         let mut kept_in_episode = false;
-        for i in 0..self.len() {
-            if keep[i] {
+        for (i, &kept) in keep.iter().enumerate() {
+            if kept {
                 out.observations.extend_from_slice(self.observation(i));
                 out.actions.extend_from_slice(self.action(i));
                 out.rewards.push(self.rewards[i]);
@@ -383,7 +387,7 @@ impl Dataset {
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
                 (lo.min(r), hi.max(r))
             });
-        if !(hi - lo > 0.0) {
+        if (hi - lo).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(Error::InvalidData(format!(
                 "IQL reward scaling needs episodes with different returns; {} episode(s), \
                  returns {lo} … {hi}",
@@ -584,7 +588,7 @@ pub(crate) mod tests {
     #[test]
     fn drop_non_finite_keeps_episode_ends() {
         let mut d = toy(&[1.0, 2.0, 3.0, 4.0, 5.0], &[N, TERM, N, N, TOUT]);
-        d.observations[1 * 2] = f32::NAN; // row 1: the terminal row of episode 0
+        d.observations[2] = f32::NAN; // row 1: the terminal row of episode 0
         d.actions[3] = f32::NEG_INFINITY; // row 3
         assert_eq!(d.drop_non_finite(), 2);
         d.validate().unwrap();
