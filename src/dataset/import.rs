@@ -116,10 +116,7 @@ fn call_reader<T>(
         let module = PyModule::from_code(py, &code, c"hdf5_reader.py", c"offrl_hdf5_reader")
             .map_err(|e| Error::Python(python::describe(py, &e)))?;
         let explain = |e: PyErr| {
-            let layout = e
-                .get_type(py)
-                .name()
-                .is_ok_and(|n| n == "LayoutError");
+            let layout = e.get_type(py).name().is_ok_and(|n| n == "LayoutError");
             if layout {
                 Error::format(file, e.value(py).to_string())
             } else {
