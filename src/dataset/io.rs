@@ -82,7 +82,12 @@ pub fn save(data: &Dataset, path: &Path) -> Result<()> {
     let fail = |e: parquet::errors::ParquetError| Error::format(path, format!("writing: {e}"));
 
     let meta_json = serde_json::to_string(&data.meta).expect("metadata serialises");
-    let schema = Arc::new(schema(data.obs_dim(), data.act_dim()));
+    // In the Arrow schema too: pyarrow takes schema metadata from the embedded Arrow schema
+    // and ignores the Parquet key-value pairs when one is present.
+    let schema = Arc::new(
+        schema(data.obs_dim(), data.act_dim())
+            .with_metadata([(METADATA_KEY.to_string(), meta_json.clone())]),
+    );
     let mut writer = ArrowWriter::try_new(
         std::io::BufWriter::with_capacity(1 << 20, file),
         schema.clone(),
