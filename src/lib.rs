@@ -7,6 +7,7 @@
 //! 4. [`envs`] + [`eval`]: rollouts in native Rust and gymnasium environments.
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod envs;
