@@ -12,6 +12,7 @@ pub mod config;
 pub mod dataset;
 pub mod envs;
 pub mod error;
+pub mod eval;
 pub mod nn;
 pub mod policy;
 

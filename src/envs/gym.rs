@@ -143,14 +143,16 @@ impl GymEnv {
                         ),
                     ))
                 }
-                "unknown" => return Err(Error::env(
-                    id,
-                    format!(
+                "unknown" => {
+                    return Err(Error::env(
+                        id,
+                        format!(
                         "no such environment, neither native ({}) nor registered in gymnasium: {}",
                         super::NATIVE_IDS.join(", "),
                         payload.extract::<String>().unwrap_or_default()
                     ),
-                )),
+                    ))
+                }
                 _ => {
                     return Err(Error::env(
                         id,
