@@ -75,8 +75,8 @@ fn helper(py: Python<'_>) -> Result<Bound<'_, PyModule>> {
         return Ok(m.bind(py).clone());
     }
     python::init()?;
-    python::import(py, "numpy", INSTALL_HINT)?;
     python::import(py, "gymnasium", INSTALL_HINT)?;
+    python::import(py, "numpy", INSTALL_HINT)?;
     let m = PyModule::from_code(py, HELPER, c"offrl_gym_bridge.py", c"offrl_gym_bridge")
         .map_err(|e| Error::Python(python::describe(py, &e)))?;
     Ok(MODULE.get_or_init(|| m.unbind()).bind(py).clone())
