@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod dataset;
+pub mod diffusion;
 pub mod envs;
 pub mod error;
 pub mod eval;
