@@ -36,6 +36,7 @@
 //! `prior.valid()` too (its ε then carries no graph).
 
 pub mod chain;
+pub mod fused;
 pub mod gaussian;
 pub mod model;
 pub mod prior;
