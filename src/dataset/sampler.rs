@@ -50,3 +50,49 @@ impl<'a> Sampler<'a> {
         &self.batch
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::tests::toy;
+
+    #[test]
+    fn same_seed_same_batches_and_rows_are_whole_transitions() {
+        let d = toy(
+            &[0.0, 1.0, 2.0, 3.0],
+            &[(false, false), (true, false), (false, false), (false, true)],
+        );
+        let a = Sampler::new(&d, 7).sample(64).clone();
+        let b = Sampler::new(&d, 7).sample(64).clone();
+        assert_eq!(a, b);
+        assert_ne!(a, Sampler::new(&d, 8).sample(64).clone());
+        for k in 0..a.size {
+            // The toy's reward is the row index: every field must come from that row.
+            let i = a.rewards[k] as usize;
+            assert_eq!(&a.observations[k * 2..k * 2 + 2], d.observation(i));
+            assert_eq!(
+                &a.next_observations[k * 2..k * 2 + 2],
+                d.next_observation(i)
+            );
+            assert_eq!(a.actions[k], d.action(i)[0]);
+            assert_eq!(a.terminals[k], if i == 1 { 1.0 } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn draws_are_uniform() {
+        let d = toy(&[0.0, 1.0, 2.0, 3.0], &[(false, false); 4]);
+        let mut s = Sampler::new(&d, 0);
+        let mut counts = [0usize; 4];
+        for _ in 0..160 {
+            for &r in &s.sample(250).rewards {
+                counts[r as usize] += 1;
+            }
+        }
+        // 40,000 draws, p = 1/4: mean 10,000, sd ≈ 87; allow 5 sd.
+        assert!(
+            counts.iter().all(|&c| c.abs_diff(10_000) < 433),
+            "{counts:?}"
+        );
+    }
+}
