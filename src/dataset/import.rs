@@ -91,6 +91,24 @@ impl Raw {
     }
 }
 
+/// The reader's column keys, in the order of the `Dataset` fields.
+const COLUMNS: [&str; 6] = [
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "terminals",
+    "timeouts",
+];
+
+fn missing(key: &str) -> PyErr {
+    pyo3::exceptions::PyKeyError::new_err(format!("the reader returned no `{key}`"))
+}
+
+fn item<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+    dict.get_item(key)?.ok_or_else(|| missing(key))
+}
+
 fn get_raw(dict: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Raw>> {
     let Some(item) = dict.get_item(key)? else {
         return Ok(None);
@@ -181,19 +199,12 @@ pub fn import_d4rl(file: &Path, env_id: &str) -> Result<Dataset> {
     let path = file.to_string_lossy().to_string();
     let (mut cols, keys, source) = call_reader(file, "read_d4rl", &path, |out| {
         let dict = out.cast::<PyDict>()?;
-        let mut cols = Vec::new();
-        for key in [
-            "observations",
-            "actions",
-            "rewards",
-            "next_observations",
-            "terminals",
-            "timeouts",
-        ] {
-            cols.push(get_raw(dict, key)?);
-        }
-        let keys: Vec<String> = dict.get_item("keys")?.expect("keys").extract()?;
-        let source: Option<String> = dict.get_item("source")?.expect("source").extract()?;
+        let cols = COLUMNS
+            .iter()
+            .map(|key| get_raw(dict, key))
+            .collect::<PyResult<Vec<_>>>()?;
+        let keys: Vec<String> = item(dict, "keys")?.extract()?;
+        let source: Option<String> = item(dict, "source")?.extract()?;
         Ok((cols, keys, source))
     })?;
     let mut take = |i: usize, name: &str| -> Result<Raw> {
@@ -395,19 +406,12 @@ pub fn import_minari(path: &Path, env: Option<&str>) -> Result<Dataset> {
     let file_arg = hdf5.to_string_lossy().to_string();
     let (cols, lengths, episodes) = call_reader(&hdf5, "read_minari", &file_arg, |out| {
         let dict = out.cast::<PyDict>()?;
-        let mut cols = Vec::new();
-        for key in [
-            "observations",
-            "actions",
-            "rewards",
-            "next_observations",
-            "terminals",
-            "timeouts",
-        ] {
-            cols.push(get_raw(dict, key)?.expect("reader returns every column"));
-        }
-        let lengths: Vec<usize> = dict.get_item("lengths")?.expect("lengths").extract()?;
-        let episodes: Vec<String> = dict.get_item("episodes")?.expect("episodes").extract()?;
+        let cols = COLUMNS
+            .iter()
+            .map(|key| get_raw(dict, key)?.ok_or_else(|| missing(key)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let lengths: Vec<usize> = item(dict, "lengths")?.extract()?;
+        let episodes: Vec<String> = item(dict, "episodes")?.extract()?;
         Ok((cols, lengths, episodes))
     })?;
     let [obs, act, rew, next, term, tout]: [Raw; 6] = cols
