@@ -21,6 +21,11 @@ enum Command {
     /// Inspect, validate, import and build datasets.
     #[command(subcommand)]
     Dataset(offrl::cli::dataset::DatasetCommand),
+    /// Roll a behaviour policy out and write a D4RL-style Parquet dataset.
+    Collect(offrl::cli::collect::CollectArgs),
+    /// Behaviour policies: evaluate built-ins and policy cards.
+    #[command(subcommand)]
+    Policy(offrl::cli::collect::PolicyCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +33,8 @@ fn main() -> std::process::ExitCode {
     offrl::cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
+        Command::Collect(args) => offrl::cli::collect::run(args),
+        Command::Policy(cmd) => offrl::cli::collect::run_policy(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
