@@ -26,6 +26,14 @@ enum Command {
     /// Behaviour policies: evaluate built-ins and policy cards.
     #[command(subcommand)]
     Policy(offrl::cli::collect::PolicyCommand),
+    /// Benchmark algorithms × datasets × seeds and print the results table.
+    Bench(offrl::cli::bench::BenchArgs),
+    /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
+    Quickstart {
+        /// Output folder (default runs/quickstart; re-running resumes it).
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +43,8 @@ fn main() -> std::process::ExitCode {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
         Command::Collect(args) => offrl::cli::collect::run(args),
         Command::Policy(cmd) => offrl::cli::collect::run_policy(cmd),
+        Command::Bench(args) => offrl::cli::bench::run(args),
+        Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -45,6 +45,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<()> {
     };
     let data = collect::collect(&args.env, &[part], args.seed, 1.0, None, true)?;
     io::save(&data, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    print!("{}", super::dataset::summary(&data, Some(&args.output)));
     let returns: Vec<f64> = serde_json::from_value(data.meta.source["episode_returns"].clone())?;
     let (mean, std) = eval::mean_std(&returns);
     print!(

@@ -88,7 +88,7 @@ pub fn by_name(
             base,
             noise,
             action_space.clone(),
-            seed ^ 0x6e6f_6973_65,
+            seed ^ 0x006e_6f69_7365,
         ))
     } else {
         base
