@@ -21,6 +21,11 @@ enum Command {
     /// Inspect, validate, import and build datasets.
     #[command(subcommand)]
     Dataset(offrl::cli::dataset::DatasetCommand),
+    /// Roll a behaviour policy out and write a D4RL-style Parquet dataset.
+    Collect(offrl::cli::collect::CollectArgs),
+    /// Behaviour policies: evaluate built-ins and policy cards.
+    #[command(subcommand)]
+    Policy(offrl::cli::collect::PolicyCommand),
     /// Benchmark algorithms × datasets × seeds and print the results table.
     Bench(offrl::cli::bench::BenchArgs),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
@@ -36,6 +41,8 @@ fn main() -> std::process::ExitCode {
     offrl::cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
+        Command::Collect(args) => offrl::cli::collect::run(args),
+        Command::Policy(cmd) => offrl::cli::collect::run_policy(cmd),
         Command::Bench(args) => offrl::cli::bench::run(args),
         Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
     };

@@ -1,6 +1,7 @@
 //! Command-line front ends: parse arguments, call the library, report with anyhow.
 
 pub mod bench;
+pub mod collect;
 pub mod dataset;
 
 /// Logging to stderr through `tracing`; `RUST_LOG` overrides the verbosity flag.

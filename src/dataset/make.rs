@@ -35,10 +35,67 @@ impl Default for MakeOptions {
 pub fn make(name: &str, card: &DatasetCard, opts: &MakeOptions) -> Result<Dataset> {
     match &card.source {
         DataSource::Import { .. } => import_card(name, card, opts),
-        DataSource::Collect { .. } | DataSource::Concat { .. } => Err(Error::Config(format!(
-            "dataset `{name}`: making `collect` and `concat` cards is not supported yet"
-        ))),
+        DataSource::Collect { seed, parts } => {
+            // The card's seed defines the published data; `--seed` shifts it for replicates.
+            let seed = seed.wrapping_add(opts.seed);
+            let mut data = super::collect::collect(
+                &card.env,
+                parts,
+                seed,
+                opts.scale,
+                card.reference_scores,
+                true,
+            )?;
+            if let serde_json::Value::Object(map) = &mut data.meta.source {
+                map.insert("dataset".into(), name.into());
+            }
+            Ok(data)
+        }
+        DataSource::Concat { members } => concat_card(name, card, members, opts, 0),
     }
+}
+
+/// Make each member (recursively, with the same options) and concatenate them in order.
+fn concat_card(
+    name: &str,
+    card: &DatasetCard,
+    members: &[String],
+    opts: &MakeOptions,
+    depth: usize,
+) -> Result<Dataset> {
+    if depth > 8 {
+        return Err(Error::Config(format!(
+            "dataset `{name}`: concat members nest more than 8 deep (a cycle?)"
+        )));
+    }
+    let mut parts = Vec::with_capacity(members.len());
+    for member in members {
+        let member_card = super::registry::load_card(member)?;
+        if member_card.env != card.env {
+            return Err(Error::Config(format!(
+                "dataset `{name}` ({}) concatenates `{member}`, which is {}",
+                card.env, member_card.env
+            )));
+        }
+        parts.push(match &member_card.source {
+            DataSource::Concat { members: inner } => {
+                concat_card(member, &member_card, inner, opts, depth + 1)?
+            }
+            _ => make(member, &member_card, opts)?,
+        });
+    }
+    let sources: Vec<_> = parts.iter().map(|p| p.meta.source.clone()).collect();
+    let mut data = Dataset::concat(&parts)?;
+    data.meta.source = serde_json::json!({
+        "kind": "concat",
+        "dataset": name,
+        "members": members,
+        "parts": sources,
+    });
+    if card.reference_scores.is_some() {
+        data.meta.reference_scores = card.reference_scores;
+    }
+    Ok(data)
 }
 
 /// Import the file an `import` card points at; the card's env id and reference scores (or

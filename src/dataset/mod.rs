@@ -4,6 +4,7 @@
 //! vector columns) so minibatch sampling is a gather over plain slices.
 
 pub mod builder;
+pub mod collect;
 #[cfg(feature = "python")]
 pub mod import;
 pub mod io;
