@@ -64,6 +64,8 @@ pub struct PriorConfig {
     pub normalize_obs: bool,
     pub lr: f64,
     pub lr_schedule: LrSchedule,
+    /// Adam ε (PyTorch's default 1e-8, which the paper's code uses; burn's default is 1e-5).
+    pub adam_eps: f32,
     pub batch_size: usize,
     /// Gradient steps in total (a resumed run continues up to this).
     pub train_steps: usize,
@@ -88,6 +90,7 @@ impl Default for PriorConfig {
             normalize_obs: true,
             lr: 5e-4,
             lr_schedule: LrSchedule::Constant,
+            adam_eps: 1e-8,
             batch_size: 512,
             train_steps: 1_000_000,
             grad_clip_norm: 0.0,
@@ -361,6 +364,7 @@ pub fn gradient_step<R: Rng>(
 /// The optimiser a config asks for (Adam, optional gradient-norm clipping).
 pub fn optimizer(config: &PriorConfig) -> ModuleOptimizer {
     AdamConfig::new()
+        .with_epsilon(config.adam_eps)
         .with_grad_clipping(
             (config.grad_clip_norm > 0.0)
                 .then_some(GradientClippingConfig::Norm(config.grad_clip_norm)),
