@@ -34,6 +34,9 @@ enum Command {
         #[arg(long, short)]
         out: Option<std::path::PathBuf>,
     },
+    /// Train models (diffusion prior, ...).
+    #[command(subcommand)]
+    Train(offrl::cli::train::TrainCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(cmd) => offrl::cli::collect::run_policy(cmd),
         Command::Bench(args) => offrl::cli::bench::run(args),
         Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
+        Command::Train(cmd) => offrl::cli::train::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ mod normalizer;
 mod time_embedding;
 
 pub use mlp::{Activation, Mlp, MlpConfig};
-pub use normalizer::Normalizer;
+pub use normalizer::{column_stats, Normalizer};
 pub use time_embedding::FourierTimeEmbedding;
 
 use burn::tensor::{Device, Tensor, TensorData};
