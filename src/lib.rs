@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod dataset;
+pub mod diffusion;
 pub mod envs;
 pub mod error;
 pub mod nn;

@@ -1,8 +1,12 @@
 //! Network building blocks shared by every model: one MLP, one time embedding.
 
 mod mlp;
+mod normalizer;
+mod time_embedding;
 
 pub use mlp::{Activation, Mlp, MlpConfig};
+pub use normalizer::Normalizer;
+pub use time_embedding::FourierTimeEmbedding;
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -1,0 +1,1 @@
+//! Training of the behaviour prior (see `PriorConfig`).
