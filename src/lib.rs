@@ -6,6 +6,7 @@
 //! 3. [`algos`]: IQL critic, RTB fine-tuning and the baselines;
 //! 4. [`envs`] + [`eval`]: rollouts in native Rust and gymnasium environments.
 
+pub mod algos;
 pub mod backend;
 pub mod bench;
 pub mod config;

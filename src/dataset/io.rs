@@ -82,7 +82,12 @@ pub fn save(data: &Dataset, path: &Path) -> Result<()> {
     let fail = |e: parquet::errors::ParquetError| Error::format(path, format!("writing: {e}"));
 
     let meta_json = serde_json::to_string(&data.meta).expect("metadata serialises");
-    let schema = Arc::new(schema(data.obs_dim(), data.act_dim()));
+    // In the Arrow schema too: pyarrow takes schema metadata from the embedded Arrow schema
+    // and ignores the Parquet key-value pairs when one is present.
+    let schema = Arc::new(
+        schema(data.obs_dim(), data.act_dim())
+            .with_metadata([(METADATA_KEY.to_string(), meta_json.clone())]),
+    );
     let mut writer = ArrowWriter::try_new(
         std::io::BufWriter::with_capacity(1 << 20, file),
         schema.clone(),
@@ -179,7 +184,7 @@ pub fn load(path: &Path) -> Result<Dataset> {
         let (idx, found) = file_schema
             .column_with_name(field.name())
             .ok_or_else(|| Error::format(path, format!("missing column `{}`", field.name())))?;
-        if found.data_type() != field.data_type() {
+        if !same_type(found.data_type(), field.data_type()) {
             return Err(Error::format(
                 path,
                 format!(
@@ -220,7 +225,7 @@ pub fn load(path: &Path) -> Result<Dataset> {
         })?;
         let col = |k: usize| batch.column(columns[k]);
         for k in 0..6 {
-            if col(k).null_count() > 0 {
+            if null_count(col(k)) > 0 {
                 return Err(Error::format(
                     path,
                     format!(
@@ -242,6 +247,25 @@ pub fn load(path: &Path) -> Result<Dataset> {
     data.validate()
         .map_err(|e| Error::format(path, e.to_string()))?;
     Ok(data)
+}
+
+/// Type equality up to the list item's name and nullability (pyarrow names it `element` and
+/// marks it nullable; nulls are rejected when reading).
+fn same_type(found: &DataType, want: &DataType) -> bool {
+    match (found, want) {
+        (DataType::FixedSizeList(f, n), DataType::FixedSizeList(w, m)) => {
+            n == m && f.data_type() == w.data_type()
+        }
+        _ => found == want,
+    }
+}
+
+/// Nulls in a column, including inside list items.
+fn null_count(col: &ArrayRef) -> usize {
+    match col.as_any().downcast_ref::<FixedSizeListArray>() {
+        Some(list) => list.null_count() + list.values().null_count(),
+        None => col.null_count(),
+    }
 }
 
 // The downcasts below cannot fail: the column types were checked against the schema.
