@@ -267,6 +267,12 @@ pub trait LogReward {
     fn log_reward(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<1>;
 }
 
+impl<R: LogReward + ?Sized> LogReward for &R {
+    fn log_reward(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
+        (**self).log_reward(obs, x)
+    }
+}
+
 /// An action-value function `Q(s, a)` on raw observations and environment actions: `[n]`,
 /// differentiable with respect to `a`.
 pub trait QFunction {
