@@ -14,6 +14,7 @@ pub mod dataset;
 pub mod diffusion;
 pub mod envs;
 pub mod error;
+pub mod eval;
 pub mod nn;
 pub mod policy;
 

@@ -21,6 +21,14 @@ enum Command {
     /// Inspect, validate, import and build datasets.
     #[command(subcommand)]
     Dataset(offrl::cli::dataset::DatasetCommand),
+    /// Benchmark algorithms × datasets × seeds and print the results table.
+    Bench(offrl::cli::bench::BenchArgs),
+    /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
+    Quickstart {
+        /// Output folder (default runs/quickstart; re-running resumes it).
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +36,8 @@ fn main() -> std::process::ExitCode {
     offrl::cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
+        Command::Bench(args) => offrl::cli::bench::run(args),
+        Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

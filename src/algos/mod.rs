@@ -17,6 +17,7 @@
 //! A run directory resumes from its newest checkpoint when trained again with the same config.
 
 pub mod common;
+pub mod idql;
 pub mod iql;
 pub mod rtb;
 

@@ -2,6 +2,8 @@
 //! independent `offrl bench cell` process (so a grid spreads over cores now and machines later),
 //! finished cells never recomputed, and the results gathered into a paper-style table.
 
+pub mod cell;
+mod diffusion_cells;
 pub mod table;
 
 use std::io::{BufRead, BufReader};

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::eval::mean_std;
+
 /// What one finished (algorithm, dataset, seed) cell reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
@@ -29,17 +31,6 @@ impl CellResult {
     pub fn score(&self) -> f64 {
         self.normalized_score.unwrap_or(self.mean_return)
     }
-}
-
-/// Mean and (population over seeds, as papers report) standard deviation.
-pub fn mean_std(xs: &[f64]) -> (f64, f64) {
-    if xs.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    (mean, var.sqrt())
 }
 
 /// One table cell: scores over seeds.

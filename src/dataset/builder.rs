@@ -108,3 +108,46 @@ impl DatasetBuilder {
         Ok(data)
     }
 }
+
+/// A dataset of seeded standard-normal observations and uniform actions in episodes of
+/// `episode_len` steps (time-outs), for benchmarks and tests that need size, not meaning.
+/// `next_observations` continue the episode (row i's next is row i+1's observation).
+pub fn random_dataset(
+    n: usize,
+    obs_dim: usize,
+    act_dim: usize,
+    episode_len: usize,
+    seed: u64,
+) -> Dataset {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut b = DatasetBuilder::with_capacity(obs_dim, act_dim, n);
+    let mut obs: Vec<f32> = (0..obs_dim).map(|_| rng.sample(StandardNormal)).collect();
+    let mut act = vec![0f32; act_dim];
+    for i in 0..n {
+        let next: Vec<f32> = (0..obs_dim).map(|_| rng.sample(StandardNormal)).collect();
+        act.iter_mut()
+            .for_each(|a| *a = rng.random_range(-1.0..1.0));
+        let timeout = (i + 1) % episode_len.max(1) == 0;
+        b.push(&obs, &act, rng.random(), &next, false, timeout)
+            .expect("dims match");
+        obs = if timeout {
+            (0..obs_dim).map(|_| rng.sample(StandardNormal)).collect()
+        } else {
+            next
+        };
+    }
+    b.end_episode();
+    let meta = Metadata {
+        format_version: super::FORMAT_VERSION,
+        env_id: "Random-v0".into(),
+        obs_dim,
+        act_dim,
+        action_low: vec![-1.0; act_dim],
+        action_high: vec![1.0; act_dim],
+        source: serde_json::json!({"generator": "random_dataset", "seed": seed}),
+        reference_scores: None,
+    };
+    b.finish(meta).expect("valid by construction")
+}

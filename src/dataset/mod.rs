@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-pub use builder::DatasetBuilder;
+pub use builder::{random_dataset, DatasetBuilder};
 
 /// D4RL-style reference returns used to normalise scores: 100 · (R − random) / (expert − random).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
