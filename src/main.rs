@@ -21,6 +21,9 @@ enum Command {
     /// Inspect, validate, import and build datasets.
     #[command(subcommand)]
     Dataset(offrl::cli::dataset::DatasetCommand),
+    /// Train a model into a run directory (resumes an existing one).
+    #[command(subcommand)]
+    Train(offrl::cli::train::TrainCommand),
     /// Benchmark algorithms × datasets × seeds and print the results table.
     Bench(offrl::cli::bench::BenchArgs),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
     offrl::cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
+        Command::Train(cmd) => offrl::cli::train::run(cmd),
         Command::Bench(args) => offrl::cli::bench::run(args),
         Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
     };

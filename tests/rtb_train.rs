@@ -326,3 +326,62 @@ fn initialisations_that_copy_the_prior() {
         }
     }
 }
+
+#[test]
+fn command_line_trains_and_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let prior = prior_checkpoint(root.path(), &data);
+    let critic = critic_run(root.path(), &data);
+    let parquet = root.path().join("toy.parquet");
+    offrl::dataset::io::save(&data, &parquet).unwrap();
+    let out = root.path().join("rtb");
+    let run = |steps: usize| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_offrl"))
+            .args(["train", "rtb", "--dataset"])
+            .arg(&parquet)
+            .arg("--prior")
+            .arg(&prior)
+            .arg("--critic")
+            .arg(&critic)
+            .args(["--alpha", "0.3", "--seed", "1", "--eval-episodes", "0", "--out"])
+            .arg(&out)
+            .args([
+                "--set",
+                "correction.net={width = 16, layers = 2, time_harmonics = 3, activation = \"gelu\", layer_norm = true}",
+                "--set",
+                "trajectories=4",
+                "--set",
+                "train.batch_size=2",
+                "--set",
+                &format!("train.steps={steps}"),
+                "--set",
+                "train.checkpoint_every=2",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run(4);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["alpha"], 0.3);
+    assert_eq!(config["seed"], 1);
+    let last = Checkpoint::dir_for_step(&out.join("checkpoints"), 4);
+    assert!(last.is_dir());
+    // Killed before the last checkpoint: the same command resumes from step 2.
+    std::fs::remove_dir_all(&last).unwrap();
+    let resumed = run(4);
+    assert!(resumed.status.success());
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming"));
+    assert!(last.is_dir());
+    // A changed step count is a different config: refused, naming the key.
+    let second = run(6);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("train.steps"), "{err}");
+}

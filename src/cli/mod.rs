@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dataset;
+pub mod train;
 
 /// Logging to stderr through `tracing`; `RUST_LOG` overrides the verbosity flag.
 pub fn init_logging(verbose: u8) {
