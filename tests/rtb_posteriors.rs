@@ -346,10 +346,10 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     };
     let log_pi = to_vec(trajectory_log_prob(&pi, obs(8, &device), &traj));
     let log_mu = to_vec(trajectory_log_prob(&rtb.prior, obs(8, &device), &traj));
+    let rollout_log_pi = rollout.log_pi.clone().unwrap();
     assert!(
-        close(&rollout.log_pi, &log_pi),
-        "{:?} vs {log_pi:?}",
-        rollout.log_pi
+        close(&rollout_log_pi, &log_pi),
+        "{rollout_log_pi:?} vs {log_pi:?}"
     );
     assert!(close(&rollout.log_mu, &log_mu));
     // The batched pass over stored terms gives the same numbers.
@@ -358,6 +358,20 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     // Reward at the end.
     let r = to_vec(rtb.reward.log_reward(obs(8, &device), traj.x0().clone()));
     assert_eq!(rollout.log_r, r);
+    // Off-policy: forward-noised actions (repeated k = 4 times per state), same likelihoods.
+    let a0 = tensor2(&[0.3, -0.6], 2, 1, &device);
+    let off = rollout_off_policy(&pi, o, a0, 4, &mut rng);
+    assert!(off.log_pi.is_none());
+    assert_eq!(
+        to_vec(off.xs[8].clone()),
+        vec![0.3, 0.3, 0.3, 0.3, -0.6, -0.6, -0.6, -0.6]
+    );
+    let traj = offrl::diffusion::Trajectory { xs: off.xs.clone() };
+    let log_mu = to_vec(trajectory_log_prob(&rtb.prior, obs(8, &device), &traj));
+    assert!(close(&off.log_mu, &log_mu));
+    let log_pi = to_vec(trajectory_log_prob(&pi, obs(8, &device), &traj));
+    let (lp, _) = log_likelihoods(rtb.prior.schedule(), &correction, &off, 0..8);
+    assert!(close(&to_vec(lp), &log_pi));
 }
 
 #[test]
@@ -416,7 +430,8 @@ fn chunked_gradient_equals_full_batch_gradient() {
                 "{moved} of {} moved",
                 reference.len()
             );
-            for chunk in [5, 12, 36] {
+            // Chunks are rounded up to whole states (k = 12): 5 → 12 rows.
+            for chunk in [5, 24, 36] {
                 let (g, gz, s) = rtb_gradients(schedule, &rtb.model, rollout, chunk);
                 let got = sgd(g, gz);
                 for (i, (a, b)) in got.iter().zip(&reference).enumerate() {

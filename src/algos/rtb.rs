@@ -50,10 +50,14 @@
 //! `log μ`, `log r`) are computed once, without gradient. Since on- and off-policy trajectories are
 //! detached and the VarGrad `log Z` is detached, each trajectory's loss depends on the trained
 //! parameters only through its own `log π(τ)`: the full-batch loss is the sum of per-chunk losses
-//! `½ Σ_{i∈chunk} δ_i² / N` with the precomputed `log Z`, so backward passes over chunks of
-//! `chunk` trajectories (all T steps of a chunk in one network call) accumulate exactly the
-//! full-batch gradient (tested) while holding the graph of one chunk only. With a learned `log Z`
-//! each row's `log Z_φ(s_i)` is recomputed inside its chunk, which is exact too.
+//! `½ Σ_{i∈chunk} δ_i² / N` with each state's `log Z`, so backward passes over chunks of about
+//! `chunk` trajectories (rounded up to whole states; all T steps of a chunk in one network call)
+//! accumulate exactly the full-batch gradient (tested) while holding the graph of one chunk only.
+//! A chunk holds all k trajectories of its states, so it computes their VarGrad `log Z` from its
+//! own forward pass (detached) — which also spares the off-policy update a separate `log π` pass.
+//! With a learned `log Z` each row's `log Z_φ(s_i)` is computed inside its chunk, exact too.
+//! Cost: one more forward pass of the correction than keeping the whole graph (the paper's code),
+//! in exchange for memory that does not grow with k · T.
 //!
 //! Differences from the paper's code, besides the initialisation: its extra 20 Langevin steps at
 //! `t = 1` at evaluation (`--extra`) are not implemented.
@@ -571,8 +575,9 @@ pub struct Rollout {
     pub xs: Vec<Tensor<2>>,
     pub eps_prior: Vec<Tensor<2>>,
     pub langevin: Option<Vec<Tensor<2>>>,
-    /// `Σ_t log π(x_{t-1}|x_t)` at the rollout's parameters (no gradient).
-    pub log_pi: Vec<f32>,
+    /// `Σ_t log π(x_{t-1}|x_t)` at the rollout's parameters (no gradient), when the rollout
+    /// computed it anyway (on-policy sampling does; off-policy leaves it to the gradient pass).
+    pub log_pi: Option<Vec<f32>>,
     pub log_mu: Vec<f32>,
     pub log_r: Vec<f32>,
 }
@@ -586,21 +591,17 @@ impl Rollout {
         self.log_r.is_empty()
     }
 
-    /// The VarGrad estimate per row: `mean_k(log r + log μ − log π)` of the row's state.
-    pub fn vargrad_log_z(&self) -> Vec<f32> {
-        let k = self.k;
-        let mut out = Vec::with_capacity(self.len());
-        for s in 0..self.len() / k {
-            let rows = s * k..(s + 1) * k;
-            let mean = rows
-                .map(|i| {
-                    f64::from(self.log_r[i]) + f64::from(self.log_mu[i]) - f64::from(self.log_pi[i])
-                })
-                .sum::<f64>()
-                / k as f64;
-            out.extend(std::iter::repeat_n(mean as f32, k));
-        }
-        out
+    /// Mean over rows of `log r + log μ − log π` (the average VarGrad log Z), computing `log π`
+    /// with `correction` if the rollout has none.
+    pub fn mean_log_z(&self, schedule: &NoiseSchedule, correction: &Correction) -> f64 {
+        let log_pi = match &self.log_pi {
+            Some(v) => v.clone(),
+            None => crate::nn::to_vec(log_likelihoods(schedule, correction, self, 0..self.len()).0),
+        };
+        let total: f64 = (0..self.len())
+            .map(|i| f64::from(self.log_r[i]) + f64::from(self.log_mu[i]) - f64::from(log_pi[i]))
+            .sum();
+        total / self.len() as f64
     }
 }
 
@@ -653,7 +654,7 @@ where
         xs,
         eps_prior,
         langevin,
-        log_pi: crate::nn::to_vec(log_pi.expect("T >= 1")),
+        log_pi: Some(crate::nn::to_vec(log_pi.expect("T >= 1"))),
         log_mu: crate::nn::to_vec(log_mu.expect("T >= 1")),
         log_r,
     }
@@ -704,21 +705,25 @@ where
         }
         j += len;
     }
+    let log_mu = (0..t_max)
+        .map(|j| {
+            let (x_t, x_prev) = (traj.xs[j].clone(), traj.xs[j + 1].clone());
+            reverse_step(schedule, x_t, eps_prior[j].clone(), t_max - j).log_prob(x_prev)
+        })
+        .reduce(|a, b| a + b)
+        .expect("T >= 1");
     let log_r = crate::nn::to_vec(reward.log_reward(obs.clone(), traj.x0().clone()));
-    let mut rollout = Rollout {
+    // log π is left to the gradient pass, which computes it anyway (saves one network pass).
+    Rollout {
         obs,
         k,
         xs: traj.xs,
         eps_prior,
         langevin,
-        log_pi: Vec::new(),
-        log_mu: Vec::new(),
+        log_pi: None,
+        log_mu: crate::nn::to_vec(log_mu),
         log_r,
-    };
-    let (log_pi, log_mu) = log_likelihoods(schedule, correction, &rollout, 0..n);
-    rollout.log_pi = crate::nn::to_vec(log_pi);
-    rollout.log_mu = crate::nn::to_vec(log_mu);
-    rollout
+    }
 }
 
 /// `(Σ_t log π, Σ_t log μ)` of the rollout's rows `rows`, `[rows.len()]` each; `log π` is
@@ -782,17 +787,17 @@ pub struct UpdateStats {
 }
 
 /// Gradients of the batch loss `½ mean_i δ_i²`, `δ = log Z + log π − log μ − log r`, accumulated
-/// over chunks of `chunk` rows (0: one chunk). `model` lives on an autodiff device. Returns the
-/// correction's and (if learned) the log Z network's gradients.
+/// over chunks of about `chunk` rows (0: one chunk), rounded up to whole states so that each
+/// chunk computes its states' VarGrad `log Z` from its own (detached) `log π`. `model` lives on
+/// an autodiff device. Returns the correction's and (if learned) the log Z network's gradients.
 pub fn rtb_gradients(
     schedule: &NoiseSchedule,
     model: &RtbModel,
     rollout: &Rollout,
     chunk: usize,
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
-    let n = rollout.len();
-    let chunk = if chunk == 0 { n } else { chunk.min(n) };
-    let vargrad = rollout.vargrad_log_z();
+    let (n, k) = (rollout.len(), rollout.k);
+    let chunk = if chunk == 0 { n } else { chunk.div_ceil(k) * k }.min(n);
     let mut acc_corr = GradientsAccumulator::<Correction>::new();
     let mut acc_z = GradientsAccumulator::<Mlp>::new();
     let mut stats = UpdateStats::default();
@@ -809,7 +814,14 @@ pub fn rtb_gradients(
                 let obs = rollout.obs.clone().slice(rows.clone());
                 net.forward(obs).reshape([m])
             }
-            None => tensor1(&vargrad[rows.clone()], &device),
+            None => {
+                // mean_k(log r + log μ − log π) per state, repeated over its k rows.
+                let c = log_r.clone() + log_mu.clone() - log_pi.clone().without_autodiff();
+                c.reshape([m / k, k])
+                    .mean_dim(1)
+                    .repeat_dim(1, k)
+                    .reshape([m])
+            }
         };
         let delta = log_z.clone() + log_pi.clone() - log_mu.clone() - log_r.clone();
         let loss = delta.square().sum().mul_scalar(0.5 / n as f64);
@@ -954,12 +966,8 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     /// Start the learned log Z at the batch estimate (its output bias), so that it does not
     /// have to travel from 0 to |Q/α| ~ 10³ first.
     fn init_log_z(&mut self, rollout: &Rollout) {
-        let mean = rollout
-            .vargrad_log_z()
-            .iter()
-            .map(|&v| f64::from(v))
-            .sum::<f64>()
-            / rollout.len() as f64;
+        let correction = self.model.correction.valid();
+        let mean = rollout.mean_log_z(self.prior.schedule(), &correction);
         if let Some(net) = self.model.log_z.as_mut() {
             let bias = burn::module::Param::from_tensor(tensor1(&[mean as f32], &self.device));
             net.output.bias = Some(bias);
