@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use offrl::diffusion::train::{gradient_step, optimizer, PriorConfig};
 use offrl::diffusion::{
-    sample_actions, ActionTransform, LossWeighting, DiffusionPrior, NoiseSchedule, PriorSpec,
+    sample_actions, ActionTransform, DiffusionPrior, LossWeighting, NoiseSchedule, PriorSpec,
 };
 use offrl::nn::Normalizer;
 use rand::SeedableRng;
@@ -49,7 +49,9 @@ fn bench_train_step(c: &mut Criterion) {
     let obs = uniform(&mut rng, b * OBS);
     let actions = uniform(&mut rng, b * ACT);
     let mut group = c.benchmark_group("prior_train");
-    group.sample_size(20).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(20));
     group.bench_function("step_batch512_hopper", |bench| {
         bench.iter(|| {
             let obs = offrl::nn::tensor2(&obs, b, OBS, &device);
@@ -76,7 +78,9 @@ fn bench_sampling(c: &mut Criterion) {
     let prior = DiffusionPrior::new(spec(&config), &device).unwrap().valid();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut group = c.benchmark_group("prior_sample_T75");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     for n in [10usize, 4096] {
         let obs = uniform(&mut rng, n * OBS);
         group.bench_function(format!("states_{n}"), |bench| {

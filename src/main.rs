@@ -26,6 +26,9 @@ enum Command {
     /// Behaviour policies: evaluate built-ins and policy cards.
     #[command(subcommand)]
     Policy(offrl::cli::collect::PolicyCommand),
+    /// Train a model into a run directory (resumes an existing one).
+    #[command(subcommand)]
+    Train(offrl::cli::train::TrainCommand),
     /// Benchmark algorithms × datasets × seeds and print the results table.
     Bench(offrl::cli::bench::BenchArgs),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
@@ -34,9 +37,6 @@ enum Command {
         #[arg(long, short)]
         out: Option<std::path::PathBuf>,
     },
-    /// Train models (diffusion prior, ...).
-    #[command(subcommand)]
-    Train(offrl::cli::train::TrainCommand),
 }
 
 fn main() -> std::process::ExitCode {

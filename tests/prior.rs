@@ -18,7 +18,11 @@ use rand_distr::StandardNormal;
 const WEIGHTS: [f64; 4] = [0.4, 0.3, 0.2, 0.1];
 /// Distance of the modes from the origin and their (isotropic) std.
 const RADIUS: f64 = 0.6;
-fn mode_std() -> f64 { std::env::var("MODE_STD").map(|v| v.parse().unwrap()).unwrap_or(0.08) }
+fn mode_std() -> f64 {
+    std::env::var("MODE_STD")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.08)
+}
 
 /// Mode centres at state s ∈ [−1, 1]: four points on a circle, rotated by s·π/4, so the
 /// distribution of a given s is only learnt by conditioning on it.
@@ -190,7 +194,10 @@ fn learns_a_state_dependent_gaussian_mixture() {
     for (s, actions) in states.iter().zip(sample_at(&prior, &states, 2000, 9)) {
         let (stats, outliers) = mode_stats(*s, &actions);
         let c = centres(*s);
-        eprintln!("s={s}: {:.3} of the samples are > 4σ from every mode", outliers);
+        eprintln!(
+            "s={s}: {:.3} of the samples are > 4σ from every mode",
+            outliers
+        );
         for (k, m) in stats.iter().enumerate() {
             let sd = [m.cov[0][0].sqrt(), m.cov[1][1].sqrt()];
             let corr = m.cov[0][1] / (sd[0] * sd[1]);
@@ -210,17 +217,27 @@ fn learns_a_state_dependent_gaussian_mixture() {
             eprintln!("{report}");
         }
         for (k, m) in stats.iter().enumerate() {
-            assert!((m.weight - WEIGHTS[k]).abs() <= 0.05, "s={s} mode {k}: weight {}", m.weight);
+            assert!(
+                (m.weight - WEIGHTS[k]).abs() <= 0.05,
+                "s={s} mode {k}: weight {}",
+                m.weight
+            );
             let err = ((m.mean[0] - c[k][0]).powi(2) + (m.mean[1] - c[k][1]).powi(2)).sqrt();
             assert!(err <= 0.5 * mode_std(), "s={s} mode {k}: mean off by {err}");
             for i in 0..2 {
                 let ratio = m.cov[i][i].sqrt() / (core_std_factor() * mode_std());
-                assert!((ratio - 1.0).abs() <= 0.25, "s={s} mode {k}: std ratio {ratio}");
+                assert!(
+                    (ratio - 1.0).abs() <= 0.25,
+                    "s={s} mode {k}: std ratio {ratio}"
+                );
             }
             let corr = m.cov[0][1] / (m.cov[0][0] * m.cov[1][1]).sqrt();
             assert!(corr.abs() < 0.3, "s={s} mode {k}: correlation {corr}");
         }
-        assert!(outliers <= 0.05, "s={s}: {outliers} of the samples far from every mode");
+        assert!(
+            outliers <= 0.05,
+            "s={s}: {outliers} of the samples far from every mode"
+        );
     }
 }
 
@@ -256,7 +273,10 @@ fn covers_every_mode_of_a_state_dependent_mixture() {
                 })
             })
             .count();
-        assert!(near as f64 >= 0.8 * 1000.0, "s={s}: only {near} of 1000 near a mode");
+        assert!(
+            near as f64 >= 0.8 * 1000.0,
+            "s={s}: only {near} of 1000 near a mode"
+        );
     }
 }
 
@@ -329,15 +349,13 @@ fn resumed_run_continues_the_same_run() {
 
     let probe = |prior: &DiffusionPrior| sample_at(&prior.valid(), &[0.1, 0.9], 5, 3);
     assert_eq!(probe(&full.prior), probe(&resumed.prior));
-    let metrics = |dir: &std::path::Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let metrics =
+        |dir: &std::path::Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics(full_dir.path()), metrics(killed_dir.path()));
     assert_eq!(full.final_loss, resumed.final_loss);
 
     // A different config in the same folder is refused rather than mixed in.
-    let other = PriorConfig {
-        lr: 1e-3,
-        ..config
-    };
+    let other = PriorConfig { lr: 1e-3, ..config };
     let err = train(&data, &other, killed_dir.path(), &device)
         .err()
         .expect("config change is refused")

@@ -19,6 +19,7 @@
 pub mod common;
 pub mod idql;
 pub mod iql;
+pub mod rtb;
 
 use std::path::Path;
 
@@ -83,6 +84,7 @@ pub trait OfflineAlgorithm {
 #[serde(rename_all = "lowercase")]
 pub enum AlgoKind {
     Iql,
+    Rtb,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -90,11 +92,12 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 1] = [AlgoKind::Iql];
+    pub const ALL: [AlgoKind; 2] = [AlgoKind::Iql, AlgoKind::Rtb];
 
     pub fn name(self) -> &'static str {
         match self {
             AlgoKind::Iql => "iql",
+            AlgoKind::Rtb => "rtb",
         }
     }
 
@@ -109,6 +112,7 @@ impl AlgoKind {
     pub fn default_config(self) -> Value {
         let v = match self {
             AlgoKind::Iql => serde_json::to_value(iql::IqlConfig::default()),
+            AlgoKind::Rtb => serde_json::to_value(rtb::RtbConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -124,6 +128,7 @@ impl AlgoKind {
         let what = self.name();
         Ok(match self {
             AlgoKind::Iql => Box::new(iql::Iql::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Rtb => Box::new(rtb::RtbAlgo::new(typed(config, what)?, spec, device, seed)?),
         })
     }
 }

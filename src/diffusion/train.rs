@@ -440,9 +440,13 @@ mod tests {
                 crate::config::resolve(&PriorConfig::default(), None, &[set.into()]).unwrap();
             assert!(cfg.validate().is_err(), "{set}");
         }
-        let e = crate::config::resolve(&PriorConfig::default(), None, &["schedule.kind=quadratic".into()])
-            .unwrap_err()
-            .to_string();
+        let e = crate::config::resolve(
+            &PriorConfig::default(),
+            None,
+            &["schedule.kind=quadratic".into()],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("quadratic"), "{e}");
     }
 }

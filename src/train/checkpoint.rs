@@ -158,6 +158,18 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// A checkpoint folder given either itself or a run directory (then its newest checkpoint).
+    pub fn resolve(path: &Path) -> Result<PathBuf> {
+        if path.join("meta.json").is_file() {
+            return Ok(path.to_path_buf());
+        }
+        Checkpoint::latest(&path.join("checkpoints"))?.ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: "neither a checkpoint folder (meta.json) nor a run directory with checkpoints"
+                .into(),
+        })
+    }
+
     /// The folder name used for the checkpoint at `step`.
     pub fn dir_for_step(checkpoints: &Path, step: usize) -> PathBuf {
         checkpoints.join(format!("step-{step:08}"))
@@ -232,5 +244,19 @@ mod tests {
         Checkpoint::prune(dir.path(), 1).unwrap();
         assert!(!ck_dir.exists() && later.exists());
         assert_eq!(Checkpoint::latest(dir.path()).unwrap(), Some(later));
+        // A run directory resolves to its newest checkpoint, a checkpoint folder to itself.
+        let run = dir.path().parent().unwrap().join(format!(
+            "{}-run",
+            dir.path().file_name().unwrap().to_string_lossy()
+        ));
+        let _ = std::fs::remove_dir_all(&run);
+        let older = Checkpoint::dir_for_step(&run.join("checkpoints"), 2);
+        let newer = Checkpoint::dir_for_step(&run.join("checkpoints"), 10);
+        Checkpoint::save(&older, &meta, &[]).unwrap();
+        Checkpoint::save(&newer, &meta, &[]).unwrap();
+        assert_eq!(Checkpoint::resolve(&run).unwrap(), newer);
+        assert_eq!(Checkpoint::resolve(&older).unwrap(), older);
+        assert!(Checkpoint::resolve(dir.path()).is_err());
+        std::fs::remove_dir_all(&run).unwrap();
     }
 }

@@ -1,0 +1,387 @@
+//! RTB end to end on a tiny problem: a (fresh, tiny) diffusion prior checkpoint and an IQL critic
+//! trained for a few steps, then `rtb::train` through the shared loop — metrics, checkpoints,
+//! exact resume, reload, the policy, the NaN guard, and the initialisations that copy the prior.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use offrl::algos::rtb::{self, CorrectionInit, Rtb, RtbConfig};
+use offrl::algos::{self, AlgoKind, OfflineAlgorithm};
+use offrl::dataset::{Dataset, Metadata, FORMAT_VERSION};
+use offrl::diffusion::{
+    sample_trajectory, trajectory_log_prob, ActionTransform, DiffusionPrior, EpsModel, NetConfig,
+    PriorSpec, ScheduleConfig, StartDistribution,
+};
+use offrl::nn::{to_vec, Activation, Normalizer};
+use offrl::train::checkpoint::{module_bytes, Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const OBS: usize = 3;
+const ACT: usize = 2;
+
+/// 8 episodes of 10 steps; reward prefers actions near (0.3, −0.2).
+fn dataset() -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let n = 80;
+    let obs: Vec<f32> = (0..n * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let act: Vec<f32> = (0..n * ACT).map(|_| rng.random_range(-0.9..0.9)).collect();
+    let rewards = (0..n)
+        .map(|i| -((act[2 * i] - 0.3).powi(2) + (act[2 * i + 1] + 0.2).powi(2)))
+        .collect();
+    let next: Vec<f32> = (0..n * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let meta = Metadata {
+        format_version: FORMAT_VERSION,
+        env_id: "Toy-v0".into(),
+        obs_dim: OBS,
+        act_dim: ACT,
+        action_low: vec![-1.0; ACT],
+        action_high: vec![1.0; ACT],
+        source: serde_json::Value::Null,
+        reference_scores: None,
+    };
+    Dataset::new(
+        meta,
+        obs,
+        act,
+        rewards,
+        next,
+        vec![false; n],
+        (0..n).map(|i| i % 10 == 9).collect(),
+    )
+    .unwrap()
+}
+
+fn prior_spec(data: &Dataset) -> PriorSpec {
+    let scale = 75.0 / 6.0;
+    PriorSpec {
+        obs_dim: OBS,
+        act_dim: ACT,
+        schedule: ScheduleConfig {
+            steps: 6,
+            beta_start: 1e-4 * scale,
+            beta_end: 0.02 * scale,
+            ..Default::default()
+        },
+        net: NetConfig {
+            width: 16,
+            layers: 2,
+            time_harmonics: 3,
+            activation: Activation::Gelu,
+            layer_norm: true,
+        },
+        start: StartDistribution::default(),
+        obs_norm: Normalizer::fit(&data.observations, OBS, "observations").unwrap(),
+        actions: ActionTransform::new(&[-1.0; ACT], &[1.0; ACT], true, 0.99).unwrap(),
+    }
+}
+
+/// A prior checkpoint in the layout `DiffusionPrior::load` reads (an untrained network: RTB
+/// only needs *a* prior).
+fn prior_checkpoint(root: &Path, data: &Dataset) -> PathBuf {
+    let device = Device::flex();
+    offrl::backend::seed(&device, 1);
+    let spec = prior_spec(data);
+    let prior = DiffusionPrior::new(spec.clone(), &device).unwrap();
+    let dir = Checkpoint::dir_for_step(&root.join("prior/checkpoints"), 1);
+    let meta = CheckpointMeta {
+        format_version: CHECKPOINT_VERSION,
+        kind: offrl::diffusion::prior::CHECKPOINT_KIND.into(),
+        step: 1,
+        config: serde_json::Value::Null,
+        extra: serde_json::to_value(&spec).unwrap(),
+    };
+    let part = offrl::diffusion::prior::MODEL_PART;
+    Checkpoint::save(&dir, &meta, &[(part, module_bytes(&prior.net).unwrap())]).unwrap();
+    root.join("prior")
+}
+
+/// An IQL critic trained for 30 steps (a run directory).
+fn critic_run(root: &Path, data: &Dataset) -> PathBuf {
+    let out = root.join("critic");
+    let config = offrl::config::resolve(
+        &AlgoKind::Iql.default_config(),
+        None,
+        &[
+            "train_actor=false".into(),
+            "critic_net.width=16".into(),
+            "train.steps=30".into(),
+            "train.batch_size=16".into(),
+            "train.log_every=10".into(),
+            "train.checkpoint_every=0".into(),
+        ],
+    )
+    .unwrap();
+    let device = Device::flex().autodiff();
+    algos::train(AlgoKind::Iql, &config, data, &out, 0, &device, None).unwrap();
+    out
+}
+
+fn config(prior: &Path, critic: &Path) -> RtbConfig {
+    let mut c = RtbConfig {
+        prior: prior.display().to_string(),
+        critic: critic.display().to_string(),
+        alpha: 0.5,
+        trajectories: 4,
+        chunk: 6,
+        ..Default::default()
+    };
+    c.correction.net = prior_spec(&dataset()).net;
+    c.correction.langevin_width = 8;
+    c.log_z.width = 8;
+    c.train.steps = 6;
+    c.train.batch_size = 3;
+    c.train.log_every = 1;
+    c.train.checkpoint_every = 3;
+    c.train.eval_every = 0;
+    c
+}
+
+fn probe(algo: &dyn OfflineAlgorithm) -> Vec<f32> {
+    let obs = [0.1, -0.5, 0.9, -0.3, 0.2, 0.0];
+    algo.policy().unwrap().act(&obs, 2).unwrap()
+}
+
+#[test]
+fn trains_checkpoints_resumes_and_reloads_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let prior = prior_checkpoint(root.path(), &data);
+    let critic = critic_run(root.path(), &data);
+    let device = Device::flex().autodiff();
+    for kind in [rtb::LogZKind::Vargrad, rtb::LogZKind::Learned] {
+        let mut cfg = config(&prior, &critic);
+        cfg.log_z.kind = kind;
+        let full_dir = root.path().join(format!("full-{kind:?}"));
+        let full = rtb::train(&cfg, &data, &full_dir, 3, &device, None).unwrap();
+
+        // Metrics of every step, both losses, finite.
+        let metrics = offrl::train::read_metrics(&full_dir.join("metrics.jsonl")).unwrap();
+        for name in ["loss_on", "loss_off", "log_z", "log_r", "kl"] {
+            let series = &metrics.iter().find(|(n, _)| n == name).unwrap().1;
+            assert_eq!(series.len(), 6, "{name}");
+            assert!(series.iter().all(|(_, v)| v.is_finite()));
+        }
+        assert!(full_dir.join("plots/loss_on.png").is_file());
+        // π starts at μ (log π − log μ exactly 0 at the first update) and moves.
+        let kl = &metrics.iter().find(|(n, _)| n == "kl").unwrap().1;
+        assert_eq!(kl[0].1, 0.0);
+        assert!(kl[1..].iter().all(|(_, v)| v.abs() > 1e-6), "{kl:?}");
+
+        // Killed after the step-3 checkpoint: delete the final one and train again.
+        let part_dir = root.path().join(format!("part-{kind:?}"));
+        rtb::train(&cfg, &data, &part_dir, 3, &device, None).unwrap();
+        std::fs::remove_dir_all(Checkpoint::dir_for_step(&part_dir.join("checkpoints"), 6))
+            .unwrap();
+        let resumed = rtb::train(&cfg, &data, &part_dir, 3, &device, None).unwrap();
+        let actions = probe(full.as_ref());
+        assert_eq!(actions, probe(resumed.as_ref()));
+        assert!(actions.iter().all(|a| a.abs() <= 1.0));
+        let last = |dir: &Path| {
+            let m = offrl::train::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+            m.iter().find(|(n, _)| n == "loss_on").unwrap().1.clone()
+        };
+        assert_eq!(last(&full_dir), last(&part_dir));
+
+        // Reloaded from disk: the same policy.
+        let ck = Checkpoint::resolve(&full_dir).unwrap();
+        let reloaded = algos::load(&ck, &device).unwrap();
+        assert_eq!(actions, probe(reloaded.as_ref()));
+    }
+    // A different seed gives a different run; a changed config refuses to resume.
+    let cfg = config(&prior, &critic);
+    let other = rtb::train(&cfg, &data, &root.path().join("seed4"), 4, &device, None).unwrap();
+    let full = algos::load(
+        &Checkpoint::resolve(&root.path().join("full-Vargrad")).unwrap(),
+        &device,
+    )
+    .unwrap();
+    assert_ne!(probe(full.as_ref()), probe(other.as_ref()));
+    let mut changed = cfg.clone();
+    changed.alpha = 0.25;
+    let err = rtb::train(
+        &changed,
+        &data,
+        &root.path().join("seed4"),
+        4,
+        &device,
+        None,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("config.alpha"), "{err}");
+}
+
+#[test]
+fn missing_or_wrong_inputs_are_named() {
+    let root = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let prior = prior_checkpoint(root.path(), &data);
+    let device = Device::flex().autodiff();
+    let mut cfg = config(&prior, Path::new(""));
+    let err = rtb::train(&cfg, &data, &root.path().join("a"), 0, &device, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no critic given"), "{err}");
+    cfg.critic = root.path().join("nowhere").display().to_string();
+    let err = rtb::train(&cfg, &data, &root.path().join("b"), 0, &device, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nowhere"), "{err}");
+    // The prior's folder given as the critic: wrong checkpoint kind.
+    cfg.critic = prior.display().to_string();
+    let err = rtb::train(&cfg, &data, &root.path().join("c"), 0, &device, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("expected `iql`"), "{err}");
+    cfg.critic = String::new();
+    cfg.alpha = 0.0;
+    let err = rtb::train(&cfg, &data, &root.path().join("d"), 0, &device, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("alpha"), "{err}");
+}
+
+#[test]
+fn nan_stops_training_naming_step_and_loss() {
+    let root = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let prior = prior_checkpoint(root.path(), &data);
+    let critic = critic_run(root.path(), &data);
+    // Non-finite observations reach the networks (the struct is built without validation).
+    let mut bad = data.clone();
+    bad.observations.iter_mut().for_each(|v| *v = f32::NAN);
+    let device = Device::flex().autodiff();
+    let cfg = config(&prior, &critic);
+    let err = rtb::train(&cfg, &bad, &root.path().join("nan"), 0, &device, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("step 0") && err.contains("loss_on"), "{err}");
+    assert!(Checkpoint::latest(&root.path().join("nan/checkpoints"))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn initialisations_that_copy_the_prior() {
+    let root = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let device = Device::flex();
+    offrl::backend::seed(&device, 2);
+    let prior = DiffusionPrior::new(prior_spec(&data), &device).unwrap();
+    let reward = |_o: burn::tensor::Tensor<2>, a: burn::tensor::Tensor<2>| {
+        let n = a.dims()[0];
+        a.sum_dim(1).reshape([n])
+    };
+    let reward = rtb::QReward {
+        q: reward,
+        alpha: 1.0,
+        obs_norm: Normalizer::identity(OBS),
+        actions: prior.spec.actions.clone(),
+        tanh_jacobian: true,
+    };
+    let obs = offrl::nn::tensor2(&[0.2; 8 * OBS], 8, OBS, &device);
+    for init in [
+        CorrectionInit::Zero,
+        CorrectionInit::PriorFeatures,
+        CorrectionInit::CopyPrior,
+    ] {
+        let mut cfg = config(root.path(), root.path());
+        cfg.correction.init = init;
+        cfg.correction.langevin = false;
+        let template = prior.net.clone();
+        let rtb = Rtb::new(cfg, prior.clone(), &reward, OBS, Some(&template), &device).unwrap();
+        let correction = rtb.model.correction.valid();
+        let pi = rtb.posterior(&correction);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let traj = sample_trajectory(&pi, obs.clone(), &mut rng);
+        let lp = to_vec(trajectory_log_prob(&pi, obs.clone(), &traj));
+        let lm = to_vec(trajectory_log_prob(&prior, obs.clone(), &traj));
+        // The correction's own output at one step vs the prior's ε.
+        let x = traj.x(3).clone();
+        let corr = to_vec(correction.forward_rows(obs.clone(), x.clone(), &[3], None));
+        let eps = to_vec(prior.eps(obs.clone(), x, 3));
+        match init {
+            CorrectionInit::Zero | CorrectionInit::PriorFeatures => {
+                assert_eq!(lp, lm, "{init:?}");
+                assert!(corr.iter().all(|&v| v == 0.0));
+            }
+            CorrectionInit::CopyPrior => {
+                // The paper's initialisation: ε_π = 2 ε_μ, so π ≠ μ.
+                assert_eq!(corr, eps);
+                assert!(lp.iter().zip(&lm).any(|(a, b)| (a - b).abs() > 1e-3));
+            }
+        }
+        if init == CorrectionInit::PriorFeatures {
+            // Hidden layers are the prior's.
+            let a = to_vec(correction.net.input.weight.val());
+            assert_eq!(a, to_vec(prior.net.input.weight.val()));
+        }
+    }
+}
+
+#[test]
+fn command_line_trains_and_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let prior = prior_checkpoint(root.path(), &data);
+    let critic = critic_run(root.path(), &data);
+    let parquet = root.path().join("toy.parquet");
+    offrl::dataset::io::save(&data, &parquet).unwrap();
+    let out = root.path().join("rtb");
+    let run = |steps: usize| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_offrl"))
+            .args(["train", "rtb", "--dataset"])
+            .arg(&parquet)
+            .arg("--prior")
+            .arg(&prior)
+            .arg("--critic")
+            .arg(&critic)
+            .args(["--alpha", "0.3", "--seed", "1", "--eval-episodes", "0", "--out"])
+            .arg(&out)
+            .args([
+                "--set",
+                "correction.net={width = 16, layers = 2, time_harmonics = 3, activation = \"gelu\", layer_norm = true}",
+                "--set",
+                "trajectories=4",
+                "--set",
+                "train.batch_size=2",
+                "--set",
+                &format!("train.steps={steps}"),
+                "--set",
+                "train.checkpoint_every=2",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run(4);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["alpha"], 0.3);
+    assert_eq!(config["seed"], 1);
+    let last = Checkpoint::dir_for_step(&out.join("checkpoints"), 4);
+    assert!(last.is_dir());
+    // Killed before the last checkpoint: the same command resumes from step 2.
+    std::fs::remove_dir_all(&last).unwrap();
+    let resumed = run(4);
+    assert!(resumed.status.success());
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming"));
+    assert!(last.is_dir());
+    // A changed step count is a different config: refused, naming the key.
+    let second = run(6);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("train.steps"), "{err}");
+}
