@@ -6,12 +6,15 @@
 //! 3. [`algos`]: IQL critic, RTB fine-tuning and the baselines;
 //! 4. [`envs`] + [`eval`]: rollouts in native Rust and gymnasium environments.
 
+pub mod algos;
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod diffusion;
 pub mod envs;
 pub mod error;
+pub mod eval;
 pub mod nn;
 pub mod policy;
 

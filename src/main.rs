@@ -24,6 +24,14 @@ enum Command {
     /// Train models (diffusion prior, ...).
     #[command(subcommand)]
     Train(offrl::cli::train::TrainCommand),
+    /// Benchmark algorithms × datasets × seeds and print the results table.
+    Bench(offrl::cli::bench::BenchArgs),
+    /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
+    Quickstart {
+        /// Output folder (default runs/quickstart; re-running resumes it).
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +40,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
         Command::Train(cmd) => offrl::cli::train::run(cmd),
+        Command::Bench(args) => offrl::cli::bench::run(args),
+        Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! Command-line front ends: parse arguments, call the library, report with anyhow.
 
+pub mod bench;
 pub mod dataset;
 pub mod train;
 

@@ -36,10 +36,12 @@ pub enum DataSource {
     Concat { members: Vec<String> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportFormat {
+    /// D4RL's flat HDF5 layout (observations, actions, rewards, terminals, timeouts, ...).
     D4rl,
+    /// A Minari dataset folder (data/main_data.hdf5 with episode groups + data/metadata.json).
     Minari,
 }
 

@@ -1,7 +1,46 @@
 //! Environments with gymnasium semantics: native Rust ones and (feature `python`) gymnasium
 //! environments bridged through pyo3.
 
+#[cfg(feature = "python")]
+pub mod gym;
+pub mod nav2d;
+pub mod np_random;
+pub mod pendulum;
+
+pub use nav2d::Nav2d;
+pub use pendulum::Pendulum;
+
 use crate::error::Result;
+
+/// Ids of the environments implemented in Rust; [`make`] prefers these over gymnasium's.
+pub const NATIVE_IDS: &[&str] = &[Pendulum::ID, Nav2d::ID];
+
+/// Create an environment by id: a native one when there is one, else gymnasium's through the
+/// Python bridge (feature `python`).
+pub fn make(id: &str) -> Result<Box<dyn Env>> {
+    match id {
+        Pendulum::ID => Ok(Box::new(Pendulum::new())),
+        Nav2d::ID => Ok(Box::new(Nav2d::new())),
+        _ => make_gym(id),
+    }
+}
+
+#[cfg(feature = "python")]
+fn make_gym(id: &str) -> Result<Box<dyn Env>> {
+    Ok(Box::new(gym::GymEnv::new(id)?))
+}
+
+#[cfg(not(feature = "python"))]
+fn make_gym(id: &str) -> Result<Box<dyn Env>> {
+    Err(crate::error::Error::env(
+        id,
+        format!(
+            "not a native environment (native: {}) and this build has no Python bridge; \
+             rebuild with `--features python` to use gymnasium environments",
+            NATIVE_IDS.join(", ")
+        ),
+    ))
+}
 
 /// A box space: per-dimension bounds (may be ±inf).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

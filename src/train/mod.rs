@@ -5,7 +5,7 @@ pub mod checkpoint;
 pub mod plot;
 mod run_dir;
 
-pub use run_dir::RunDir;
+pub use run_dir::{read_metrics, write_atomic, RunDir};
 
 use indicatif::{ProgressBar, ProgressStyle};
 

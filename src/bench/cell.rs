@@ -1,0 +1,232 @@
+//! One benchmark cell: train one algorithm on one dataset with one seed, evaluating it along the
+//! way (the learning curve) and at the end, and write `result.json`. Cells of algorithms that build
+//! on others (IDQL and RTB use the diffusion-BC prior and the IQL critic) read those cells' runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::table::CellResult;
+use crate::algos::{self, AlgoKind, OfflineAlgorithm};
+use crate::dataset::{self, Dataset};
+use crate::error::{Error, Result};
+use crate::eval::{self, EvalReport};
+use crate::policy::Policy;
+
+/// A benchmark profile (`configs/profiles/NAME.toml`): dataset size, evaluation protocol, and the
+/// per-algorithm config overrides (`--set` syntax) that set step counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub description: String,
+    /// Multiplies the registry's dataset sizes (1.0 = D4RL sizes).
+    pub scale: f64,
+    /// Episodes of the final evaluation.
+    pub eval_episodes: usize,
+    /// Environments stepped together in evaluation.
+    pub eval_envs: usize,
+    /// Evaluations during training (learning-curve points), the final one included.
+    pub evaluations: usize,
+    /// Episodes of each intermediate evaluation.
+    pub curve_episodes: usize,
+    /// Algorithm name → config overrides.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Vec<String>>,
+}
+
+impl Profile {
+    /// `configs/profiles/NAME.toml` of the source checkout (or a path to a TOML file).
+    pub fn load(name_or_path: &str) -> Result<Profile> {
+        let path = if name_or_path.ends_with(".toml") {
+            PathBuf::from(name_or_path)
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs/profiles")
+                .join(format!("{name_or_path}.toml"))
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+    }
+
+    pub fn overrides_for(&self, algo: &str) -> Vec<String> {
+        self.overrides.get(algo).cloned().unwrap_or_default()
+    }
+}
+
+/// The algorithms a cell can run, and which other cells each one needs first.
+pub const ALGOS: &[(&str, &[&str])] = &[
+    ("bc", &[]),
+    ("td3bc", &[]),
+    ("iql", &[]),
+    ("cql", &[]),
+    ("diffusion-bc", &[]),
+    ("idql", &["diffusion-bc", "iql"]),
+    ("rtb", &["diffusion-bc", "iql"]),
+];
+
+/// The cells `algo` depends on (error for an unknown algorithm).
+pub fn dependencies(algo: &str) -> Result<&'static [&'static str]> {
+    ALGOS
+        .iter()
+        .find(|(name, _)| *name == algo)
+        .map(|(_, deps)| *deps)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ALGOS.iter().map(|(n, _)| *n).collect();
+            Error::Config(format!(
+                "unknown algorithm `{algo}` (known: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The Parquet file of a registry dataset at a scale, made (once) under `data_dir`.
+pub fn prepare_dataset(name: &str, scale: f64, data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join(format!(
+        "{}__scale-{scale}.parquet",
+        name.replace('/', "__")
+    ));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let card = dataset::registry::load_card(name)?;
+    let opts = dataset::make::MakeOptions {
+        scale,
+        ..Default::default()
+    };
+    let data = dataset::make::make(name, &card, &opts)?;
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    dataset::io::save(&data, &path)?;
+    Ok(path)
+}
+
+/// Everything a cell needs to know.
+pub struct CellSpec<'a> {
+    pub algo: &'a str,
+    pub dataset_name: &'a str,
+    pub data_path: &'a Path,
+    pub seed: u64,
+    pub profile: &'a Profile,
+    /// This cell's folder; sibling cells are found through [`super::cell_dir`] from `grid_out`.
+    pub dir: &'a Path,
+    pub grid_out: &'a Path,
+    pub device: &'a Device,
+}
+
+/// Evaluate `policy` in the dataset's environment.
+pub fn evaluate_on(
+    data: &Dataset,
+    policy: &mut dyn Policy,
+    episodes: usize,
+    n_envs: usize,
+    seed: u64,
+) -> Result<EvalReport> {
+    let env_id = data.meta.env_id.clone();
+    eval::evaluate(
+        policy,
+        || crate::envs::make(&env_id),
+        n_envs,
+        episodes,
+        seed,
+        data.meta.reference_scores,
+    )
+}
+
+/// The score a learning curve plots: normalised when reference scores exist.
+fn curve_value(report: &EvalReport) -> f64 {
+    report.normalized.unwrap_or(report.mean)
+}
+
+/// Run one cell to completion (resuming its training if interrupted) and write `result.json`.
+pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
+    let started = Instant::now();
+    let data = dataset::io::load(spec.data_path)?;
+    let profile = spec.profile;
+    // Evaluation seeds differ from training seeds but are fixed per cell.
+    let eval_seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(17);
+    let mut curve: Vec<(f64, f64)> = Vec::new();
+    let run_dir = spec.dir.join("run");
+
+    let report = match spec.algo {
+        "diffusion-bc" | "idql" | "rtb" => {
+            run_diffusion_cell(spec, &data, &run_dir, eval_seed, &mut curve)?
+        }
+        name => {
+            let kind = AlgoKind::from_name(name)?;
+            let overrides = profile.overrides_for(name);
+            let config = crate::config::resolve(&kind.default_config(), None, &overrides)?;
+            let steps = config
+                .pointer("/train/steps")
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| Error::Config(format!("{name}: config has no train.steps")))?
+                as usize;
+            let every = (steps / profile.evaluations.max(1)).max(1);
+            let mut config = config;
+            config["train"]["eval_every"] = every.into();
+            let mut hook = |step: usize, algo: &dyn OfflineAlgorithm| -> Result<algos::Metrics> {
+                if step >= steps {
+                    return Ok(vec![]); // the final evaluation is done below, with more episodes
+                }
+                let mut policy = algo.policy()?;
+                let r = evaluate_on(
+                    &data,
+                    policy.as_mut(),
+                    profile.curve_episodes,
+                    profile.eval_envs,
+                    eval_seed,
+                )?;
+                curve.push((step as f64, curve_value(&r)));
+                super::report_progress(step as u64, steps as u64);
+                Ok(vec![("eval/score", curve_value(&r))])
+            };
+            let algo = algos::train(
+                kind,
+                &config,
+                &data,
+                &run_dir,
+                spec.seed,
+                spec.device,
+                Some(&mut hook),
+            )?;
+            let mut policy = algo.policy()?;
+            let r = evaluate_on(
+                &data,
+                policy.as_mut(),
+                profile.eval_episodes,
+                profile.eval_envs,
+                eval_seed,
+            )?;
+            curve.push((steps as f64, curve_value(&r)));
+            r
+        }
+    };
+
+    let result = CellResult {
+        algo: spec.algo.to_string(),
+        dataset: spec.dataset_name.to_string(),
+        seed: spec.seed,
+        normalized_score: report.normalized,
+        mean_return: report.mean,
+        std_return: report.std,
+        episodes: report.returns.len(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        curve,
+    };
+    let json = serde_json::to_vec_pretty(&result).expect("result serialises");
+    crate::train::write_atomic(&spec.dir.join("result.json"), &json)?;
+    Ok(result)
+}
+
+/// Diffusion-based cells (diffusion-BC, IDQL, RTB): wired in `diffusion_cells`.
+fn run_diffusion_cell(
+    spec: &CellSpec<'_>,
+    data: &Dataset,
+    run_dir: &Path,
+    eval_seed: u64,
+    curve: &mut Vec<(f64, f64)>,
+) -> Result<EvalReport> {
+    super::diffusion_cells::run(spec, data, run_dir, eval_seed, curve)
+}

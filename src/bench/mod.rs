@@ -1,0 +1,255 @@
+//! The benchmark runner: algorithms × datasets × seeds, each (algo, dataset, seed) cell run as an
+//! independent `offrl bench cell` process (so a grid spreads over cores now and machines later),
+//! finished cells never recomputed, and the results gathered into a paper-style table.
+
+pub mod cell;
+mod diffusion_cells;
+pub mod table;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+pub use table::{CellResult, Table};
+
+use crate::error::{Error, Result};
+
+/// Lines a cell process prints on stdout to report progress to the grid runner.
+pub const PROGRESS_PREFIX: &str = "@progress ";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct GridSpec {
+    pub algos: Vec<String>,
+    pub datasets: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub profile: String,
+    /// Cells run at the same time.
+    pub jobs: usize,
+    pub out: PathBuf,
+    /// Extra arguments passed to every cell (e.g. `--backend`).
+    pub cell_args: Vec<String>,
+}
+
+/// The folder of one cell.
+pub fn cell_dir(out: &Path, algo: &str, dataset: &str, seed: u64) -> PathBuf {
+    out.join("cells")
+        .join(dataset.replace('/', "__"))
+        .join(algo)
+        .join(format!("seed-{seed}"))
+}
+
+/// Report progress from inside a cell process (read by the grid runner).
+pub fn report_progress(done: u64, total: u64) {
+    println!("{PROGRESS_PREFIX}{done} {total}");
+}
+
+/// A finished cell's result, if it has one.
+pub fn read_result(dir: &Path) -> Result<Option<CellResult>> {
+    let path = dir.join("result.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| Error::format(&path, e.to_string()))
+}
+
+/// Run every missing cell with `exe bench cell ...` (at most `spec.jobs` at once), then gather all
+/// results. A failed cell is reported with the tail of its log and does not stop the others.
+pub fn run_grid(spec: &GridSpec, exe: &Path) -> Result<Vec<CellResult>> {
+    let mut todo = Vec::new();
+    for dataset in &spec.datasets {
+        for algo in &spec.algos {
+            for &seed in &spec.seeds {
+                let dir = cell_dir(&spec.out, algo, dataset, seed);
+                if read_result(&dir)?.is_none() {
+                    todo.push((algo.clone(), dataset.clone(), seed, dir));
+                }
+            }
+        }
+    }
+    let total = spec.datasets.len() * spec.algos.len() * spec.seeds.len();
+    tracing::info!(
+        "{} of {total} cells to run ({} already finished)",
+        todo.len(),
+        total - todo.len()
+    );
+
+    let multi = MultiProgress::new();
+    let grid_bar = multi.add(ProgressBar::new(todo.len() as u64));
+    grid_bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} cells, elapsed {elapsed}, eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    grid_bar.set_prefix("grid");
+    let cell_style =
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+            .expect("static template")
+            .progress_chars("=> ");
+
+    let queue = Arc::new(Mutex::new(todo.into_iter()));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    std::thread::scope(|scope| {
+        for _ in 0..spec.jobs.max(1) {
+            let queue = Arc::clone(&queue);
+            let failures = Arc::clone(&failures);
+            let (multi, grid_bar, cell_style) = (&multi, &grid_bar, &cell_style);
+            scope.spawn(move || loop {
+                let Some((algo, dataset, seed, dir)) = queue.lock().expect("queue lock").next()
+                else {
+                    break;
+                };
+                let bar = multi.insert_before(grid_bar, ProgressBar::new(1));
+                bar.set_style(cell_style.clone());
+                bar.set_prefix(format!("seed {seed}"));
+                bar.set_message(format!("{algo} on {dataset}"));
+                if let Err(e) = run_cell_process(exe, spec, &algo, &dataset, seed, &dir, &bar) {
+                    failures
+                        .lock()
+                        .expect("failure lock")
+                        .push(format!("{algo} / {dataset} / seed {seed}: {e}"));
+                }
+                bar.finish_and_clear();
+                grid_bar.inc(1);
+            });
+        }
+    });
+    grid_bar.finish();
+    for f in failures.lock().expect("failure lock").iter() {
+        tracing::error!("cell failed: {f}");
+    }
+
+    let mut results = Vec::new();
+    for dataset in &spec.datasets {
+        for algo in &spec.algos {
+            for &seed in &spec.seeds {
+                if let Some(r) = read_result(&cell_dir(&spec.out, algo, dataset, seed))? {
+                    results.push(r);
+                }
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn run_cell_process(
+    exe: &Path,
+    spec: &GridSpec,
+    algo: &str,
+    dataset: &str,
+    seed: u64,
+    dir: &Path,
+    bar: &ProgressBar,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let log_path = dir.join("log.txt");
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let mut child = Command::new(exe)
+        .args([
+            "bench",
+            "cell",
+            "--algo",
+            algo,
+            "--dataset",
+            dataset,
+            "--profile",
+            &spec.profile,
+        ])
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--dir")
+        .arg(dir)
+        .args(&spec.cell_args)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| Error::io(exe, e))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+        if let Some(rest) = line.strip_prefix(PROGRESS_PREFIX) {
+            let mut it = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok());
+            if let (Some(done), Some(total)) = (it.next(), it.next()) {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| Error::io(exe, e))?;
+    if status.success() && read_result(dir)?.is_some() {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(Error::Config(format!(
+        "exited with {status}; log {}:\n{}",
+        log_path.display(),
+        tail.join("\n")
+    )))
+}
+
+/// Write the table (Markdown, CSV, JSON) and one learning-curve PNG per dataset into `out`.
+pub fn write_report(out: &Path, table: &Table, results: &[CellResult]) -> Result<()> {
+    use crate::train::write_atomic as write;
+    write(&out.join("results.md"), table.markdown().as_bytes())?;
+    write(&out.join("results.csv"), table.csv().as_bytes())?;
+    let json = serde_json::json!({ "table": table, "cells": results });
+    write(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&json)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    let curves = out.join("curves");
+    std::fs::create_dir_all(&curves).map_err(|e| Error::io(&curves, e))?;
+    for dataset in &table.datasets {
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for algo in &table.algos {
+            let runs: Vec<&CellResult> = results
+                .iter()
+                .filter(|r| &r.algo == algo && &r.dataset == dataset && !r.curve.is_empty())
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            // Average the seeds' curves at the steps they share.
+            let steps: Vec<f64> = runs[0].curve.iter().map(|p| p.0).collect();
+            let points = steps
+                .iter()
+                .map(|&s| {
+                    let vals: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r.curve.iter().find(|p| p.0 == s).map(|p| p.1))
+                        .collect();
+                    (s, vals.iter().sum::<f64>() / vals.len() as f64)
+                })
+                .collect();
+            series.push((algo.clone(), points));
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let refs: Vec<(&str, &[(f64, f64)])> = series
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_slice()))
+            .collect();
+        let file = curves.join(format!("{}.png", dataset.replace('/', "__")));
+        let y = if table.normalized {
+            "normalised score"
+        } else {
+            "return"
+        };
+        crate::train::plot::line_chart(&file, &format!("{dataset}: {y}"), "training step", &refs)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! Parquet files: one row per transition, D4RL column names, metadata as JSON under `offrl`.
+//!
+//! Columns (all non-nullable): `observations`, `next_observations` (FixedSizeList<Float32>,
+//! obs_dim), `actions` (FixedSizeList<Float32>, act_dim), `rewards` (Float32), `terminals`,
+//! `timeouts` (Boolean). The files open unchanged in pyarrow, pandas, polars and DuckDB.
+//!
+//! Writer settings, chosen for load speed (see `benches/dataset.rs` for the figures):
+//! - no compression: observations of continuous-control tasks are high-entropy f32s; on the
+//!   Hopper expert fixture snappy saves 4 %, zstd 10 % (byte-stream-split adds < 1 %), while
+//!   decompressing costs more time than reading the raw bytes from the page cache;
+//! - PLAIN encoding, no dictionary: dictionaries do not help continuous values, and PLAIN f32
+//!   pages decode as a memory copy;
+//! - row groups of [`ROW_GROUP_ROWS`] rows (~6.5 MB for Hopper): per-group overhead vanishes,
+//!   while readers that buffer a whole row group (pyarrow, DuckDB) stay small; offrl's reader
+//!   decodes page by page in batches of [`READ_BATCH_ROWS`] rows straight into the preallocated
+//!   column buffers, so a load peaks barely above the final buffers' size.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::{Dataset, Metadata, FORMAT_VERSION};
+use crate::error::{Error, Result};
+
+/// Key of the JSON metadata in the Parquet key-value metadata.
+pub const METADATA_KEY: &str = "offrl";
+/// Rows per row group.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per record batch when reading: the reader's transient buffers scale with it (peak RSS
+/// of a 1M-row Hopper load: 1.12× the raw columns at 16K rows, 1.36× at 64K) while the load
+/// time does not change measurably.
+pub const READ_BATCH_ROWS: usize = 16 * 1024;
+
+fn vector_field(name: &str, dim: usize) -> Field {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    Field::new(name, DataType::FixedSizeList(item, dim as i32), false)
+}
+
+/// The Arrow schema of a dataset file with the given dims.
+pub fn schema(obs_dim: usize, act_dim: usize) -> Schema {
+    Schema::new(vec![
+        vector_field("observations", obs_dim),
+        vector_field("actions", act_dim),
+        Field::new("rewards", DataType::Float32, false),
+        vector_field("next_observations", obs_dim),
+        Field::new("terminals", DataType::Boolean, false),
+        Field::new("timeouts", DataType::Boolean, false),
+    ])
+}
+
+fn writer_properties(meta_json: String) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            METADATA_KEY.to_string(),
+            meta_json,
+        )]))
+        .build()
+}
+
+/// Write `data` to `path` atomically: validate, write a temporary file in the target folder,
+/// then rename it over `path`. On any error no file is left behind.
+pub fn save(data: &Dataset, path: &Path) -> Result<()> {
+    data.validate()?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".offrl-")
+        .suffix(".parquet.tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let file = tmp.reopen().map_err(|e| Error::io(tmp.path(), e))?;
+    let fail = |e: parquet::errors::ParquetError| Error::format(path, format!("writing: {e}"));
+
+    let meta_json = serde_json::to_string(&data.meta).expect("metadata serialises");
+    // In the Arrow schema too: pyarrow takes schema metadata from the embedded Arrow schema
+    // and ignores the Parquet key-value pairs when one is present.
+    let schema = Arc::new(
+        schema(data.obs_dim(), data.act_dim())
+            .with_metadata([(METADATA_KEY.to_string(), meta_json.clone())]),
+    );
+    let mut writer = ArrowWriter::try_new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        schema.clone(),
+        Some(writer_properties(meta_json)),
+    )
+    .map_err(fail)?;
+    let (od, ad) = (data.obs_dim(), data.act_dim());
+    let vector = |values: &[f32], dim: usize| -> ArrayRef {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        Arc::new(FixedSizeListArray::new(
+            item,
+            dim as i32,
+            Arc::new(Float32Array::from(values.to_vec())),
+            None,
+        ))
+    };
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + ROW_GROUP_ROWS).min(data.len());
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                vector(&data.observations[start * od..end * od], od),
+                vector(&data.actions[start * ad..end * ad], ad),
+                Arc::new(Float32Array::from(data.rewards[start..end].to_vec())),
+                vector(&data.next_observations[start * od..end * od], od),
+                Arc::new(BooleanArray::from(data.terminals[start..end].to_vec())),
+                Arc::new(BooleanArray::from(data.timeouts[start..end].to_vec())),
+            ],
+        )
+        .expect("columns match the schema");
+        writer.write(&batch).map_err(fail)?;
+        start = end;
+    }
+    let buf = writer.into_inner().map_err(fail)?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| Error::io(tmp.path(), e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Read the `offrl` metadata of a dataset file without loading the columns.
+pub fn read_metadata(path: &Path) -> Result<Metadata> {
+    let builder = open(path)?;
+    metadata_of(path, &builder)
+}
+
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))
+}
+
+fn metadata_of(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> Result<Metadata> {
+    let json = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == METADATA_KEY))
+        .and_then(|kv| kv.value.as_deref())
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "no `{METADATA_KEY}` key in the Parquet metadata: not an offrl dataset \
+                     (import other formats with `offrl dataset import`)"
+                ),
+            )
+        })?;
+    let meta: Metadata = serde_json::from_str(json)
+        .map_err(|e| Error::format(path, format!("`{METADATA_KEY}` metadata: {e}")))?;
+    if meta.format_version > FORMAT_VERSION {
+        return Err(Error::format(
+            path,
+            format!(
+                "format version {} is newer than this offrl supports ({FORMAT_VERSION})",
+                meta.format_version
+            ),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Load a dataset file written by [`save`], checked with [`Dataset::validate`].
+pub fn load(path: &Path) -> Result<Dataset> {
+    let builder = open(path)?;
+    let meta = metadata_of(path, &builder)?;
+    let expected = schema(meta.obs_dim, meta.act_dim);
+    let file_schema = builder.schema().clone();
+    let mut columns = Vec::with_capacity(expected.fields().len());
+    for field in expected.fields() {
+        let (idx, found) = file_schema
+            .column_with_name(field.name())
+            .ok_or_else(|| Error::format(path, format!("missing column `{}`", field.name())))?;
+        if !same_type(found.data_type(), field.data_type()) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "column `{}` has type {}, expected {} (obs_dim {}, act_dim {} per metadata)",
+                    field.name(),
+                    found.data_type(),
+                    field.data_type(),
+                    meta.obs_dim,
+                    meta.act_dim
+                ),
+            ));
+        }
+        columns.push(idx);
+    }
+
+    let n = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let (od, ad) = (meta.obs_dim, meta.act_dim);
+    let mut data = Dataset {
+        meta,
+        observations: Vec::with_capacity(n * od),
+        actions: Vec::with_capacity(n * ad),
+        rewards: Vec::with_capacity(n),
+        next_observations: Vec::with_capacity(n * od),
+        terminals: Vec::with_capacity(n),
+        timeouts: Vec::with_capacity(n),
+    };
+    let reader = builder
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| Error::format(path, format!("reading: {e}")))?;
+    let mut row = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| {
+            Error::format(
+                path,
+                format!("reading rows from {row}: {e} (truncated or corrupt file?)"),
+            )
+        })?;
+        let col = |k: usize| batch.column(columns[k]);
+        for k in 0..6 {
+            if null_count(col(k)) > 0 {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "column `{}` has null values in rows {row}..{}",
+                        expected.field(k).name(),
+                        row + batch.num_rows()
+                    ),
+                ));
+            }
+        }
+        extend_vector(&mut data.observations, col(0));
+        extend_vector(&mut data.actions, col(1));
+        extend_f32(&mut data.rewards, col(2));
+        extend_vector(&mut data.next_observations, col(3));
+        extend_bool(&mut data.terminals, col(4));
+        extend_bool(&mut data.timeouts, col(5));
+        row += batch.num_rows();
+    }
+    data.validate()
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(data)
+}
+
+/// Type equality up to the list item's name and nullability (pyarrow names it `element` and
+/// marks it nullable; nulls are rejected when reading).
+fn same_type(found: &DataType, want: &DataType) -> bool {
+    match (found, want) {
+        (DataType::FixedSizeList(f, n), DataType::FixedSizeList(w, m)) => {
+            n == m && f.data_type() == w.data_type()
+        }
+        _ => found == want,
+    }
+}
+
+/// Nulls in a column, including inside list items.
+fn null_count(col: &ArrayRef) -> usize {
+    match col.as_any().downcast_ref::<FixedSizeListArray>() {
+        Some(list) => list.null_count() + list.values().null_count(),
+        None => col.null_count(),
+    }
+}
+
+// The downcasts below cannot fail: the column types were checked against the schema.
+fn extend_f32(out: &mut Vec<f32>, col: &ArrayRef) {
+    let a = col
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .expect("Float32");
+    out.extend_from_slice(a.values());
+}
+
+fn extend_vector(out: &mut Vec<f32>, col: &ArrayRef) {
+    let list = col
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .expect("FixedSizeList");
+    extend_f32(out, list.values());
+}
+
+fn extend_bool(out: &mut Vec<bool>, col: &ArrayRef) {
+    let a = col
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("Boolean");
+    out.extend(a.values().iter());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::tests::toy;
+
+    #[test]
+    fn save_then_load_is_exact() {
+        let mut d = toy(
+            &[1.5, -2.25, 3.0, 0.1],
+            &[(false, false), (true, false), (false, false), (false, true)],
+        );
+        d.observations[3] = f32::MIN_POSITIVE;
+        d.actions[2] = -0.0;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/toy.parquet");
+        save(&d, &path).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.actions[2].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(read_metadata(&path).unwrap(), d.meta);
+        // Only the file itself: the temporary file was renamed, not copied.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn many_row_groups_round_trip() {
+        let n = ROW_GROUP_ROWS * 2 + 17;
+        let rewards: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+        let ends: Vec<(bool, bool)> = (0..n).map(|i| (i % 1000 == 999, i % 777 == 0)).collect();
+        let d = toy(&rewards, &ends);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.parquet");
+        save(&d, &path).unwrap();
+        assert_eq!(load(&path).unwrap(), d);
+    }
+
+    #[test]
+    fn invalid_data_is_not_written() {
+        let mut d = toy(&[1.0, 2.0], &[(false, false); 2]);
+        d.rewards[1] = f32::NAN;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.parquet");
+        assert!(save(&d, &path).unwrap_err().to_string().contains("row 1"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
