@@ -76,6 +76,11 @@ pub trait OfflineAlgorithm {
     fn snapshot(&self) -> Result<Snapshot>;
     /// Restore from a checkpoint written from [`snapshot`](Self::snapshot) (`state` is its JSON state).
     fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()>;
+    /// Data-dependent set-up of a fresh run, before the first update (not called on resume:
+    /// whatever it computes belongs in the snapshot's state). Default: nothing.
+    fn prepare(&mut self, _data: &Dataset) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The algorithms, by name.
@@ -83,6 +88,8 @@ pub trait OfflineAlgorithm {
 #[serde(rename_all = "lowercase")]
 pub enum AlgoKind {
     Iql,
+    /// The diffusion behaviour prior μ(a|s) (`crate::diffusion`), whose policy is diffusion BC.
+    Prior,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -90,11 +97,12 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 1] = [AlgoKind::Iql];
+    pub const ALL: [AlgoKind; 2] = [AlgoKind::Iql, AlgoKind::Prior];
 
     pub fn name(self) -> &'static str {
         match self {
             AlgoKind::Iql => "iql",
+            AlgoKind::Prior => "prior",
         }
     }
 
@@ -109,6 +117,9 @@ impl AlgoKind {
     pub fn default_config(self) -> Value {
         let v = match self {
             AlgoKind::Iql => serde_json::to_value(iql::IqlConfig::default()),
+            AlgoKind::Prior => {
+                serde_json::to_value(crate::diffusion::train::PriorConfig::default())
+            }
         };
         v.expect("configs serialise")
     }
@@ -124,6 +135,12 @@ impl AlgoKind {
         let what = self.name();
         Ok(match self {
             AlgoKind::Iql => Box::new(iql::Iql::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Prior => Box::new(crate::diffusion::train::PriorAlgo::new(
+                typed(config, what)?,
+                spec,
+                device,
+                seed,
+            )?),
         })
     }
 }
@@ -179,7 +196,9 @@ pub fn train(
         None => {
             let spec = DataSpec::from_dataset(data, &data_cfg)?;
             check_dims(&spec, data)?;
-            (kind.build(config, spec, device, seed)?, 0)
+            let mut algo = kind.build(config, spec, device, seed)?;
+            algo.prepare(data)?;
+            (algo, 0)
         }
     };
     check_dims(algo.spec(), data)?;

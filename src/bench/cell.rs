@@ -151,11 +151,13 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
     let run_dir = spec.dir.join("run");
 
     let report = match spec.algo {
-        "diffusion-bc" | "idql" | "rtb" => {
-            run_diffusion_cell(spec, &data, &run_dir, eval_seed, &mut curve)?
-        }
+        "idql" | "rtb" => run_diffusion_cell(spec, &data, &run_dir, eval_seed, &mut curve)?,
         name => {
-            let kind = AlgoKind::from_name(name)?;
+            // Diffusion-BC is the trained prior acting alone.
+            let kind = match name {
+                "diffusion-bc" => AlgoKind::Prior,
+                name => AlgoKind::from_name(name)?,
+            };
             let overrides = profile.overrides_for(name);
             let config = crate::config::resolve(&kind.default_config(), None, &overrides)?;
             let steps = config

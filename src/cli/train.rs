@@ -1,15 +1,16 @@
-//! `offrl train ...`: one subcommand per trainable model.
+//! `offrl train ...`: one subcommand per trainable model, all through [`crate::algos::train`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::algos::{self, AlgoKind};
 use crate::backend::BackendKind;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
-    /// Train the diffusion behaviour prior μ(a|s) on a dataset (resumes a run found in --out).
+    /// Train the diffusion behaviour prior μ(a|s) (configs/prior.toml); resumes a run in --out.
     Prior(TrainArgs),
 }
 
@@ -19,7 +20,7 @@ pub struct TrainArgs {
     /// Dataset (Parquet file written by `offrl dataset`).
     #[arg(long)]
     pub dataset: PathBuf,
-    /// TOML config file (keys as in the command's config struct; missing keys keep defaults).
+    /// TOML config file (missing keys keep the defaults; unknown keys are errors).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Override one config key, e.g. `--set lr=3e-4 --set schedule.kind=cosine` (repeatable).
@@ -37,31 +38,19 @@ pub struct TrainArgs {
 
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
-        TrainCommand::Prior(args) => train_prior(&args),
+        TrainCommand::Prior(args) => train(AlgoKind::Prior, &args),
     }
 }
 
-fn train_prior(args: &TrainArgs) -> anyhow::Result<()> {
-    use crate::diffusion::train::{train, PriorConfig};
-    let mut config: PriorConfig =
-        crate::config::resolve(&PriorConfig::default(), args.config.as_deref(), &args.set)?;
-    config.seed = args.seed;
-    let data = load_dataset(&args.dataset)?;
+fn train(kind: AlgoKind, args: &TrainArgs) -> anyhow::Result<()> {
+    let config = crate::config::resolve(&kind.default_config(), args.config.as_deref(), &args.set)?;
+    let data = crate::dataset::io::load(&args.dataset)?;
     let device = args.backend.train_device()?;
-    let out = train(&data, &config, &args.out, &device)
-        .with_context(|| format!("training the prior into {}", args.out.display()))?;
-    println!(
-        "prior trained: final loss {:.5}, checkpoint {}",
-        out.final_loss,
-        out.checkpoint.display()
-    );
+    algos::train(kind, &config, &data, &args.out, args.seed, &device, None)
+        .with_context(|| format!("training {} into {}", kind.name(), args.out.display()))?;
+    let latest = crate::train::checkpoint::Checkpoint::latest(&args.out.join("checkpoints"))?;
+    if let Some(dir) = latest {
+        println!("{} trained: {}", kind.name(), dir.display());
+    }
     Ok(())
-}
-
-fn load_dataset(path: &Path) -> anyhow::Result<crate::dataset::Dataset> {
-    // TODO(merge): `crate::dataset::io::load(path)` once the dataset IO lands on main.
-    anyhow::bail!(
-        "{}: loading Parquet datasets needs offrl::dataset::io (not merged yet)",
-        path.display()
-    )
 }

@@ -137,51 +137,30 @@ impl Checkpoint {
 
     /// The newest complete checkpoint below `checkpoints` (folders named `step-NNNNNNNN`).
     pub fn latest(checkpoints: &Path) -> Result<Option<PathBuf>> {
-        Ok(step_dirs(checkpoints)?
-            .into_iter()
-            .filter(|(_, path)| path.join("meta.json").is_file())
-            .max_by_key(|(step, _)| *step)
-            .map(|(_, path)| path))
-    }
-
-    /// Delete all but the `keep` newest checkpoints below `checkpoints` (`keep == 0` keeps all).
-    pub fn prune(checkpoints: &Path, keep: usize) -> Result<()> {
-        if keep == 0 {
-            return Ok(());
+        if !checkpoints.is_dir() {
+            return Ok(None);
         }
-        let mut steps = step_dirs(checkpoints)?;
-        steps.sort();
-        let old = steps.len().saturating_sub(keep);
-        for (_, path) in &steps[..old] {
-            std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let mut best: Option<(usize, PathBuf)> = None;
+        for entry in std::fs::read_dir(checkpoints).map_err(|e| Error::io(checkpoints, e))? {
+            let path = entry.map_err(|e| Error::io(checkpoints, e))?.path();
+            let step = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("step-"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(step) = step.filter(|_| path.join("meta.json").is_file()) {
+                if best.as_ref().is_none_or(|(s, _)| step > *s) {
+                    best = Some((step, path));
+                }
+            }
         }
-        Ok(())
+        Ok(best.map(|(_, p)| p))
     }
 
     /// The folder name used for the checkpoint at `step`.
     pub fn dir_for_step(checkpoints: &Path, step: usize) -> PathBuf {
         checkpoints.join(format!("step-{step:08}"))
     }
-}
-
-/// `(step, folder)` of every `step-NNNNNNNN` folder below `checkpoints` (none if it is absent).
-fn step_dirs(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
-    if !checkpoints.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(checkpoints).map_err(|e| Error::io(checkpoints, e))? {
-        let path = entry.map_err(|e| Error::io(checkpoints, e))?.path();
-        let step = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("step-"))
-            .and_then(|n| n.parse::<usize>().ok());
-        if let Some(step) = step {
-            found.push((step, path));
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -225,12 +204,5 @@ mod tests {
         assert_eq!(a, b);
 
         assert!(Checkpoint::open(&ck_dir, Some("iql")).is_err());
-
-        // Pruning keeps the newest.
-        let later = Checkpoint::dir_for_step(dir.path(), 12);
-        Checkpoint::save(&later, &meta, &[]).unwrap();
-        Checkpoint::prune(dir.path(), 1).unwrap();
-        assert!(!ck_dir.exists() && later.exists());
-        assert_eq!(Checkpoint::latest(dir.path()).unwrap(), Some(later));
     }
 }
