@@ -369,3 +369,62 @@ fn nan_loss_stops_training_naming_step_and_loss() {
         "{err}"
     );
 }
+
+/// `offrl train prior` end to end: a run killed mid-way (SIGKILL after its first checkpoint) and
+/// started again with the same command finishes with the same model as an uninterrupted run.
+#[test]
+fn cli_train_prior_resumes_after_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_path = dir.path().join("mixture.parquet");
+    offrl::dataset::io::save(&mixture_dataset(2000, 6), &data_path).unwrap();
+    let exe = env!("CARGO_BIN_EXE_offrl");
+    let command = |out: &Path| {
+        let mut c = std::process::Command::new(exe);
+        c.args(["train", "prior", "--dataset"])
+            .arg(&data_path)
+            .args(["--config"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/prior.toml"))
+            .args(["--seed", "7", "--out"])
+            .arg(out);
+        for set in [
+            "net.width=16",
+            "net.time_harmonics=4",
+            "train.batch_size=64",
+            "train.steps=1500",
+            "train.checkpoint_every=100",
+            "train.log_every=50",
+        ] {
+            c.args(["--set", set]);
+        }
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let full = dir.path().join("full");
+    assert!(command(&full).status().unwrap().success());
+
+    let killed = dir.path().join("killed");
+    let mut child = command(&killed).spawn().unwrap();
+    let first = killed.join("checkpoints/step-00000100/meta.json");
+    let started = std::time::Instant::now();
+    while !first.is_file() && started.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = offrl::train::checkpoint::Checkpoint::latest(&killed.join("checkpoints"))
+        .unwrap()
+        .expect("a checkpoint was written before the kill");
+    eprintln!("killed after {}", before.display());
+    assert!(command(&killed).status().unwrap().success());
+
+    let device = Device::flex();
+    let probe = |dir: &Path| {
+        let prior = DiffusionPrior::load(dir, &device).unwrap();
+        sample_at(&prior, &[0.2, -0.6], 4, 1)
+    };
+    assert_eq!(probe(&full), probe(&killed));
+    let metrics = |dir: &Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics(&full), metrics(&killed));
+    assert!(full.join("plots/loss.png").is_file());
+}
