@@ -432,13 +432,7 @@ pub struct NetPolicy<A: Module> {
 impl<A: Module> NetPolicy<A> {
     /// `actor` is any (training) copy; the policy keeps a `valid()` copy of it.
     pub fn new(actor: &A, forward: fn(&A, Tensor<2>) -> Tensor<2>, spec: &DataSpec) -> Self {
-        let actor = actor.valid();
-        let device = actor
-            .devices()
-            .into_iter()
-            .next()
-            .unwrap_or_else(Device::flex)
-            .inner();
+        let (actor, device) = crate::nn::inference_copy(actor);
         Self {
             actor,
             forward,

@@ -68,15 +68,7 @@ impl DiffusionPrior {
     /// Load a trained prior from a checkpoint folder (`.../checkpoints/step-N`) or a run
     /// directory (its newest checkpoint) of `offrl train prior`, onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let dir = if path.join("meta.json").is_file() {
-            path.to_path_buf()
-        } else {
-            Checkpoint::latest(&path.join("checkpoints"))?.ok_or_else(|| Error::Checkpoint {
-                path: path.to_path_buf(),
-                message: "no checkpoint found (neither a checkpoint folder nor a run directory)"
-                    .into(),
-            })?
-        };
+        let dir = Checkpoint::find(path)?;
         let ck = Checkpoint::open(&dir, Some(AlgoKind::Prior.name()))?;
         let bad = |message: String| Error::Checkpoint {
             path: dir.clone(),
@@ -137,13 +129,7 @@ pub struct DiffusionPolicy {
 impl DiffusionPolicy {
     /// Keeps an inference (`valid()`) copy of `prior`, on the plain device of its parameters.
     pub fn new(prior: &DiffusionPrior, seed: u64) -> Self {
-        let prior = prior.valid();
-        let device = prior
-            .devices()
-            .into_iter()
-            .next()
-            .unwrap_or_else(Device::flex)
-            .inner();
+        let (prior, device) = crate::nn::inference_copy(prior);
         Self {
             prior,
             device,

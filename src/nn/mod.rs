@@ -16,6 +16,18 @@ pub fn tensor2(data: &[f32], rows: usize, cols: usize, device: &Device) -> Tenso
     Tensor::from_data(TensorData::new(data.to_vec(), [rows, cols]), device)
 }
 
+/// An inference copy of a module (`valid()`: no autodiff) and the plain device it lives on.
+pub fn inference_copy<M: burn::module::Module>(module: &M) -> (M, Device) {
+    let module = module.valid();
+    let device = module
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(Device::flex)
+        .inner();
+    (module, device)
+}
+
 /// A tensor's values as a flat row-major `Vec<f32>`.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()

@@ -157,6 +157,18 @@ impl Checkpoint {
         Ok(best.map(|(_, p)| p))
     }
 
+    /// `path` itself when it is a checkpoint folder, else the newest checkpoint of the run
+    /// directory `path`.
+    pub fn find(path: &Path) -> Result<PathBuf> {
+        if path.join("meta.json").is_file() {
+            return Ok(path.to_path_buf());
+        }
+        Checkpoint::latest(&path.join("checkpoints"))?.ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: "neither a checkpoint folder nor a run directory with checkpoints".into(),
+        })
+    }
+
     /// The folder name used for the checkpoint at `step`.
     pub fn dir_for_step(checkpoints: &Path, step: usize) -> PathBuf {
         checkpoints.join(format!("step-{step:08}"))
