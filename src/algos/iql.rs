@@ -299,7 +299,7 @@ impl IqlCritic {
     /// Load from a checkpoint folder (`.../checkpoints/step-N`) or a run directory (its newest
     /// checkpoint) of an `iql` or `critic` run. Use an autodiff `device` to differentiate Q.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let dir = Checkpoint::find(path)?;
+        let dir = Checkpoint::resolve(path)?;
         let ck = Checkpoint::open(&dir, Some(AlgoKind::Iql.name()))?;
         let bad = |message: String| Error::Checkpoint {
             path: dir.clone(),

@@ -68,7 +68,7 @@ impl DiffusionPrior {
     /// Load a trained prior from a checkpoint folder (`.../checkpoints/step-N`) or a run
     /// directory (its newest checkpoint) of `offrl train prior`, onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let dir = Checkpoint::find(path)?;
+        let dir = Checkpoint::resolve(path)?;
         let ck = Checkpoint::open(&dir, Some(AlgoKind::Prior.name()))?;
         let bad = |message: String| Error::Checkpoint {
             path: dir.clone(),
