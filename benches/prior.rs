@@ -8,29 +8,27 @@ use std::time::Duration;
 use burn::module::Module;
 use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use offrl::diffusion::train::{gradient_step, optimizer, PriorConfig};
-use offrl::diffusion::{
-    sample_actions, ActionTransform, DiffusionPrior, LossWeighting, NoiseSchedule, PriorSpec,
-};
-use offrl::nn::Normalizer;
+use offrl::algos::common::DataSpec;
+use offrl::diffusion::train::gradient_step;
+use offrl::diffusion::{sample_actions, DiffusionPrior, PriorConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const OBS: usize = 11;
 const ACT: usize = 3;
 
-fn spec(config: &PriorConfig) -> PriorSpec {
-    PriorSpec {
+fn prior(config: &PriorConfig, device: &Device) -> DiffusionPrior {
+    let data = DataSpec {
         obs_dim: OBS,
         act_dim: ACT,
-        schedule: config.schedule.clone(),
-        net: config.net.clone(),
-        start: NoiseSchedule::new(&config.schedule)
-            .unwrap()
-            .start_for(&[0.0; ACT], &[1.0; ACT]),
-        obs_norm: Normalizer::identity(OBS),
-        actions: ActionTransform::new(&[-1.0; ACT], &[1.0; ACT], true, 0.99).unwrap(),
-    }
+        action_low: vec![-1.0; ACT],
+        action_high: vec![1.0; ACT],
+        obs_mean: vec![0.0; OBS],
+        obs_std: vec![1.0; OBS],
+        reward_scale: 1.0,
+    };
+    offrl::backend::seed(device, 0);
+    DiffusionPrior::new(config.spec(data).unwrap(), device).unwrap()
 }
 
 fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
@@ -41,11 +39,10 @@ fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
 fn bench_train_step(c: &mut Criterion) {
     let config = PriorConfig::default();
     let device = Device::flex().autodiff();
-    offrl::backend::seed(&device, 0);
-    let mut prior = Some(DiffusionPrior::new(spec(&config), &device).unwrap());
-    let mut optim = optimizer(&config);
+    let mut model = Some(prior(&config, &device));
+    let mut optim = config.optimizer();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let b = config.batch_size;
+    let b = config.train.batch_size;
     let obs = uniform(&mut rng, b * OBS);
     let actions = uniform(&mut rng, b * ACT);
     let mut group = c.benchmark_group("prior_train");
@@ -56,15 +53,15 @@ fn bench_train_step(c: &mut Criterion) {
         bench.iter(|| {
             let obs = offrl::nn::tensor2(&obs, b, OBS, &device);
             let (next, loss) = gradient_step(
-                prior.take().unwrap(),
+                model.take().unwrap(),
                 &mut optim,
                 obs,
                 &actions,
                 config.lr,
-                LossWeighting::MinSnr(config.min_snr_gamma),
+                config.weighting(),
                 &mut rng,
             );
-            prior = Some(next);
+            model = Some(next);
             loss
         })
     });
@@ -72,10 +69,8 @@ fn bench_train_step(c: &mut Criterion) {
 }
 
 fn bench_sampling(c: &mut Criterion) {
-    let config = PriorConfig::default();
     let device = Device::flex();
-    offrl::backend::seed(&device, 0);
-    let prior = DiffusionPrior::new(spec(&config), &device).unwrap().valid();
+    let prior = prior(&PriorConfig::default(), &device).valid();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut group = c.benchmark_group("prior_sample_T75");
     group

@@ -29,10 +29,10 @@ use offrl::algos::rtb::{
     LogReward, LogZConfig, LogZKind, QReward, Rtb, RtbConfig,
 };
 use offrl::diffusion::{
-    sample_actions, sample_trajectory, trajectory_log_prob, ActionTransform, EpsModel, NetConfig,
+    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig,
     NoiseSchedule, ScheduleConfig,
 };
-use offrl::nn::{tensor2, to_vec, Activation, Normalizer};
+use offrl::nn::{tensor2, to_vec, Activation};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -607,9 +607,7 @@ fn temperature_interpolates_between_prior_and_greedy() {
                 a.reshape([n])
             },
             alpha,
-            obs_norm: Normalizer::identity(1),
-            actions: ActionTransform::new(&[f32::NEG_INFINITY], &[f32::INFINITY], false, 0.99)
-                .unwrap(),
+            spaces: unbounded_1d_spaces(),
             tanh_jacobian: true,
         };
         let sched = schedule(20);
@@ -620,4 +618,19 @@ fn temperature_interpolates_between_prior_and_greedy() {
         means.push(got);
     }
     assert!(means[0] < means[1] && means[1] < means[2], "{means:?}");
+}
+
+/// Identity observation and action maps in one unbounded dimension.
+fn unbounded_1d_spaces() -> offrl::diffusion::PriorSpec {
+    let data = offrl::algos::common::DataSpec {
+        obs_dim: 1,
+        act_dim: 1,
+        action_low: vec![f32::NEG_INFINITY],
+        action_high: vec![f32::INFINITY],
+        obs_mean: vec![0.0],
+        obs_std: vec![1.0],
+        reward_scale: 1.0,
+    };
+    offrl::diffusion::PriorSpec::new(data, Default::default(), Default::default(), false, 0.99)
+        .unwrap()
 }

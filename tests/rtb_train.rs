@@ -10,11 +10,11 @@ use offrl::algos::rtb::{self, CorrectionInit, Rtb, RtbConfig};
 use offrl::algos::{self, AlgoKind, OfflineAlgorithm};
 use offrl::dataset::{Dataset, Metadata, FORMAT_VERSION};
 use offrl::diffusion::{
-    sample_trajectory, trajectory_log_prob, ActionTransform, DiffusionPrior, EpsModel, NetConfig,
-    PriorSpec, ScheduleConfig, StartDistribution,
+    sample_trajectory, trajectory_log_prob, DiffusionPrior, EpsModel, PriorConfig, PriorSpec,
 };
-use offrl::nn::{to_vec, Activation, Normalizer};
-use offrl::train::checkpoint::{module_bytes, Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
+use offrl::algos::common::DataSpec;
+use offrl::nn::to_vec;
+use offrl::train::checkpoint::Checkpoint;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -53,48 +53,40 @@ fn dataset() -> Dataset {
     .unwrap()
 }
 
-fn prior_spec(data: &Dataset) -> PriorSpec {
+/// A tiny prior (6 diffusion steps, 16-wide net) in the paper's pre-tanh action space.
+fn prior_config() -> serde_json::Value {
     let scale = 75.0 / 6.0;
-    PriorSpec {
-        obs_dim: OBS,
-        act_dim: ACT,
-        schedule: ScheduleConfig {
-            steps: 6,
-            beta_start: 1e-4 * scale,
-            beta_end: 0.02 * scale,
-            ..Default::default()
-        },
-        net: NetConfig {
-            width: 16,
-            layers: 2,
-            time_harmonics: 3,
-            activation: Activation::Gelu,
-            layer_norm: true,
-        },
-        start: StartDistribution::default(),
-        obs_norm: Normalizer::fit(&data.observations, OBS, "observations").unwrap(),
-        actions: ActionTransform::new(&[-1.0; ACT], &[1.0; ACT], true, 0.99).unwrap(),
-    }
+    offrl::config::resolve(
+        &AlgoKind::Prior.default_config(),
+        None,
+        &[
+            "schedule.steps=6".into(),
+            format!("schedule.beta_start={}", 1e-4 * scale),
+            format!("schedule.beta_end={}", 0.02 * scale),
+            "net.width=16".into(),
+            "net.layers=2".into(),
+            "net.time_harmonics=3".into(),
+            "train.steps=1".into(),
+            "train.batch_size=16".into(),
+            "train.log_every=1".into(),
+            "train.checkpoint_every=0".into(),
+        ],
+    )
+    .unwrap()
 }
 
-/// A prior checkpoint in the layout `DiffusionPrior::load` reads (an untrained network: RTB
-/// only needs *a* prior).
+fn prior_spec(data: &Dataset) -> PriorSpec {
+    let config: PriorConfig = serde_json::from_value(prior_config()).unwrap();
+    let spaces = DataSpec::from_dataset(data, &config.data).unwrap();
+    config.spec(spaces).unwrap()
+}
+
+/// A prior run directory trained for one update (RTB only needs *a* prior).
 fn prior_checkpoint(root: &Path, data: &Dataset) -> PathBuf {
-    let device = Device::flex();
-    offrl::backend::seed(&device, 1);
-    let spec = prior_spec(data);
-    let prior = DiffusionPrior::new(spec.clone(), &device).unwrap();
-    let dir = Checkpoint::dir_for_step(&root.join("prior/checkpoints"), 1);
-    let meta = CheckpointMeta {
-        format_version: CHECKPOINT_VERSION,
-        kind: offrl::diffusion::prior::CHECKPOINT_KIND.into(),
-        step: 1,
-        config: serde_json::Value::Null,
-        extra: serde_json::to_value(&spec).unwrap(),
-    };
-    let part = offrl::diffusion::prior::MODEL_PART;
-    Checkpoint::save(&dir, &meta, &[(part, module_bytes(&prior.net).unwrap())]).unwrap();
-    root.join("prior")
+    let out = root.join("prior");
+    let device = Device::flex().autodiff();
+    algos::train(AlgoKind::Prior, &prior_config(), data, &out, 1, &device, None).unwrap();
+    out
 }
 
 /// An IQL critic trained for 30 steps (a run directory).
@@ -283,8 +275,7 @@ fn initialisations_that_copy_the_prior() {
     let reward = rtb::QReward {
         q: reward,
         alpha: 1.0,
-        obs_norm: Normalizer::identity(OBS),
-        actions: prior.spec.actions.clone(),
+        spaces: prior.spec.clone(),
         tanh_jacobian: true,
     };
     let obs = offrl::nn::tensor2(&[0.2; 8 * OBS], 8, OBS, &device);

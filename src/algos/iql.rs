@@ -299,14 +299,7 @@ impl IqlCritic {
     /// Load from a checkpoint folder (`.../checkpoints/step-N`) or a run directory (its newest
     /// checkpoint) of an `iql` or `critic` run. Use an autodiff `device` to differentiate Q.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let dir = if path.join("meta.json").is_file() {
-            path.to_path_buf()
-        } else {
-            Checkpoint::latest(&path.join("checkpoints"))?.ok_or_else(|| Error::Checkpoint {
-                path: path.to_path_buf(),
-                message: "neither a checkpoint folder nor a run directory with checkpoints".into(),
-            })?
-        };
+        let dir = Checkpoint::resolve(path)?;
         let ck = Checkpoint::open(&dir, Some(AlgoKind::Iql.name()))?;
         let bad = |message: String| Error::Checkpoint {
             path: dir.clone(),

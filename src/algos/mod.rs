@@ -77,6 +77,11 @@ pub trait OfflineAlgorithm {
     fn snapshot(&self) -> Result<Snapshot>;
     /// Restore from a checkpoint written from [`snapshot`](Self::snapshot) (`state` is its JSON state).
     fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()>;
+    /// Data-dependent set-up of a fresh run, before the first update (not called on resume:
+    /// whatever it computes belongs in the snapshot's state). Default: nothing.
+    fn prepare(&mut self, _data: &Dataset) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The algorithms, by name.
@@ -85,6 +90,8 @@ pub trait OfflineAlgorithm {
 pub enum AlgoKind {
     Iql,
     Rtb,
+    /// The diffusion behaviour prior μ(a|s) (`crate::diffusion`), whose policy is diffusion BC.
+    Prior,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -92,12 +99,13 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 2] = [AlgoKind::Iql, AlgoKind::Rtb];
+    pub const ALL: [AlgoKind; 3] = [AlgoKind::Iql, AlgoKind::Prior, AlgoKind::Rtb];
 
     pub fn name(self) -> &'static str {
         match self {
             AlgoKind::Iql => "iql",
             AlgoKind::Rtb => "rtb",
+            AlgoKind::Prior => "prior",
         }
     }
 
@@ -113,6 +121,9 @@ impl AlgoKind {
         let v = match self {
             AlgoKind::Iql => serde_json::to_value(iql::IqlConfig::default()),
             AlgoKind::Rtb => serde_json::to_value(rtb::RtbConfig::default()),
+            AlgoKind::Prior => {
+                serde_json::to_value(crate::diffusion::train::PriorConfig::default())
+            }
         };
         v.expect("configs serialise")
     }
@@ -129,6 +140,12 @@ impl AlgoKind {
         Ok(match self {
             AlgoKind::Iql => Box::new(iql::Iql::new(typed(config, what)?, spec, device, seed)?),
             AlgoKind::Rtb => Box::new(rtb::RtbAlgo::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Prior => Box::new(crate::diffusion::train::PriorAlgo::new(
+                typed(config, what)?,
+                spec,
+                device,
+                seed,
+            )?),
         })
     }
 }
@@ -184,7 +201,9 @@ pub fn train(
         None => {
             let spec = DataSpec::from_dataset(data, &data_cfg)?;
             check_dims(&spec, data)?;
-            (kind.build(config, spec, device, seed)?, 0)
+            let mut algo = kind.build(config, spec, device, seed)?;
+            algo.prepare(data)?;
+            (algo, 0)
         }
     };
     check_dims(algo.spec(), data)?;
@@ -418,13 +437,7 @@ pub struct NetPolicy<A: Module> {
 impl<A: Module> NetPolicy<A> {
     /// `actor` is any (training) copy; the policy keeps a `valid()` copy of it.
     pub fn new(actor: &A, forward: fn(&A, Tensor<2>) -> Tensor<2>, spec: &DataSpec) -> Self {
-        let actor = actor.valid();
-        let device = actor
-            .devices()
-            .into_iter()
-            .next()
-            .unwrap_or_else(Device::flex)
-            .inner();
+        let (actor, device) = crate::nn::inference_copy(actor);
         Self {
             actor,
             forward,

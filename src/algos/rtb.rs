@@ -30,7 +30,7 @@
 //! layers), `prior_features` (hidden layers copied from the prior, zero output: starts at μ with
 //! the prior's features) and `copy_prior` (the paper's code, for reproduction).
 //!
-//! **Pre-tanh actions.** When the prior models `u = atanh(a)` (its `ActionTransform::pre_tanh`),
+//! **Pre-tanh actions.** When the prior models `u = atanh(a)` (its `PriorSpec::pre_tanh`),
 //! the reward is evaluated at `a = tanh(u)`. With `tanh_jacobian = true` (the paper's code, the
 //! default), `log r(s, u) = Q(s, tanh u)/α + Σ_i log(1 − tanh² u_i)`: the posterior over `a` is
 //! then `μ_a(a) · Π_i(1 − a_i²) · exp(Q/α)`, which pushes mass away from the action bounds. With
@@ -82,10 +82,10 @@ use super::{
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::{
     forward_noise_trajectory, normal_noise, reverse_step, sample_actions, sample_start,
-    ActionTransform, DiffusionPrior, EpsModel, EpsNet, NetConfig, NoiseSchedule,
+    DiffusionPrior, EpsModel, EpsNet, NetConfig, NoiseSchedule, PriorSpec,
 };
 use crate::error::{Error, Result};
-use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig, Normalizer};
+use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -290,14 +290,14 @@ impl<F: Fn(Tensor<2>, Tensor<2>) -> Tensor<1>> QFunction for F {
 }
 
 /// `log r(s, x) = Q(s, a(x))/α [+ Σ log(1 − tanh² x)]`: maps the chain's observations back to raw
-/// ones (the prior's normaliser) and its outputs to environment actions (the prior's
-/// [`ActionTransform`]) before calling Q.
+/// ones and its outputs to environment actions (both by the prior's [`PriorSpec`]) before
+/// calling Q.
 #[derive(Debug, Clone)]
 pub struct QReward<Q> {
     pub q: Q,
     pub alpha: f64,
-    pub obs_norm: Normalizer,
-    pub actions: ActionTransform,
+    /// The prior's spaces: observation normalisation and model-space actions.
+    pub spaces: PriorSpec,
     /// Add the tanh Jacobian (only meaningful for pre-tanh action spaces).
     pub tanh_jacobian: bool,
 }
@@ -305,10 +305,8 @@ pub struct QReward<Q> {
 impl<Q: QFunction> QReward<Q> {
     /// Raw observations from normalised ones.
     fn raw_obs(&self, obs: Tensor<2>) -> Tensor<2> {
-        let d = self.obs_norm.dim();
-        let device = obs.device();
-        obs * crate::nn::tensor2(&self.obs_norm.scale, 1, d, &device)
-            + crate::nn::tensor2(&self.obs_norm.mean, 1, d, &device)
+        let maps = self.spaces.data.tensors(&obs.device());
+        obs * maps.obs_std + maps.obs_mean
     }
 }
 
@@ -325,9 +323,9 @@ pub fn tanh_log_jacobian(u: Tensor<2>) -> Tensor<1> {
 
 impl<Q: QFunction> LogReward for QReward<Q> {
     fn log_reward(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
-        let a = self.actions.to_env_tensor(x.clone());
+        let a = self.spaces.action_to_env_tensor(x.clone());
         let q = self.q.q(self.raw_obs(obs), a).div_scalar(self.alpha);
-        if self.tanh_jacobian && self.actions.pre_tanh {
+        if self.tanh_jacobian && self.spaces.pre_tanh {
             q + tanh_log_jacobian(x)
         } else {
             q
@@ -1040,10 +1038,13 @@ impl RtbAlgo {
         let prior = DiffusionPrior::load(&path(&config.prior, "prior")?, &plain)?;
         let critic = IqlCritic::load(&path(&config.critic, "critic")?, &plain)?;
         let (ps, cs) = (&prior.spec, critic.spec());
-        if ps.obs_dim != spec.obs_dim || ps.act_dim != spec.act_dim {
+        if ps.obs_dim() != spec.obs_dim || ps.act_dim() != spec.act_dim {
             return Err(Error::InvalidData(format!(
                 "rtb: the prior was trained on obs {} / act {}, the dataset has obs {} / act {}",
-                ps.obs_dim, ps.act_dim, spec.obs_dim, spec.act_dim
+                ps.obs_dim(),
+                ps.act_dim(),
+                spec.obs_dim,
+                spec.act_dim
             )));
         }
         if cs.obs_dim != spec.obs_dim || cs.act_dim != spec.act_dim {
@@ -1055,8 +1056,7 @@ impl RtbAlgo {
         let reward = QReward {
             q: critic,
             alpha: config.alpha,
-            obs_norm: prior.spec.obs_norm.clone(),
-            actions: prior.spec.actions.clone(),
+            spaces: prior.spec.clone(),
             tanh_jacobian: config.tanh_jacobian,
         };
         crate::backend::seed(&plain, seed);
@@ -1085,7 +1085,7 @@ impl OfflineAlgorithm for RtbAlgo {
         let prior = &self.rtb.prior;
         let n = batch.size;
         let obs = prior.obs_tensor(&batch.observations, n, &plain);
-        let a0 = prior.spec.actions.to_model(&batch.actions);
+        let a0 = prior.spec.action_to_model(&batch.actions);
         let a0 = crate::nn::tensor2(&a0, n, batch.act_dim, &plain);
         let mut metrics = Metrics::new();
         for _ in 0..self.rtb.config.on_policy {
@@ -1160,7 +1160,7 @@ impl RtbPolicy {
 
 impl Policy for RtbPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let od = self.prior.spec.obs_dim;
+        let od = self.prior.spec.obs_dim();
         if obs.len() != n * od {
             return Err(Error::InvalidData(format!(
                 "rtb policy: {} observation values for {n} rows of {od}",
@@ -1175,7 +1175,7 @@ impl Policy for RtbPolicy {
             langevin_clip: self.langevin_clip,
         };
         let x0 = sample_actions(&posterior, x, &mut self.rng);
-        Ok(self.prior.spec.actions.to_env(&crate::nn::to_vec(x0)))
+        Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }
 

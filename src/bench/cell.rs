@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::table::CellResult;
 use crate::algos::{self, AlgoKind, OfflineAlgorithm};
-use crate::dataset::{self, Dataset};
+use crate::dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, EvalReport};
-use crate::policy::Policy;
 
 /// A benchmark profile (`configs/profiles/NAME.toml`): dataset size, evaluation protocol, and the
 /// per-algorithm config overrides (`--set` syntax) that set step counts.
@@ -116,25 +115,6 @@ pub struct CellSpec<'a> {
     pub device: &'a Device,
 }
 
-/// Evaluate `policy` in the dataset's environment.
-pub fn evaluate_on(
-    data: &Dataset,
-    policy: &mut dyn Policy,
-    episodes: usize,
-    n_envs: usize,
-    seed: u64,
-) -> Result<EvalReport> {
-    let env_id = data.meta.env_id.clone();
-    eval::evaluate(
-        policy,
-        || crate::envs::make(&env_id),
-        n_envs,
-        episodes,
-        seed,
-        data.meta.reference_scores,
-    )
-}
-
 /// The score a learning curve plots: normalised when reference scores exist.
 fn curve_value(report: &EvalReport) -> f64 {
     report.normalized.unwrap_or(report.mean)
@@ -151,12 +131,22 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
     let run_dir = spec.dir.join("run");
 
     let report = match spec.algo {
-        "diffusion-bc" | "idql" | "rtb" => {
-            run_diffusion_cell(spec, &data, &run_dir, eval_seed, &mut curve)?
-        }
+        "idql" => super::diffusion_cells::run(spec, &data, eval_seed, &mut curve)?,
         name => {
-            let kind = AlgoKind::from_name(name)?;
-            let overrides = profile.overrides_for(name);
+            // Diffusion-BC is the trained prior acting alone.
+            let kind = match name {
+                "diffusion-bc" => AlgoKind::Prior,
+                name => AlgoKind::from_name(name)?,
+            };
+            let mut overrides = profile.overrides_for(name);
+            if kind == AlgoKind::Rtb {
+                // RTB fine-tunes this seed's prior with this seed's critic.
+                for (key, algo) in [("prior", "diffusion-bc"), ("critic", "iql")] {
+                    let run = super::diffusion_cells::sibling_run(spec, algo)?;
+                    let abs = run.canonicalize().map_err(|e| Error::io(&run, e))?;
+                    overrides.push(format!("{key}={:?}", abs.display().to_string()));
+                }
+            }
             let config = crate::config::resolve(&kind.default_config(), None, &overrides)?;
             let steps = config
                 .pointer("/train/steps")
@@ -171,7 +161,7 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
                     return Ok(vec![]); // the final evaluation is done below, with more episodes
                 }
                 let mut policy = algo.policy()?;
-                let r = evaluate_on(
+                let r = eval::evaluate_on(
                     &data,
                     policy.as_mut(),
                     profile.curve_episodes,
@@ -192,7 +182,7 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
                 Some(&mut hook),
             )?;
             let mut policy = algo.policy()?;
-            let r = evaluate_on(
+            let r = eval::evaluate_on(
                 &data,
                 policy.as_mut(),
                 profile.eval_episodes,
@@ -218,15 +208,4 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
     let json = serde_json::to_vec_pretty(&result).expect("result serialises");
     crate::train::write_atomic(&spec.dir.join("result.json"), &json)?;
     Ok(result)
-}
-
-/// Diffusion-based cells (diffusion-BC, IDQL, RTB): wired in `diffusion_cells`.
-fn run_diffusion_cell(
-    spec: &CellSpec<'_>,
-    data: &Dataset,
-    run_dir: &Path,
-    eval_seed: u64,
-    curve: &mut Vec<(f64, f64)>,
-) -> Result<EvalReport> {
-    super::diffusion_cells::run(spec, data, run_dir, eval_seed, curve)
 }

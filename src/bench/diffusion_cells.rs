@@ -1,22 +1,72 @@
-//! Cells of the diffusion-based algorithms: diffusion-BC (the prior as the policy), IDQL
-//! (prior proposals, critic selection) and RTB (the prior fine-tuned with the critic as reward).
+//! Cells that build on sibling cells of the same dataset and seed: IDQL (proposals of the
+//! diffusion-BC cell's prior, selection by the IQL cell's critic; trains nothing) and the paths
+//! RTB fine-tuning starts from. Diffusion-BC and RTB train through the shared algorithm loop
+//! like the other algorithms (see [`super::cell`]).
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use super::cell::CellSpec;
+use crate::algos::idql::{CriticScorer, IdqlConfig, IdqlPolicy};
+use crate::algos::iql::IqlCritic;
 use crate::dataset::Dataset;
+use crate::diffusion::prior::{DiffusionPolicy, DiffusionPrior};
 use crate::error::{Error, Result};
 use crate::eval::EvalReport;
+use crate::train::checkpoint::Checkpoint;
+
+/// The run directory of a sibling cell (same dataset and seed) that this cell builds on.
+pub fn sibling_run(spec: &CellSpec<'_>, algo: &str) -> Result<PathBuf> {
+    let run = super::cell_dir(spec.grid_out, algo, spec.dataset_name, spec.seed).join("run");
+    if super::read_result(&run.parent().expect("run has a parent"))?.is_none() {
+        return Err(Error::Config(format!(
+            "`{}` needs the finished `{algo}` cell of {} (seed {}) at {}",
+            spec.algo,
+            spec.dataset_name,
+            spec.seed,
+            run.display()
+        )));
+    }
+    Ok(run)
+}
 
 pub fn run(
     spec: &CellSpec<'_>,
-    _data: &Dataset,
-    _run_dir: &Path,
-    _eval_seed: u64,
-    _curve: &mut Vec<(f64, f64)>,
+    data: &Dataset,
+    eval_seed: u64,
+    curve: &mut Vec<(f64, f64)>,
 ) -> Result<EvalReport> {
-    Err(Error::Config(format!(
-        "algorithm `{}` is not available in this build yet",
-        spec.algo
-    )))
+    let profile = spec.profile;
+    let inference = spec.device.clone().without_autodiff();
+    match spec.algo {
+        "idql" => {
+            let prior_run = sibling_run(spec, "diffusion-bc")?;
+            let critic_run = sibling_run(spec, "iql")?;
+            let prior = DiffusionPrior::load(&Checkpoint::resolve(&prior_run)?, &inference)?;
+            let critic = IqlCritic::load(&critic_run, &inference)?;
+            let obs_dim = prior.spec.obs_dim();
+            let config: IdqlConfig = crate::config::resolve(
+                &IdqlConfig::default(),
+                None,
+                &profile.overrides_for("idql"),
+            )?;
+            let proposals = DiffusionPolicy::new(&prior, eval_seed);
+            let scorer = CriticScorer {
+                critic,
+                device: inference,
+            };
+            let mut policy = IdqlPolicy::new(proposals, scorer, obs_dim, config, eval_seed)?;
+            let r = crate::eval::evaluate_on(
+                data,
+                &mut policy,
+                profile.eval_episodes,
+                profile.eval_envs,
+                eval_seed,
+            )?;
+            curve.push((0.0, r.normalized.unwrap_or(r.mean)));
+            Ok(r)
+        }
+        other => Err(Error::Config(format!(
+            "`{other}` is not a cell built on sibling cells"
+        ))),
+    }
 }

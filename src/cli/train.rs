@@ -1,42 +1,56 @@
-//! `offrl train <model> ...`: train one model into a run directory (config.json, metrics.jsonl,
-//! plots/, checkpoints/; training the same `--out` again resumes it).
+//! `offrl train <model> --dataset D.parquet [--config FILE] [--set key=value]... --seed S --out DIR`
+//!
+//! One generic path for every model: resolve the config (defaults ← file ← `--set` ← flags),
+//! load the dataset, train into the run directory (config.json, metrics.jsonl, plots/,
+//! checkpoints/; training the same `--out` again resumes from its newest checkpoint), and
+//! optionally evaluate the policy in its environment every `train.eval_every` updates.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::algos::{self, rtb};
+use crate::algos::{self, AlgoKind};
 use crate::backend::BackendKind;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
-    /// Train the diffusion behaviour prior μ(a|s) on a dataset (resumes a run found in --out).
+    /// The diffusion behaviour prior μ(a|s); its policy is diffusion BC. Config: configs/prior.toml.
     Prior(CommonArgs),
+    /// The IQL critic only (twin Q + V, no actor), for RTB / IDQL. Config: configs/iql.toml.
+    Critic(CommonArgs),
+    /// IQL: critic + advantage-weighted actor. Config: configs/iql.toml.
+    Iql(CommonArgs),
     /// Fine-tune a diffusion prior with RTB, the critic's Q as reward (log r = Q/α).
+    /// Config: configs/rtb.toml (configs/rtb-cpu.toml: a CPU-sized variant).
     Rtb(RtbArgs),
 }
 
-/// What every `train` command takes.
+/// What every `offrl train <model>` takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// The dataset (Parquet).
+    /// Dataset file (Parquet, written by `offrl dataset import/make` or `offrl collect`).
     #[arg(long)]
     pub dataset: PathBuf,
-    /// A TOML config patched onto the defaults (e.g. configs/rtb-cpu.toml).
+    /// TOML config patched over the built-in defaults (missing keys keep the defaults; unknown
+    /// keys are errors). configs/<model>.toml holds the defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// `key=value` overrides (dotted keys reach tables), applied after --config.
+    /// Override one config key, e.g. `--set train.steps=20000 --set lr=3e-4` (repeatable;
+    /// dotted keys reach tables; applied after --config).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Seed of network initialisation, minibatches and noise (same seed, same numbers).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The run directory.
+    /// Run directory (config.json, metrics.jsonl, plots/, checkpoints/); resumed if it has
+    /// checkpoints.
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
-    /// Environments stepped together when evaluating every `train.eval_every` steps.
+    /// Environments stepped together when evaluating every `train.eval_every` updates.
     #[arg(long, default_value_t = 10)]
     pub eval_envs: usize,
     /// Episodes per evaluation (0: no evaluation).
@@ -61,84 +75,66 @@ pub struct RtbArgs {
 
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
-        TrainCommand::Prior(args) => train_prior(&args),
-        TrainCommand::Rtb(args) => train_rtb(args),
+        TrainCommand::Prior(a) => train(AlgoKind::Prior, &a, Vec::new()),
+        // The critic is IQL without its actor; forced last so that it wins over the file.
+        TrainCommand::Critic(a) => train(AlgoKind::Iql, &a, vec!["train_actor=false".into()]),
+        TrainCommand::Iql(a) => train(AlgoKind::Iql, &a, Vec::new()),
+        TrainCommand::Rtb(a) => {
+            // Paths become absolute TOML strings, so a resumed run compares equal from any folder.
+            let mut forced = vec![
+                format!("prior={:?}", absolute(&a.prior, "prior")?),
+                format!("critic={:?}", absolute(&a.critic, "critic")?),
+            ];
+            if let Some(alpha) = a.alpha {
+                forced.push(format!("alpha={alpha:e}"));
+            }
+            train(AlgoKind::Rtb, &a.common, forced)
+        }
     }
 }
 
-fn train_prior(args: &CommonArgs) -> anyhow::Result<()> {
-    use crate::diffusion::train::{train, PriorConfig};
-    let mut config: PriorConfig =
-        crate::config::resolve(&PriorConfig::default(), args.config.as_deref(), &args.set)?;
-    config.seed = args.seed;
-    let data = crate::dataset::io::load(&args.dataset)?;
-    let device = args.backend.train_device()?;
-    let out = train(&data, &config, &args.out, &device)
-        .with_context(|| format!("training the prior into {}", args.out.display()))?;
-    println!(
-        "prior trained: final loss {:.5}, checkpoint {}",
-        out.final_loss,
-        out.checkpoint.display()
-    );
-    Ok(())
-}
-
-/// An absolute path as a config string (so that a resumed run compares equal from any folder).
-fn path_value(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+fn absolute(path: &Path, flag: &str) -> anyhow::Result<String> {
     let abs =
-        std::fs::canonicalize(path).with_context(|| format!("--{what} {}", path.display()))?;
+        std::fs::canonicalize(path).with_context(|| format!("--{flag} {}", path.display()))?;
     Ok(abs.display().to_string())
 }
 
-fn train_rtb(args: RtbArgs) -> anyhow::Result<()> {
-    let common = &args.common;
-    let mut overrides = common.set.clone();
-    // Flags win over --config and --set; paths are TOML strings.
-    let quoted = |s: String| format!("{s:?}");
-    overrides.push(format!(
-        "prior={}",
-        quoted(path_value(&args.prior, "prior")?)
-    ));
-    overrides.push(format!(
-        "critic={}",
-        quoted(path_value(&args.critic, "critic")?)
-    ));
-    if let Some(alpha) = args.alpha {
-        overrides.push(format!("alpha={alpha:e}"));
-    }
-    let config: rtb::RtbConfig = crate::config::resolve(
-        &rtb::RtbConfig::default(),
-        common.config.as_deref(),
-        &overrides,
-    )?;
-    let data = crate::dataset::io::load(&common.dataset)?;
-    let device = common.backend.train_device()?;
+fn train(kind: AlgoKind, args: &CommonArgs, forced: Vec<String>) -> anyhow::Result<()> {
+    let mut sets = args.set.clone();
+    sets.extend(forced);
+    let config = crate::config::resolve(&kind.default_config(), args.config.as_deref(), &sets)?;
+    let data = crate::dataset::io::load(&args.dataset)
+        .with_context(|| format!("loading the dataset {}", args.dataset.display()))?;
+    let device = args.backend.train_device()?;
     let env_id = data.meta.env_id.clone();
-    let evaluate = common.eval_episodes > 0 && config.train.eval_every > 0;
+    let eval_every = config
+        .pointer("/train/eval_every")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let evaluate = args.eval_episodes > 0 && eval_every > 0;
     if evaluate {
         crate::envs::make(&env_id).with_context(|| {
             format!("evaluation needs the environment `{env_id}` (or pass --eval-episodes 0)")
         })?;
     }
+    tracing::info!(
+        "training {} on {} ({} transitions) into {}",
+        kind.name(),
+        args.dataset.display(),
+        data.len(),
+        args.out.display()
+    );
     let mut hook =
         |step: usize, algo: &dyn algos::OfflineAlgorithm| -> crate::Result<algos::Metrics> {
             let mut policy = algo.policy()?;
-            let report = crate::bench::cell::evaluate_on(
+            let report = crate::eval::evaluate_on(
                 &data,
                 policy.as_mut(),
-                common.eval_episodes,
-                common.eval_envs,
-                common.seed.wrapping_add(step as u64),
+                args.eval_episodes,
+                args.eval_envs,
+                args.seed.wrapping_add(step as u64),
             )?;
-            tracing::info!(
-                "step {step}: return {:.1} ± {:.1}{}",
-                report.mean,
-                report.std,
-                report
-                    .normalized
-                    .map(|s| format!(", normalised {s:.1}"))
-                    .unwrap_or_default()
-            );
+            tracing::info!("step {step}: {report}");
             let mut m = vec![("eval/return", report.mean)];
             if let Some(s) = report.normalized {
                 m.push(("eval/score", s));
@@ -146,7 +142,14 @@ fn train_rtb(args: RtbArgs) -> anyhow::Result<()> {
             Ok(m)
         };
     let hook: Option<algos::EvalHook<'_>> = if evaluate { Some(&mut hook) } else { None };
-    rtb::train(&config, &data, &common.out, common.seed, &device, hook)?;
-    println!("{}", common.out.display());
+    algos::train(kind, &config, &data, &args.out, args.seed, &device, hook)
+        .with_context(|| format!("training {} into {}", kind.name(), args.out.display()))?;
+    let latest = crate::train::checkpoint::Checkpoint::latest(&args.out.join("checkpoints"))?;
+    println!(
+        "trained {} → {} (newest checkpoint: {})",
+        kind.name(),
+        args.out.display(),
+        latest.map(|p| p.display().to_string()).unwrap_or_default()
+    );
     Ok(())
 }

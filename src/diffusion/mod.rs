@@ -5,12 +5,13 @@
 //! MLP of 3 × 256 hidden units with LayerNorm + GELU on `[state, x_t, 128 Fourier time
 //! features]`, pre-tanh action space, Adam 5e-4, batch 512. Every choice is a config key
 //! ([`train::PriorConfig`], `configs/prior.toml`). Where the chain starts is discussed in
-//! [`schedule`].
+//! [`schedule`]. Training (`offrl train prior`) runs in the shared loop of [`crate::algos`].
 //!
 //! # API for samplers and fine-tuning (RTB)
 //! Model space: observations are normalised ([`DiffusionPrior::obs_tensor`]) and actions mapped
-//! by [`ActionTransform`] (`to_model` for dataset actions, `to_env`/`to_env_tensor` for chain
-//! outputs). Steps are `t = 1..=T`, `x_0` is the action.
+//! by the [`PriorSpec`] (`action_to_model` for dataset actions, `action_to_env` /
+//! `action_to_env_tensor` for chain outputs; see [`transform`]). Steps are `t = 1..=T`, `x_0` is
+//! the action.
 //!
 //! - [`NoiseSchedule`]: β_t, α_t, ᾱ_t, forward-posterior coefficients and variances, the reverse
 //!   step's mean coefficients and σ_t, and the start distribution of `x_T`.
@@ -29,8 +30,8 @@
 //!   cancels in RTB's ratio).
 //! - Noise comes from a seeded Rust RNG (`rand_chacha`) in a documented order, turned into
 //!   tensors, so a seed gives the same samples on every backend.
-//! - [`DiffusionPrior::load`] rebuilds a trained prior from its checkpoint; [`DiffusionPolicy`] is
-//!   the batched [`crate::policy::Policy`] for evaluation.
+//! - [`DiffusionPrior::load`] rebuilds a trained prior from a checkpoint or run directory;
+//!   [`DiffusionPolicy`] is the batched [`crate::policy::Policy`] for evaluation.
 //!
 //! For speed, sample with an inference copy (`prior.valid()`); freeze μ in fine-tuning with
 //! `prior.valid()` too (its ε then carries no graph).
@@ -56,4 +57,4 @@ pub use prior::{DiffusionPolicy, DiffusionPrior, PriorSpec};
 pub use schedule::{
     NoiseSchedule, ScheduleConfig, ScheduleKind, StartDistribution, StartKind, Variance,
 };
-pub use transform::ActionTransform;
+pub use train::{PriorAlgo, PriorConfig};

@@ -1,5 +1,5 @@
-//! The trained behaviour prior μ(a|s): ε-network + schedule + the data transforms it was trained
-//! with, loadable from a checkpoint, and its [`Policy`] wrapper for evaluation.
+//! The trained behaviour prior μ(a|s): ε-network + schedule + the data spaces it was trained in,
+//! loadable from a checkpoint, and its [`Policy`] wrapper for evaluation.
 
 use std::path::Path;
 
@@ -12,32 +12,31 @@ use serde::{Deserialize, Serialize};
 use super::chain::sample_actions;
 use super::model::{EpsModel, EpsNet, NetConfig};
 use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
-use super::transform::ActionTransform;
+use crate::algos::common::DataSpec;
+use crate::algos::AlgoKind;
 use crate::error::{Error, Result};
-use crate::nn::Normalizer;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
-/// Checkpoint kind of a trained prior.
-pub const CHECKPOINT_KIND: &str = "diffusion-prior";
 /// Checkpoint part holding the ε-network.
 pub const MODEL_PART: &str = "model";
 
-/// Everything besides the network weights needed to rebuild a prior (stored as the checkpoint's
-/// `extra`).
+/// Everything besides the network weights that defines a prior: the data spaces
+/// (normalisation, action bounds), the chain, the network shape and the action parameterisation.
+/// Transforms between spaces are in [`super::transform`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorSpec {
-    pub obs_dim: usize,
-    pub act_dim: usize,
+    pub data: DataSpec,
     pub schedule: ScheduleConfig,
     pub net: NetConfig,
+    /// The chain models pre-tanh actions `atanh(clip(unit action, ±pre_tanh_clip))`.
+    pub pre_tanh: bool,
+    pub pre_tanh_clip: f64,
     pub start: StartDistribution,
-    pub obs_norm: Normalizer,
-    pub actions: ActionTransform,
 }
 
-/// A behaviour prior. Observations given to [`EpsModel`] methods are normalised
-/// ([`DiffusionPrior::obs_tensor`]) and actions are in model space ([`ActionTransform`]).
+/// A behaviour prior. [`EpsModel`] methods take normalised observations
+/// ([`DiffusionPrior::obs_tensor`]) and model-space actions ([`PriorSpec::action_to_model`]).
 #[derive(Module, Debug)]
 pub struct DiffusionPrior {
     pub net: EpsNet,
@@ -51,7 +50,7 @@ impl DiffusionPrior {
     /// A freshly initialised prior (parameters from the device's seeded generator).
     pub fn new(spec: PriorSpec, device: &Device) -> Result<Self> {
         let schedule = NoiseSchedule::new(&spec.schedule)?.with_start(spec.start.clone());
-        let net = EpsNet::new(&spec.net, spec.obs_dim, spec.act_dim, &schedule, device);
+        let net = EpsNet::new(&spec.net, spec.obs_dim(), spec.act_dim(), &schedule, device);
         Ok(Self {
             net,
             schedule,
@@ -59,22 +58,45 @@ impl DiffusionPrior {
         })
     }
 
-    /// Load a trained prior from a checkpoint folder onto `device`.
-    pub fn load(checkpoint: &Path, device: &Device) -> Result<Self> {
-        let ck = Checkpoint::open(checkpoint, Some(CHECKPOINT_KIND))?;
-        let spec: PriorSpec =
-            serde_json::from_value(ck.meta.extra.clone()).map_err(|e| Error::Checkpoint {
-                path: checkpoint.to_path_buf(),
-                message: format!("unreadable prior description: {e}"),
-            })?;
-        let fresh = Self::new(spec, device)?;
+    /// Replace the start distribution of the chain.
+    pub fn with_start(mut self, start: StartDistribution) -> Self {
+        self.schedule = self.schedule.with_start(start.clone());
+        self.spec.start = start;
+        self
+    }
+
+    /// Load a trained prior from a checkpoint folder (`.../checkpoints/step-N`) or a run
+    /// directory (its newest checkpoint) of `offrl train prior`, onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let dir = Checkpoint::resolve(path)?;
+        let ck = Checkpoint::open(&dir, Some(AlgoKind::Prior.name()))?;
+        let bad = |message: String| Error::Checkpoint {
+            path: dir.clone(),
+            message,
+        };
+        let meta = &ck.meta;
+        let config: super::train::PriorConfig =
+            serde_json::from_value(meta.config.get("config").cloned().unwrap_or_default())
+                .map_err(|e| bad(format!("unreadable config: {e}")))?;
+        let data: DataSpec =
+            serde_json::from_value(meta.extra.get("spec").cloned().unwrap_or_default())
+                .map_err(|e| bad(format!("unreadable data spec: {e}")))?;
+        let state: super::train::PriorState =
+            serde_json::from_value(meta.extra.get("state").cloned().unwrap_or_default())
+                .map_err(|e| bad(format!("unreadable prior state: {e}")))?;
+        let fresh = Self::new(config.spec(data)?, device)?.with_start(state.start);
         let net = ck.load_module(MODEL_PART, fresh.net.clone())?;
         Ok(Self { net, ..fresh })
     }
 
     /// Normalised observations `[n, obs_dim]` from raw row-major observations.
     pub fn obs_tensor(&self, obs: &[f32], n: usize, device: &Device) -> Tensor<2> {
-        crate::nn::tensor2(&self.spec.obs_norm.apply(obs), n, self.spec.obs_dim, device)
+        crate::nn::tensor2(
+            &self.spec.data.normalize_obs(obs),
+            n,
+            self.spec.obs_dim(),
+            device,
+        )
     }
 }
 
@@ -84,7 +106,7 @@ impl EpsModel for DiffusionPrior {
     }
 
     fn act_dim(&self) -> usize {
-        self.spec.act_dim
+        self.spec.act_dim()
     }
 
     fn eps_rows(&self, obs: Tensor<2>, x_t: Tensor<2>, t: &[usize]) -> Tensor<2> {
@@ -97,18 +119,19 @@ impl EpsModel for DiffusionPrior {
 }
 
 /// A prior acting in an environment: raw observations in, environment actions out, one chain per
-/// row, noise from its own seeded RNG.
+/// row (batched), noise from its own seeded RNG.
 pub struct DiffusionPolicy {
     pub prior: DiffusionPrior,
-    pub device: Device,
+    device: Device,
     rng: ChaCha8Rng,
 }
 
 impl DiffusionPolicy {
-    /// `prior` is switched to inference mode (no autodiff).
-    pub fn new(prior: DiffusionPrior, device: Device, seed: u64) -> Self {
+    /// Keeps an inference (`valid()`) copy of `prior`, on the plain device of its parameters.
+    pub fn new(prior: &DiffusionPrior, seed: u64) -> Self {
+        let (prior, device) = crate::nn::inference_copy(prior);
         Self {
-            prior: prior.valid(),
+            prior,
             device,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -117,7 +140,7 @@ impl DiffusionPolicy {
 
 impl Policy for DiffusionPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let od = self.prior.spec.obs_dim;
+        let od = self.prior.spec.obs_dim();
         if obs.len() != n * od {
             return Err(Error::InvalidData(format!(
                 "diffusion policy: {} observation values for {n} rows of {od}",
@@ -126,6 +149,6 @@ impl Policy for DiffusionPolicy {
         }
         let obs = self.prior.obs_tensor(obs, n, &self.device);
         let x0 = sample_actions(&self.prior, obs, &mut self.rng);
-        Ok(self.prior.spec.actions.to_env(&crate::nn::to_vec(x0)))
+        Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }

@@ -313,3 +313,23 @@ mod tests {
         assert!(err.to_string().contains("non-finite action"), "{err}");
     }
 }
+
+/// Evaluate `policy` in the environment a dataset was recorded in (its `env_id`), D4RL-normalised
+/// with the dataset's reference scores.
+pub fn evaluate_on(
+    data: &crate::dataset::Dataset,
+    policy: &mut dyn Policy,
+    episodes: usize,
+    n_envs: usize,
+    seed: u64,
+) -> Result<EvalReport> {
+    let env_id = data.meta.env_id.clone();
+    evaluate(
+        policy,
+        || crate::envs::make(&env_id),
+        n_envs,
+        episodes,
+        seed,
+        data.meta.reference_scores,
+    )
+}
