@@ -2,7 +2,8 @@
 //!
 //! Columns (all non-nullable): `observations`, `next_observations` (FixedSizeList<Float32>,
 //! obs_dim), `actions` (FixedSizeList<Float32>, act_dim), `rewards` (Float32), `terminals`,
-//! `timeouts` (Boolean). The files open unchanged in pyarrow, pandas, polars and DuckDB.
+//! `timeouts` (Boolean). Plain Parquet + an embedded Arrow schema: pyarrow (tested), pandas,
+//! polars and DuckDB read the files unchanged.
 //!
 //! Writer settings, chosen for load speed (see `benches/dataset.rs` for the figures):
 //! - no compression: observations of continuous-control tasks are high-entropy f32s; on the
@@ -35,9 +36,9 @@ use crate::error::{Error, Result};
 pub const METADATA_KEY: &str = "offrl";
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
-/// Rows per record batch when reading: the reader's transient buffers scale with it (peak RSS
-/// of a 1M-row Hopper load: 1.12× the raw columns at 16K rows, 1.36× at 64K) while the load
-/// time does not change measurably.
+/// Rows per record batch of the Arrow reader (boolean columns; every column of other writers'
+/// files): its transient buffers scale with it (a 1M-row Hopper load through it peaks at 1.12×
+/// the raw columns at 16K rows, 1.36× at 64K) while its speed does not change measurably.
 pub const READ_BATCH_ROWS: usize = 16 * 1024;
 
 fn vector_field(name: &str, dim: usize) -> Field {
@@ -218,17 +219,26 @@ pub fn load(path: &Path) -> Result<Dataset> {
 
     let n = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let (od, ad) = (meta.obs_dim, meta.act_dim);
+    // Reserve the final sizes up front (no reallocation, no 2× peak), unless the footer claims
+    // far more data than the file could plausibly hold (corrupt or crafted files).
+    let file_len = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+    let raw = n.saturating_mul(2 * od + ad + 1).saturating_mul(4);
+    let cap = if raw <= file_len.saturating_mul(64) {
+        n
+    } else {
+        0
+    };
     let mut data = Dataset {
         meta,
-        observations: Vec::with_capacity(n * od),
-        actions: Vec::with_capacity(n * ad),
-        rewards: Vec::with_capacity(n),
-        next_observations: Vec::with_capacity(n * od),
-        terminals: Vec::with_capacity(n),
-        timeouts: Vec::with_capacity(n),
+        observations: Vec::with_capacity(cap * od),
+        actions: Vec::with_capacity(cap * ad),
+        rewards: Vec::with_capacity(cap),
+        next_observations: Vec::with_capacity(cap * od),
+        terminals: Vec::with_capacity(cap),
+        timeouts: Vec::with_capacity(cap),
     };
-    // Float columns of offrl's own layout are copied page by page; anything else (other
-    // writers' dictionary or compressed pages, nullable items) goes through the Arrow reader.
+    // Float columns of offrl's own layout are copied page by page; anything else (dictionary
+    // pages, nullable columns: other writers' files) goes through the Arrow reader.
     let floats_done = match read_floats_fast(path, n, &mut data) {
         Ok(true) => true,
         Ok(false) | Err(_) => {
