@@ -228,15 +228,7 @@ pub fn load(path: &Path) -> Result<Dataset> {
     } else {
         0
     };
-    let mut data = Dataset {
-        meta,
-        observations: Vec::with_capacity(cap * od),
-        actions: Vec::with_capacity(cap * ad),
-        rewards: Vec::with_capacity(cap),
-        next_observations: Vec::with_capacity(cap * od),
-        terminals: Vec::with_capacity(cap),
-        timeouts: Vec::with_capacity(cap),
-    };
+    let mut data = Dataset::with_capacity(meta, cap);
     // Float columns of offrl's own layout are copied page by page; anything else (dictionary
     // pages, nullable columns: other writers' files) goes through the Arrow reader.
     let floats_done = match read_floats_fast(path, n, &mut data) {
