@@ -21,8 +21,8 @@ impl DatasetBuilder {
         Self {
             obs_dim,
             act_dim,
-            data: Dataset {
-                meta: Metadata {
+            data: Dataset::with_capacity(
+                Metadata {
                     format_version: super::FORMAT_VERSION,
                     env_id: String::new(),
                     obs_dim,
@@ -32,13 +32,8 @@ impl DatasetBuilder {
                     source: serde_json::Value::Null,
                     reference_scores: None,
                 },
-                observations: Vec::with_capacity(n * obs_dim),
-                actions: Vec::with_capacity(n * act_dim),
-                rewards: Vec::with_capacity(n),
-                next_observations: Vec::with_capacity(n * obs_dim),
-                terminals: Vec::with_capacity(n),
-                timeouts: Vec::with_capacity(n),
-            },
+                n,
+            ),
         }
     }
 

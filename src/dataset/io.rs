@@ -2,7 +2,8 @@
 //!
 //! Columns (all non-nullable): `observations`, `next_observations` (FixedSizeList<Float32>,
 //! obs_dim), `actions` (FixedSizeList<Float32>, act_dim), `rewards` (Float32), `terminals`,
-//! `timeouts` (Boolean). The files open unchanged in pyarrow, pandas, polars and DuckDB.
+//! `timeouts` (Boolean). Plain Parquet + an embedded Arrow schema: pyarrow (tested), pandas,
+//! polars and DuckDB read the files unchanged.
 //!
 //! Writer settings, chosen for load speed (see `benches/dataset.rs` for the figures):
 //! - no compression: observations of continuous-control tasks are high-entropy f32s; on the
@@ -12,8 +13,9 @@
 //!   pages decode as a memory copy;
 //! - row groups of [`ROW_GROUP_ROWS`] rows (~6.5 MB for Hopper): per-group overhead vanishes,
 //!   while readers that buffer a whole row group (pyarrow, DuckDB) stay small; offrl's reader
-//!   decodes page by page in batches of [`READ_BATCH_ROWS`] rows straight into the preallocated
-//!   column buffers, so a load peaks barely above the final buffers' size.
+//!   copies the float pages of its own files straight into the preallocated column buffers
+//!   (the Arrow list reader, used for other writers' files, decodes per-value list levels at
+//!   ~7× the cost), so a load peaks barely above the final buffers' size.
 
 use std::fs::File;
 use std::path::Path;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -34,9 +36,9 @@ use crate::error::{Error, Result};
 pub const METADATA_KEY: &str = "offrl";
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
-/// Rows per record batch when reading: the reader's transient buffers scale with it (peak RSS
-/// of a 1M-row Hopper load: 1.12× the raw columns at 16K rows, 1.36× at 64K) while the load
-/// time does not change measurably.
+/// Rows per record batch of the Arrow reader (boolean columns; every column of other writers'
+/// files): its transient buffers scale with it (a 1M-row Hopper load through it peaks at 1.12×
+/// the raw columns at 16K rows, 1.36× at 64K) while its speed does not change measurably.
 pub const READ_BATCH_ROWS: usize = 16 * 1024;
 
 fn vector_field(name: &str, dim: usize) -> Field {
@@ -56,22 +58,25 @@ pub fn schema(obs_dim: usize, act_dim: usize) -> Schema {
     ])
 }
 
-fn writer_properties(meta_json: String) -> WriterProperties {
+fn writer_properties() -> parquet::file::properties::WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            METADATA_KEY.to_string(),
-            meta_json,
-        )]))
-        .build()
 }
 
 /// Write `data` to `path` atomically: validate, write a temporary file in the target folder,
 /// then rename it over `path`. On any error no file is left behind.
 pub fn save(data: &Dataset, path: &Path) -> Result<()> {
+    save_with(data, path, writer_properties())
+}
+
+fn save_with(
+    data: &Dataset,
+    path: &Path,
+    props: parquet::file::properties::WriterPropertiesBuilder,
+) -> Result<()> {
     data.validate()?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -96,7 +101,14 @@ pub fn save(data: &Dataset, path: &Path) -> Result<()> {
     let mut writer = ArrowWriter::try_new(
         std::io::BufWriter::with_capacity(1 << 20, file),
         schema.clone(),
-        Some(writer_properties(meta_json)),
+        Some(
+            props
+                .set_key_value_metadata(Some(vec![KeyValue::new(
+                    METADATA_KEY.to_string(),
+                    meta_json,
+                )]))
+                .build(),
+        ),
     )
     .map_err(fail)?;
     let (od, ad) = (data.obs_dim(), data.act_dim());
@@ -207,16 +219,41 @@ pub fn load(path: &Path) -> Result<Dataset> {
 
     let n = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let (od, ad) = (meta.obs_dim, meta.act_dim);
-    let mut data = Dataset {
-        meta,
-        observations: Vec::with_capacity(n * od),
-        actions: Vec::with_capacity(n * ad),
-        rewards: Vec::with_capacity(n),
-        next_observations: Vec::with_capacity(n * od),
-        terminals: Vec::with_capacity(n),
-        timeouts: Vec::with_capacity(n),
+    // Reserve the final sizes up front (no reallocation, no 2× peak), unless the footer claims
+    // far more data than the file could plausibly hold (corrupt or crafted files).
+    let file_len = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+    let raw = n.saturating_mul(2 * od + ad + 1).saturating_mul(4);
+    let cap = if raw <= file_len.saturating_mul(64) {
+        n
+    } else {
+        0
     };
+    let mut data = Dataset::with_capacity(meta, cap);
+    // Float columns of offrl's own layout are copied page by page; anything else (dictionary
+    // pages, nullable columns: other writers' files) goes through the Arrow reader.
+    let floats_done = match read_floats_fast(path, n, &mut data) {
+        Ok(true) => true,
+        Ok(false) | Err(_) => {
+            for v in [
+                &mut data.observations,
+                &mut data.actions,
+                &mut data.rewards,
+                &mut data.next_observations,
+            ] {
+                v.clear();
+            }
+            false
+        }
+    };
+    let wanted: Vec<usize> = if floats_done {
+        vec![4, 5]
+    } else {
+        (0..6).collect()
+    };
+    let roots = wanted.iter().map(|&k| columns[k]);
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder
+        .with_projection(mask)
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(|e| Error::format(path, format!("reading: {e}")))?;
@@ -228,30 +265,131 @@ pub fn load(path: &Path) -> Result<Dataset> {
                 format!("reading rows from {row}: {e} (truncated or corrupt file?)"),
             )
         })?;
-        let col = |k: usize| batch.column(columns[k]);
-        for k in 0..6 {
-            if null_count(col(k)) > 0 {
+        for &k in &wanted {
+            let name = expected.field(k).name();
+            let col = batch.column_by_name(name).expect("projected column");
+            if null_count(col) > 0 {
                 return Err(Error::format(
                     path,
                     format!(
-                        "column `{}` has null values in rows {row}..{}",
-                        expected.field(k).name(),
+                        "column `{name}` has null values in rows {row}..{}",
                         row + batch.num_rows()
                     ),
                 ));
             }
+            match k {
+                0 => extend_vector(&mut data.observations, col),
+                1 => extend_vector(&mut data.actions, col),
+                2 => extend_f32(&mut data.rewards, col),
+                3 => extend_vector(&mut data.next_observations, col),
+                4 => extend_bool(&mut data.terminals, col),
+                _ => extend_bool(&mut data.timeouts, col),
+            }
         }
-        extend_vector(&mut data.observations, col(0));
-        extend_vector(&mut data.actions, col(1));
-        extend_f32(&mut data.rewards, col(2));
-        extend_vector(&mut data.next_observations, col(3));
-        extend_bool(&mut data.terminals, col(4));
-        extend_bool(&mut data.timeouts, col(5));
         row += batch.num_rows();
     }
     data.validate()
         .map_err(|e| Error::format(path, e.to_string()))?;
     Ok(data)
+}
+
+/// Copy the float columns of a file in offrl's own layout (uncompressed or compressed PLAIN
+/// pages, no dictionary, non-nullable) straight from the pages into `data`, skipping the list
+/// levels: for fixed-size lists of required floats every level is "present", so a page's
+/// values section is exactly `num_values` f32s. Decoding the levels through the Arrow list
+/// reader costs ~7× the copy. Returns `Ok(false)` at the first page not in that form.
+fn read_floats_fast(path: &Path, rows: usize, data: &mut Dataset) -> parquet::errors::Result<bool> {
+    use parquet::column::page::Page;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let file = File::open(path).map_err(|e| parquet::errors::ParquetError::External(e.into()))?;
+    let reader = SerializedFileReader::new(file)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let targets: [(&str, &mut Vec<f32>, usize); 4] = [
+        ("observations", &mut data.observations, data.meta.obs_dim),
+        ("actions", &mut data.actions, data.meta.act_dim),
+        ("rewards", &mut data.rewards, 1),
+        (
+            "next_observations",
+            &mut data.next_observations,
+            data.meta.obs_dim,
+        ),
+    ];
+    for (name, out, width) in targets {
+        let leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| schema.get_column_root(i).name() == name)
+            .collect();
+        let [leaf] = leaves[..] else { return Ok(false) };
+        let col = schema.column(leaf);
+        // Lists of required floats have one repetition and one definition level, a required
+        // float column none; anything else may hold nulls.
+        let levels = col.max_rep_level();
+        if col.physical_type() != parquet::basic::Type::FLOAT
+            || levels > 1
+            || col.max_def_level() != levels
+        {
+            return Ok(false);
+        }
+        let levels = levels as usize;
+        for g in 0..reader.num_row_groups() {
+            let mut pages = reader.get_row_group(g)?.get_column_page_reader(leaf)?;
+            while let Some(page) = pages.get_next_page()? {
+                let (buf, num_values, values_at) = match &page {
+                    Page::DataPage {
+                        buf,
+                        num_values,
+                        encoding: parquet::basic::Encoding::PLAIN,
+                        def_level_encoding,
+                        rep_level_encoding,
+                        ..
+                    } => {
+                        // v1: [rep levels][def levels][values], each level run prefixed by its
+                        // u32 byte length (RLE).
+                        let mut at = 0usize;
+                        for enc in [rep_level_encoding, def_level_encoding]
+                            .iter()
+                            .take(2 * levels)
+                        {
+                            if **enc != parquet::basic::Encoding::RLE || buf.len() < at + 4 {
+                                return Ok(false);
+                            }
+                            let len =
+                                u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+                            at += 4 + len as usize;
+                        }
+                        (buf, *num_values, at)
+                    }
+                    Page::DataPageV2 {
+                        buf,
+                        num_values,
+                        encoding: parquet::basic::Encoding::PLAIN,
+                        num_nulls: 0,
+                        def_levels_byte_len,
+                        rep_levels_byte_len,
+                        ..
+                    } => (
+                        buf,
+                        *num_values,
+                        (*def_levels_byte_len + *rep_levels_byte_len) as usize,
+                    ),
+                    _ => return Ok(false),
+                };
+                let values = buf.get(values_at..).unwrap_or_default();
+                if values.len() != num_values as usize * 4 {
+                    return Ok(false);
+                }
+                out.extend(
+                    values
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                );
+            }
+        }
+        if out.len() != rows * width {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Type equality up to the list item's name and nullability (pyarrow names it `element` and
@@ -333,6 +471,63 @@ mod tests {
         let path = dir.path().join("big.parquet");
         save(&d, &path).unwrap();
         assert_eq!(load(&path).unwrap(), d);
+    }
+
+    /// The page-copy fast path reads offrl's own layout under any codec and page version, and
+    /// dictionary pages (other writers' default) fall back to the Arrow reader, equally exact.
+    #[test]
+    fn fast_path_and_fallback_agree() {
+        use parquet::file::properties::WriterVersion;
+        let n = 5000;
+        let rewards: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.25).collect();
+        let ends: Vec<(bool, bool)> = (0..n).map(|i| (i % 300 == 299, i % 1000 == 999)).collect();
+        let d = toy(&rewards, &ends);
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("default", writer_properties(), true),
+            (
+                "zstd-v2",
+                writer_properties()
+                    .set_compression(Compression::ZSTD(Default::default()))
+                    .set_writer_version(WriterVersion::PARQUET_2_0),
+                true,
+            ),
+            (
+                "snappy-small-pages",
+                writer_properties()
+                    .set_compression(Compression::SNAPPY)
+                    .set_data_page_size_limit(1024),
+                true,
+            ),
+            (
+                "dictionary",
+                writer_properties().set_dictionary_enabled(true),
+                false,
+            ),
+        ];
+        for (name, props, fast) in cases {
+            let path = dir.path().join(format!("{name}.parquet"));
+            save_with(&d, &path, props).unwrap();
+            let mut probe = d.clone();
+            for v in [
+                &mut probe.observations,
+                &mut probe.actions,
+                &mut probe.rewards,
+                &mut probe.next_observations,
+            ] {
+                v.clear();
+            }
+            assert_eq!(
+                read_floats_fast(&path, n, &mut probe).unwrap(),
+                fast,
+                "{name}"
+            );
+            if fast {
+                assert_eq!(probe.observations, d.observations, "{name}");
+                assert_eq!(probe.rewards, d.rewards, "{name}");
+            }
+            assert_eq!(load(&path).unwrap(), d, "{name}");
+        }
     }
 
     #[test]

@@ -165,6 +165,20 @@ impl Dataset {
         &self.actions[i * d..(i + 1) * d]
     }
 
+    /// An empty dataset with room for `n` transitions of `meta`'s dims.
+    pub fn with_capacity(meta: Metadata, n: usize) -> Self {
+        let (od, ad) = (meta.obs_dim, meta.act_dim);
+        Self {
+            meta,
+            observations: Vec::with_capacity(n * od),
+            actions: Vec::with_capacity(n * ad),
+            rewards: Vec::with_capacity(n),
+            next_observations: Vec::with_capacity(n * od),
+            terminals: Vec::with_capacity(n),
+            timeouts: Vec::with_capacity(n),
+        }
+    }
+
     /// Assemble a dataset from column buffers and check it ([`Dataset::validate`]).
     pub fn new(
         meta: Metadata,
@@ -323,16 +337,7 @@ impl Dataset {
         if removed == 0 {
             return 0;
         }
-        let (od, ad) = (self.obs_dim(), self.act_dim());
-        let mut out = Dataset {
-            meta: self.meta.clone(),
-            observations: Vec::with_capacity((self.len() - removed) * od),
-            actions: Vec::with_capacity((self.len() - removed) * ad),
-            rewards: Vec::with_capacity(self.len() - removed),
-            next_observations: Vec::with_capacity((self.len() - removed) * od),
-            terminals: Vec::with_capacity(self.len() - removed),
-            timeouts: Vec::with_capacity(self.len() - removed),
-        };
+        let mut out = Dataset::with_capacity(self.meta.clone(), self.len() - removed);
         // Whether the last kept row belongs to the episode currently being scanned.
         let mut kept_in_episode = false;
         for (i, &kept) in keep.iter().enumerate() {
@@ -427,15 +432,7 @@ impl Dataset {
                 )));
             }
         }
-        let mut out = Dataset {
-            meta: first.meta.clone(),
-            observations: Vec::with_capacity(n * od),
-            actions: Vec::with_capacity(n * ad),
-            rewards: Vec::with_capacity(n),
-            next_observations: Vec::with_capacity(n * od),
-            terminals: Vec::with_capacity(n),
-            timeouts: Vec::with_capacity(n),
-        };
+        let mut out = Dataset::with_capacity(first.meta.clone(), n);
         for p in parts {
             out.observations.extend_from_slice(&p.observations);
             out.actions.extend_from_slice(&p.actions);
