@@ -21,6 +21,9 @@ enum Command {
     /// Inspect, validate, import and build datasets.
     #[command(subcommand)]
     Dataset(offrl::cli::dataset::DatasetCommand),
+    /// Train a model (critic, iql, ...) on a dataset into a run directory.
+    #[command(subcommand)]
+    Train(offrl::cli::train::TrainCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +31,7 @@ fn main() -> std::process::ExitCode {
     offrl::cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
+        Command::Train(cmd) => offrl::cli::train::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

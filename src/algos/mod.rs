@@ -16,8 +16,10 @@
 //! ```
 //! A run directory resumes from its newest checkpoint when trained again with the same config.
 
+pub mod bc;
 pub mod common;
 pub mod iql;
+pub mod td3bc;
 
 use std::path::Path;
 
@@ -54,6 +56,19 @@ pub struct LoopConfig {
     pub eval_every: usize,
 }
 
+impl Default for LoopConfig {
+    /// The D4RL-era budget: 1M updates of batch 256.
+    fn default() -> Self {
+        Self {
+            steps: 1_000_000,
+            batch_size: 256,
+            log_every: 1000,
+            checkpoint_every: 100_000,
+            eval_every: 0,
+        }
+    }
+}
+
 /// Named binary parts (modules, optimizer states) plus JSON state (generators, counters) that
 /// resume an algorithm exactly.
 pub struct Snapshot {
@@ -82,6 +97,8 @@ pub trait OfflineAlgorithm {
 #[serde(rename_all = "lowercase")]
 pub enum AlgoKind {
     Iql,
+    Bc,
+    Td3bc,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -89,11 +106,13 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 1] = [AlgoKind::Iql];
+    pub const ALL: [AlgoKind; 3] = [AlgoKind::Iql, AlgoKind::Bc, AlgoKind::Td3bc];
 
     pub fn name(self) -> &'static str {
         match self {
             AlgoKind::Iql => "iql",
+            AlgoKind::Bc => "bc",
+            AlgoKind::Td3bc => "td3bc",
         }
     }
 
@@ -108,6 +127,8 @@ impl AlgoKind {
     pub fn default_config(self) -> Value {
         let v = match self {
             AlgoKind::Iql => serde_json::to_value(iql::IqlConfig::default()),
+            AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
+            AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -123,6 +144,10 @@ impl AlgoKind {
         let what = self.name();
         Ok(match self {
             AlgoKind::Iql => Box::new(iql::Iql::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Bc => Box::new(bc::Bc::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Td3bc => {
+                Box::new(td3bc::Td3Bc::new(typed(config, what)?, spec, device, seed)?)
+            }
         })
     }
 }

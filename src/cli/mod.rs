@@ -1,6 +1,7 @@
 //! Command-line front ends: parse arguments, call the library, report with anyhow.
 
 pub mod dataset;
+pub mod train;
 
 /// Logging to stderr through `tracing`; `RUST_LOG` overrides the verbosity flag.
 pub fn init_logging(verbose: u8) {
