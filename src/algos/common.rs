@@ -63,7 +63,7 @@ pub struct DataSpec {
 }
 
 /// Added to the observation std, as CORL does, so constant dimensions do not divide by zero.
-const OBS_STD_EPS: f64 = 1e-3;
+const OBS_STD_EPS: f32 = 1e-3;
 
 impl DataSpec {
     /// The spec of `data` under `cfg` (computes normalisation statistics and the reward scale).
@@ -81,29 +81,15 @@ impl DataSpec {
             )));
         }
         let (obs_mean, obs_std) = if cfg.normalize_obs {
-            obs_stats(data)
+            let (mean, std) = data.obs_stats();
+            let std = std.iter().map(|s| s + OBS_STD_EPS).collect();
+            (mean, std)
         } else {
             (vec![0.0; od], vec![1.0; od])
         };
         let reward_scale = match cfg.reward_norm {
             RewardNorm::None => 1.0,
-            RewardNorm::ReturnRange => {
-                let returns = episode_returns(data);
-                let (min, max) = returns
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                        (lo.min(r), hi.max(r))
-                    });
-                let range = max - min;
-                if returns.len() < 2 || range.is_nan() || range <= 1e-9 {
-                    return Err(Error::InvalidData(format!(
-                        "reward_norm = \"return_range\" needs episodes with different returns \
-                         ({} episode(s), returns {min} .. {max}); use reward_norm = \"none\"",
-                        returns.len()
-                    )));
-                }
-                (1000.0 / range) as f32
-            }
+            RewardNorm::ReturnRange => data.iql_reward_scale()?,
         };
         Ok(Self {
             obs_dim: od,
@@ -228,43 +214,6 @@ pub struct BatchTensors {
     pub done: Tensor<1>,
 }
 
-/// Per-dimension mean and std (+[`OBS_STD_EPS`]) of the observations, accumulated in f64.
-fn obs_stats(data: &Dataset) -> (Vec<f32>, Vec<f32>) {
-    let d = data.obs_dim();
-    let n = data.len() as f64;
-    let mut sum = vec![0.0f64; d];
-    let mut sq = vec![0.0f64; d];
-    for row in data.observations.chunks_exact(d) {
-        for j in 0..d {
-            let x = f64::from(row[j]);
-            sum[j] += x;
-            sq[j] += x * x;
-        }
-    }
-    let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let std = sq
-        .iter()
-        .zip(&mean)
-        .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt() + OBS_STD_EPS) as f32)
-        .collect();
-    (mean.into_iter().map(|m| m as f32).collect(), std)
-}
-
-/// Undiscounted return of each episode (an episode ends at a terminal or time-out row, and at
-/// the last row). TODO(lead): replace with `Dataset::episode_returns()` from branch `data`.
-pub fn episode_returns(data: &Dataset) -> Vec<f64> {
-    let mut returns = Vec::new();
-    let mut ret = 0.0f64;
-    for i in 0..data.len() {
-        ret += f64::from(data.rewards[i]);
-        if data.terminals[i] || data.timeouts[i] || i + 1 == data.len() {
-            returns.push(ret);
-            ret = 0.0;
-        }
-    }
-    returns
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tensors and noise
 // ---------------------------------------------------------------------------------------------
@@ -356,6 +305,20 @@ impl RngState {
         rng.set_word_pos(pos);
         Ok(rng)
     }
+
+    /// The generator saved as `state.rng` by an algorithm's snapshot.
+    pub fn restore_from(
+        ck: &crate::train::checkpoint::Checkpoint,
+        state: &serde_json::Value,
+    ) -> Result<ChaCha8Rng> {
+        let bad = |message: String| Error::Checkpoint {
+            path: ck.dir.clone(),
+            message,
+        };
+        let saved: RngState = serde_json::from_value(state.get("rng").cloned().unwrap_or_default())
+            .map_err(|e| bad(format!("bad generator state: {e}")))?;
+        saved.restore().map_err(|e| bad(e.to_string()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +333,24 @@ pub struct NetConfig {
     pub width: usize,
     #[serde(default)]
     pub layer_norm: bool,
+}
+
+impl Default for NetConfig {
+    /// 2 hidden layers of 256 (IQL, TD3+BC, BC in the papers and CORL).
+    fn default() -> Self {
+        Self {
+            hidden: 2,
+            width: 256,
+            layer_norm: false,
+        }
+    }
+}
+
+/// Adam with ε = `eps` (the references use PyTorch's / optax's 1e-8; burn's default is 1e-5).
+pub fn adam(eps: f64) -> burn::optim::ModuleOptimizer {
+    burn::optim::AdamConfig::new()
+        .with_epsilon(eps as f32)
+        .init()
 }
 
 impl NetConfig {
@@ -656,6 +637,33 @@ pub(crate) mod testing {
         d.timeouts.push(false);
     }
 
+    /// A one-step bandit with two one-hot states A = (1, 0) and B = (0, 1); actions ±0.5 appear
+    /// equally often in both; reward 1 for +0.5 in A and for −0.5 in B, else 0; terminal.
+    pub fn two_state_bandit() -> Dataset {
+        let mut d = empty(2, 1, -1.0, 1.0);
+        for (obs, best) in [([1.0, 0.0], 0.5f32), ([0.0, 1.0], -0.5)] {
+            for a in [-0.5f32, 0.5] {
+                push(
+                    &mut d,
+                    &obs,
+                    &[a],
+                    if a == best { 1.0 } else { 0.0 },
+                    &obs,
+                    true,
+                );
+            }
+        }
+        d
+    }
+
+    /// The policy acts on the better side of [`two_state_bandit`]'s states: above `margin` in
+    /// A, below −`margin` in B.
+    pub fn assert_prefers_best(policy: &mut dyn crate::policy::Policy, margin: f32) {
+        let act = policy.act(&[1.0, 0.0, 0.0, 1.0], 2).unwrap();
+        assert!(act[0] > margin, "state A (best +0.5): action {}", act[0]);
+        assert!(act[1] < -margin, "state B (best −0.5): action {}", act[1]);
+    }
+
     /// The whole dataset as one batch: full-batch updates remove minibatch noise, so learned
     /// values converge to the fixed point an analytic answer describes.
     pub fn full_batch(data: &Dataset) -> Batch {
@@ -702,7 +710,6 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(episode_returns(&data), vec![3.0, 4.0]);
         assert_eq!(spec.reward_scale, 1000.0);
         // mean (2, 1), population std (√(8/3), 0) + 1e-3.
         assert_eq!(spec.obs_mean, vec![2.0, 1.0]);

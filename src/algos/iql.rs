@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{
-    scalar, soft_update, target_copy, BatchTensors, DataConfig, DataSpec, GaussianActor, NetConfig,
-    RewardNorm, SpecTensors, TwinQ, ValueNet,
+    adam, scalar, soft_update, target_copy, BatchTensors, DataConfig, DataSpec, GaussianActor,
+    NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
 };
 use super::{
     load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
@@ -72,11 +72,7 @@ pub struct IqlConfig {
 impl Default for IqlConfig {
     /// IQL's locomotion settings (paper, App. B; CORL `iql.py`).
     fn default() -> Self {
-        let net = NetConfig {
-            hidden: 2,
-            width: 256,
-            layer_norm: false,
-        };
+        let net = NetConfig::default();
         Self {
             expectile: 0.7,
             beta: 3.0,
@@ -97,13 +93,7 @@ impl Default for IqlConfig {
                 normalize_obs: true,
                 reward_norm: RewardNorm::ReturnRange,
             },
-            train: LoopConfig {
-                steps: 1_000_000,
-                batch_size: 256,
-                log_every: 1000,
-                checkpoint_every: 100_000,
-                eval_every: 0,
-            },
+            train: LoopConfig::default(),
         }
     }
 }
@@ -144,11 +134,10 @@ impl Iql {
             rng,
             device,
         );
-        let adam = || AdamConfig::new().with_epsilon(cfg.adam_eps as f32).init();
         Ok(Self {
-            q_optim: adam(),
-            v_optim: adam(),
-            actor_optim: adam(),
+            q_optim: adam(cfg.adam_eps),
+            v_optim: adam(cfg.adam_eps),
+            actor_optim: adam(cfg.adam_eps),
             cfg,
             spec,
             device: device.clone(),

@@ -16,10 +16,12 @@
 //! ```
 //! A run directory resumes from its newest checkpoint when trained again with the same config.
 
+pub mod bc;
 pub mod common;
 pub mod idql;
 pub mod iql;
 pub mod rtb;
+pub mod td3bc;
 
 use std::path::Path;
 
@@ -54,6 +56,19 @@ pub struct LoopConfig {
     pub checkpoint_every: usize,
     /// Call the evaluation hook every this many updates (0: never).
     pub eval_every: usize,
+}
+
+impl Default for LoopConfig {
+    /// The D4RL-era budget: 1M updates of batch 256.
+    fn default() -> Self {
+        Self {
+            steps: 1_000_000,
+            batch_size: 256,
+            log_every: 1000,
+            checkpoint_every: 100_000,
+            eval_every: 0,
+        }
+    }
 }
 
 /// Named binary parts (modules, optimizer states) plus JSON state (generators, counters) that
@@ -92,6 +107,8 @@ pub enum AlgoKind {
     Rtb,
     /// The diffusion behaviour prior μ(a|s) (`crate::diffusion`), whose policy is diffusion BC.
     Prior,
+    Bc,
+    Td3bc,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -99,13 +116,21 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 3] = [AlgoKind::Iql, AlgoKind::Prior, AlgoKind::Rtb];
+    pub const ALL: [AlgoKind; 5] = [
+        AlgoKind::Iql,
+        AlgoKind::Bc,
+        AlgoKind::Td3bc,
+        AlgoKind::Prior,
+        AlgoKind::Rtb,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             AlgoKind::Iql => "iql",
             AlgoKind::Rtb => "rtb",
             AlgoKind::Prior => "prior",
+            AlgoKind::Bc => "bc",
+            AlgoKind::Td3bc => "td3bc",
         }
     }
 
@@ -124,6 +149,8 @@ impl AlgoKind {
             AlgoKind::Prior => {
                 serde_json::to_value(crate::diffusion::train::PriorConfig::default())
             }
+            AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
+            AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -146,6 +173,10 @@ impl AlgoKind {
                 device,
                 seed,
             )?),
+            AlgoKind::Bc => Box::new(bc::Bc::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Td3bc => {
+                Box::new(td3bc::Td3Bc::new(typed(config, what)?, spec, device, seed)?)
+            }
         })
     }
 }

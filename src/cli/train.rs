@@ -21,6 +21,10 @@ pub enum TrainCommand {
     Critic(CommonArgs),
     /// IQL: critic + advantage-weighted actor. Config: configs/iql.toml.
     Iql(CommonArgs),
+    /// Behaviour cloning, Gaussian MLP policy. Config: configs/bc.toml.
+    Bc(CommonArgs),
+    /// TD3+BC (Fujimoto & Gu 2021). Config: configs/td3bc.toml.
+    Td3bc(CommonArgs),
     /// Fine-tune a diffusion prior with RTB, the critic's Q as reward (log r = Q/α).
     /// Config: configs/rtb.toml (configs/rtb-cpu.toml: a CPU-sized variant).
     Rtb(RtbArgs),
@@ -79,6 +83,8 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         // The critic is IQL without its actor; forced last so that it wins over the file.
         TrainCommand::Critic(a) => train(AlgoKind::Iql, &a, vec!["train_actor=false".into()]),
         TrainCommand::Iql(a) => train(AlgoKind::Iql, &a, Vec::new()),
+        TrainCommand::Bc(a) => train(AlgoKind::Bc, &a, Vec::new()),
+        TrainCommand::Td3bc(a) => train(AlgoKind::Td3bc, &a, Vec::new()),
         TrainCommand::Rtb(a) => {
             // Paths become absolute TOML strings, so a resumed run compares equal from any folder.
             let mut forced = vec![

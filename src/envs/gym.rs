@@ -74,7 +74,9 @@ fn helper(py: Python<'_>) -> Result<Bound<'_, PyModule>> {
     if let Some(m) = MODULE.get() {
         return Ok(m.bind(py).clone());
     }
-    python::init()?;
+    // Wait for the one-time interpreter set-up without holding the GIL: the thread running it
+    // needs the GIL, so waiting with it held deadlocks when two threads start at once.
+    py.detach(python::init)?;
     python::import(py, "gymnasium", INSTALL_HINT)?;
     python::import(py, "numpy", INSTALL_HINT)?;
     let m = PyModule::from_code(py, HELPER, c"offrl_gym_bridge.py", c"offrl_gym_bridge")
