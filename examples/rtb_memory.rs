@@ -3,7 +3,7 @@
 //! size in trajectories, 0 = the whole batch in one backward pass). Prints seconds per on- and
 //! off-policy update and the process's peak resident memory (VmHWM).
 
-#[path = "../benches/support/rtb_setup.rs"]
+#[path = "../benches/support/mod.rs"]
 mod support;
 
 fn peak_rss_mib() -> f64 {

@@ -14,8 +14,10 @@ offline_RL/model.py, `QFlow.compute_loss` / `compute_loss_with_sample`):
 
     python benches/reference/rtb_torch.py [--threads 2] [--repeats 3] [--states 64 --k 64 --T 75]
 
-Prints seconds per update and peak RSS. offrl computes the same gradient in chunks after a
-no-grad pass (bounded memory); this script keeps the whole graph, as the paper's code.
+Prints seconds per update (median), peak RSS, the GEMM rate of `[rows, 256] x [256, 256]` on this
+machine, and machine-readable `@ref KEY SECONDS` lines for scripts/perf-compare.sh. offrl
+computes the same gradient in chunks of trajectories (bounded memory); this script keeps the
+whole graph, as the paper's code.
 """
 
 import argparse
@@ -177,10 +179,22 @@ def main():
             fn()
             times.append(time.perf_counter() - start)
         times.sort()
-        print(f"torch {args.states}x{args.k}xT{args.T} {name}: {times[len(times) // 2]:.3f} s/update "
+        median = times[len(times) // 2]
+        print(f"torch {args.states}x{args.k}xT{args.T} {name}: {median:.3f} s/update "
               f"(min {times[0]:.3f}, {args.threads} threads)")
+        print(f"@ref rtb_{args.states}x{args.k}xT{args.T}_{name} {median:.6e}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MiB")
+    for rows in [4096, 38400]:
+        a, w = torch.rand(rows, 256), torch.rand(256, 256)
+        times = []
+        for _ in range(20):
+            t = time.perf_counter()
+            a @ w
+            times.append(time.perf_counter() - t)
+        median = sorted(times)[10]
+        print(f"gemm {rows}x256x256: {2 * rows * 256 * 256 / median / 1e9:.1f} GFLOP/s")
+        print(f"@ref gemm_{rows} {median:.6e}")
 
 
 if __name__ == "__main__":
