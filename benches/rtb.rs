@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use offrl::nn::host::{gemm, Mat};
 
 mod support;
 use support::{batch, build, flops, SHAPES};
@@ -34,7 +35,12 @@ fn bench_gemm_peak(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    offrl::nn::host::matmul(&a, 256, &w, 256, rows, &mut out, true);
+                    gemm(
+                        &mut out,
+                        Mat::new(&a, rows, 256),
+                        Mat::new(&w, 256, 256),
+                        false,
+                    );
                 }
                 let t = start.elapsed();
                 seconds.push(t.as_secs_f64() / iters as f64);

@@ -66,3 +66,10 @@ impl BackendKind {
 pub fn seed(device: &Device, seed: u64) {
     device.seed(seed);
 }
+
+/// Whether the fused host executors ([`crate::nn::host`]) run the networks on `device`: on the
+/// burn-flex CPU device (autodiff or not), unless `OFFRL_BURN_ONLY` is set in the environment
+/// (which keeps every network in burn, to compare the two paths).
+pub fn host_kernels(device: &Device) -> bool {
+    device.clone().without_autodiff() == Device::flex() && std::env::var_os("OFFRL_BURN_ONLY").is_none()
+}

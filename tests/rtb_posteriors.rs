@@ -25,9 +25,11 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use offrl::algos::rtb::{
-    log_likelihoods, rollout_off_policy, rollout_on_policy, rtb_gradients, CorrectionConfig,
-    LogReward, LogZConfig, LogZKind, QReward, Rtb, RtbConfig,
+    chunked_gradients, log_likelihoods, reward_gradient, rollout_off_policy, rollout_on_policy,
+    rtb_gradients, CorrectionConfig, LogReward, LogZConfig, LogZKind, Posterior, QReward, Rtb,
+    RtbConfig,
 };
+use offrl::diffusion::fused::FusedEpsNet;
 use offrl::diffusion::{
     sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig,
     NoiseSchedule, ScheduleConfig,
@@ -353,7 +355,7 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     );
     assert!(close(&rollout.log_mu, &log_mu));
     // The batched pass over stored terms gives the same numbers.
-    let (lp, lm) = log_likelihoods(rtb.prior.schedule(), &correction, &rollout, 0..8);
+    let (lp, lm) = log_likelihoods(rtb.prior.schedule(), &correction, &rollout, 0..8, None);
     assert!(close(&to_vec(lp), &log_pi) && close(&to_vec(lm), &log_mu));
     // Reward at the end.
     let r = to_vec(rtb.reward.log_reward(obs(8, &device), traj.x0().clone()));
@@ -370,7 +372,7 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     let log_mu = to_vec(trajectory_log_prob(&rtb.prior, obs(8, &device), &traj));
     assert!(close(&off.log_mu, &log_mu));
     let log_pi = to_vec(trajectory_log_prob(&pi, obs(8, &device), &traj));
-    let (lp, _) = log_likelihoods(rtb.prior.schedule(), &correction, &off, 0..8);
+    let (lp, _) = log_likelihoods(rtb.prior.schedule(), &correction, &off, 0..8, None);
     assert!(close(&to_vec(lp), &log_pi));
 }
 
@@ -401,7 +403,36 @@ fn chunked_gradient_equals_full_batch_gradient() {
         let pi = rtb.posterior(&correction);
         let on = rollout_on_policy(&pi, states.clone(), 12, &mut rng);
         let a0 = tensor2(&[0.1, 0.9, -0.4], 3, 1, &device);
-        let off = rollout_off_policy(&pi, states, a0, 12, &mut rng);
+        let off = rollout_off_policy(&pi, states.clone(), a0, 12, &mut rng);
+        // The same rollout with the correction's network fused: the same numbers.
+        let fused = FusedEpsNet::new(&correction.net, rtb.prior.schedule());
+        let pi_fused = Posterior {
+            fused: Some(&fused),
+            ..rtb.posterior(&correction)
+        };
+        let on_fused = rollout_on_policy(
+            &pi_fused,
+            states,
+            12,
+            &mut ChaCha8Rng::seed_from_u64(5),
+        );
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}: {x} vs {y}");
+            }
+        };
+        close(&on_fused.log_mu, &on.log_mu, "log μ");
+        close(&on_fused.log_r, &on.log_r, "log r");
+        close(
+            on_fused.log_pi.as_deref().unwrap(),
+            on.log_pi.as_deref().unwrap(),
+            "log π",
+        );
+        close(
+            &to_vec(on_fused.xs[6].clone()),
+            &to_vec(on.xs[6].clone()),
+            "x_0",
+        );
         for rollout in [&on, &off] {
             let schedule = rtb.prior.schedule();
             let (full, full_z, s_full) = rtb_gradients(schedule, &rtb.model, rollout, 0);
@@ -430,6 +461,16 @@ fn chunked_gradient_equals_full_batch_gradient() {
                 "{moved} of {} moved",
                 reference.len()
             );
+            // On this (CPU) device the correction's network ran fused; burn alone agrees.
+            let (g, gz, s) = chunked_gradients(schedule, &rtb.model, rollout, 0, None);
+            let burn_only = sgd(g, gz);
+            for (i, (a, b)) in burn_only.iter().zip(&reference).enumerate() {
+                assert!(
+                    (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
+                    "{kind:?} burn vs fused: parameter {i}: {a} vs {b}"
+                );
+            }
+            assert!((s.loss - s_full.loss).abs() <= 1e-5 * (1.0 + s_full.loss.abs()));
             // Chunks are rounded up to whole states (k = 12): 5 → 12 rows.
             for chunk in [5, 24, 36] {
                 let (g, gz, s) = rtb_gradients(schedule, &rtb.model, rollout, chunk);
@@ -633,4 +674,60 @@ fn unbounded_1d_spaces() -> offrl::diffusion::PriorSpec {
     };
     offrl::diffusion::PriorSpec::new(data, Default::default(), Default::default(), false, 0.99)
         .unwrap()
+}
+
+/// `QReward::gradient` on the host (the IQL critic's fused action gradient and the chain rule of
+/// the action map and the tanh Jacobian) equals burn's autodiff of `log_reward`.
+#[test]
+fn host_reward_gradient_equals_autodiff() {
+    use offrl::algos::common::DataSpec;
+    use offrl::algos::iql::{Iql, IqlConfig};
+    use offrl::diffusion::PriorSpec;
+    let device = Device::flex();
+    let data = DataSpec {
+        obs_dim: 3,
+        act_dim: 2,
+        action_low: vec![-2.0, -1.0],
+        action_high: vec![2.0, 3.0],
+        obs_mean: vec![0.5, -1.0, 2.0],
+        obs_std: vec![2.0, 0.5, 1.5],
+        reward_scale: 0.7,
+    };
+    let critic = Iql::new(IqlConfig::default(), data.clone(), &device, 4)
+        .unwrap()
+        .critic();
+    let n = 50;
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let o = tensor2(&offrl::diffusion::normal_vec(&mut rng, n * 3), n, 3, &device);
+    let x: Vec<f32> = offrl::diffusion::normal_vec(&mut rng, n * 2)
+        .iter()
+        .map(|v| 1.5 * v)
+        .collect();
+    let x = tensor2(&x, n, 2, &device);
+    for (pre_tanh, jacobian) in [(true, true), (true, false), (false, false)] {
+        let spaces = PriorSpec::new(
+            data.clone(),
+            ScheduleConfig::default(),
+            NetConfig::default(),
+            pre_tanh,
+            0.99,
+        )
+        .unwrap();
+        let reward = QReward {
+            q: critic.clone(),
+            alpha: 0.3,
+            spaces,
+            tanh_jacobian: jacobian,
+        };
+        let host = to_vec(reward.gradient(o.clone(), x.clone()));
+        let burn = to_vec(reward_gradient(&reward, o.clone(), x.clone()));
+        let scale = burn.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        assert!(burn.iter().any(|v| v.abs() > 1e-3));
+        for (a, b) in host.iter().zip(&burn) {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "pre_tanh={pre_tanh} jacobian={jacobian}: {a} vs {b}"
+            );
+        }
+    }
 }

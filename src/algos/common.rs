@@ -103,7 +103,7 @@ impl DataSpec {
     }
 
     /// Center and half-width of each action dimension (0 and 1 where a bound is infinite).
-    fn action_affine(&self) -> (Vec<f32>, Vec<f32>) {
+    pub fn action_affine(&self) -> (Vec<f32>, Vec<f32>) {
         self.action_low
             .iter()
             .zip(&self.action_high)

@@ -17,6 +17,7 @@
 //! observations and environment actions, differentiable w.r.t. the action.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -35,6 +36,7 @@ use super::{
 };
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
+use crate::nn::host::HostMlp;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -273,6 +275,9 @@ pub struct IqlCritic {
     v: ValueNet,
     spec: DataSpec,
     maps: SpecTensors,
+    /// Host copies of the twin Q for [`IqlCritic::action_gradient`], made on first use (the
+    /// critic is frozen); `None` inside when the networks are not on the CPU backend.
+    host_q: OnceLock<Option<(HostMlp, HostMlp)>>,
 }
 
 impl IqlCritic {
@@ -282,7 +287,53 @@ impl IqlCritic {
             v: v.no_grad(),
             maps: spec.tensors(device),
             spec,
+            host_q: OnceLock::new(),
         }
+    }
+
+    /// `∂ min(Q1, Q2) / ∂a` (row-major `[n, act_dim]`) at raw observations and environment
+    /// actions (host data), computed by the fused host executors; `None` when the critic is not
+    /// on the CPU backend. Equals burn's autodiff of [`IqlCritic::q`] (tested).
+    pub fn action_gradient(&self, obs: &[f32], actions: &[f32], n: usize) -> Option<Vec<f32>> {
+        let (q1, q2) = self
+            .host_q
+            .get_or_init(|| {
+                let device = self.q.q1.output.weight.val().device();
+                crate::backend::host_kernels(&device)
+                    .then(|| (HostMlp::from_mlp(&self.q.q1), HostMlp::from_mlp(&self.q.q2)))
+            })
+            .as_ref()?;
+        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
+        let (obs, act) = (
+            self.spec.normalize_obs(obs),
+            self.spec.action_to_unit(actions),
+        );
+        let x: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                obs[i * od..(i + 1) * od]
+                    .iter()
+                    .chain(&act[i * ad..(i + 1) * ad])
+                    .copied()
+            })
+            .collect();
+        let (v1, tape1) = q1.forward_tape(x.clone(), n);
+        let (v2, tape2) = q2.forward_tape(x, n);
+        // The minimum passes the gradient of the smaller network (the first on ties).
+        let d1: Vec<f32> = v1.iter().zip(&v2).map(|(a, b)| f32::from(a <= b)).collect();
+        let d2: Vec<f32> = d1.iter().map(|d| 1.0 - d).collect();
+        let (g1, _) = q1.backward(&tape1, &d1, true, false);
+        let (g2, _) = q2.backward(&tape2, &d2, true, false);
+        let (g1, g2) = (g1?, g2?);
+        let (_, half) = self.spec.action_affine();
+        Some(
+            (0..n * ad)
+                .map(|i| {
+                    let (row, j) = (i / ad, i % ad);
+                    let k = row * (od + ad) + od + j;
+                    (g1[k] + g2[k]) / half[j]
+                })
+                .collect(),
+        )
     }
 
     /// Load from a checkpoint folder (`.../checkpoints/step-N`) or a run directory (its newest

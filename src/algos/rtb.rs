@@ -80,6 +80,7 @@ use super::{
     load_optim, module_parts, AlgoKind, EvalHook, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
 };
 use crate::dataset::{Batch, Dataset};
+use crate::diffusion::fused::{EpsRows, FusedEpsNet, LeafEps};
 use crate::diffusion::{
     forward_noise_trajectory, normal_noise, reverse_step, sample_actions, sample_start,
     DiffusionPrior, EpsModel, EpsNet, NetConfig, NoiseSchedule, PriorSpec,
@@ -269,11 +270,22 @@ impl RtbConfig {
 /// ε-models see (normalised, `[n, obs_dim]`): `[n]`, differentiable with respect to `x`.
 pub trait LogReward {
     fn log_reward(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<1>;
+
+    /// `∇_x log r(s, x)`, detached, on `x`'s device without autodiff. The default
+    /// differentiates [`LogReward::log_reward`] with burn ([`reward_gradient`]); override it
+    /// with a faster computation of the same values.
+    fn gradient(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
+        reward_gradient(self, obs, x)
+    }
 }
 
 impl<R: LogReward + ?Sized> LogReward for &R {
     fn log_reward(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
         (**self).log_reward(obs, x)
+    }
+
+    fn gradient(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
+        (**self).gradient(obs, x)
     }
 }
 
@@ -281,6 +293,13 @@ impl<R: LogReward + ?Sized> LogReward for &R {
 /// differentiable with respect to `a`.
 pub trait QFunction {
     fn q(&self, obs: Tensor<2>, actions: Tensor<2>) -> Tensor<1>;
+
+    /// `∂Q/∂a` (row-major `[n, act_dim]`) at raw observations `obs` and environment actions
+    /// `actions` (row-major host data), when the function can compute it on the host (the
+    /// fused executors); `None` sends [`QReward`] to burn's autodiff.
+    fn action_gradient(&self, _obs: &[f32], _actions: &[f32], _n: usize) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 impl<F: Fn(Tensor<2>, Tensor<2>) -> Tensor<1>> QFunction for F {
@@ -330,6 +349,55 @@ impl<Q: QFunction> LogReward for QReward<Q> {
         } else {
             q
         }
+    }
+
+    /// The chain rule of [`QReward::log_reward`] on the host around Q's own action gradient,
+    /// when Q has one ([`QFunction::action_gradient`]); burn's autodiff otherwise.
+    fn gradient(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
+        let [n, ad] = x.dims();
+        let device = x.device().without_autodiff();
+        let (obs_v, xv) = (crate::nn::to_vec(obs.clone()), crate::nn::to_vec(x.clone()));
+        let data = &self.spaces.data;
+        let od = data.obs_dim;
+        let raw: Vec<f32> = obs_v
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * data.obs_std[i % od] + data.obs_mean[i % od])
+            .collect();
+        let (center, half) = data.action_affine();
+        // a = center + half · y, y = tanh x (pre-tanh) or x clipped to the bounds.
+        let (a, dy): (Vec<f32>, Vec<f32>) = xv
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let j = i % ad;
+                if self.spaces.pre_tanh {
+                    let y = v.tanh();
+                    (center[j] + half[j] * y, 1.0 - y * y)
+                } else {
+                    let a = center[j] + half[j] * v;
+                    let inside = a >= data.action_low[j] && a <= data.action_high[j];
+                    let a = a.clamp(data.action_low[j], data.action_high[j]);
+                    (a, if inside { 1.0 } else { 0.0 })
+                }
+            })
+            .unzip();
+        let Some(dq) = self.q.action_gradient(&raw, &a, n) else {
+            return reward_gradient(self, obs, x);
+        };
+        let jacobian = self.tanh_jacobian && self.spaces.pre_tanh;
+        let grad: Vec<f32> = (0..n * ad)
+            .map(|i| {
+                let g = dq[i] * half[i % ad] * dy[i] / self.alpha as f32;
+                // d/dx Σ log(1 − tanh² x) = −2 tanh x.
+                if jacobian {
+                    g - 2.0 * xv[i].tanh()
+                } else {
+                    g
+                }
+            })
+            .collect();
+        crate::nn::tensor2(&grad, n, ad, &device)
     }
 }
 
@@ -462,13 +530,18 @@ impl Correction {
         t: &[usize],
         grad: Option<Tensor<2>>,
     ) -> Tensor<2> {
-        let device = x_t.device();
         let uniform = t.iter().all(|&s| s == t[0]);
         let nn = if uniform {
             self.net.forward_step(obs, x_t, t[0])
         } else {
             self.net.forward_rows(obs, x_t, t)
         };
+        self.with_langevin(nn, t, grad)
+    }
+
+    /// `ε_π − ε_μ` from NN's output `nn` (computed elsewhere, e.g. by the fused executor).
+    pub fn with_langevin(&self, nn: Tensor<2>, t: &[usize], grad: Option<Tensor<2>>) -> Tensor<2> {
+        let device = nn.device();
         match (&self.langevin, grad) {
             (Some(scale), Some(g)) => nn + scale.rows(t, &device) * g,
             (Some(_), None) => panic!("the Langevin term needs the reward gradient"),
@@ -524,6 +597,8 @@ impl RtbModel {
 pub struct Posterior<'a, P: ?Sized, R: ?Sized> {
     pub prior: &'a P,
     pub correction: &'a Correction,
+    /// The fused executor of `correction.net` (the same function, on the CPU backend).
+    pub fused: Option<&'a FusedEpsNet>,
     pub reward: &'a R,
     pub langevin_clip: f64,
 }
@@ -533,8 +608,25 @@ impl<P: EpsModel + ?Sized, R: LogReward + ?Sized> Posterior<'_, P, R> {
     fn langevin_grad(&self, obs: Tensor<2>, x_t: Tensor<2>) -> Option<Tensor<2>> {
         self.correction.langevin.as_ref().map(|_| {
             let c = self.langevin_clip;
-            reward_gradient(self.reward, obs, x_t).clamp(-c, c)
+            self.reward.gradient(obs, x_t).clamp(-c, c)
         })
+    }
+
+    /// `ε_π − ε_μ` (no gradient through the correction when it runs fused).
+    fn correction_rows(
+        &self,
+        obs: Tensor<2>,
+        x_t: Tensor<2>,
+        t: &[usize],
+        g: Option<Tensor<2>>,
+    ) -> Tensor<2> {
+        match self.fused {
+            Some(net) if t.iter().all(|&s| s == t[0]) => {
+                self.correction.with_langevin(net.eps(obs, x_t, t[0]), t, g)
+            }
+            Some(net) => self.correction.with_langevin(net.eps_rows(obs, x_t, t), t, g),
+            None => self.correction.forward_rows(obs, x_t, t, g),
+        }
     }
 }
 
@@ -550,13 +642,13 @@ impl<P: EpsModel + ?Sized, R: LogReward + ?Sized> EpsModel for Posterior<'_, P, 
     fn eps_rows(&self, obs: Tensor<2>, x_t: Tensor<2>, t: &[usize]) -> Tensor<2> {
         let eps_mu = self.prior.eps_rows(obs.clone(), x_t.clone(), t).detach();
         let g = self.langevin_grad(obs.clone(), x_t.clone());
-        eps_mu + self.correction.forward_rows(obs, x_t, t, g)
+        eps_mu + self.correction_rows(obs, x_t, t, g)
     }
 
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
         let eps_mu = self.prior.eps(obs.clone(), x_t.clone(), t).detach();
         let g = self.langevin_grad(obs.clone(), x_t.clone());
-        eps_mu + self.correction.forward_rows(obs, x_t, &[t], g)
+        eps_mu + self.correction_rows(obs, x_t, &[t], g)
     }
 }
 
@@ -594,7 +686,10 @@ impl Rollout {
     pub fn mean_log_z(&self, schedule: &NoiseSchedule, correction: &Correction) -> f64 {
         let log_pi = match &self.log_pi {
             Some(v) => v.clone(),
-            None => crate::nn::to_vec(log_likelihoods(schedule, correction, self, 0..self.len()).0),
+            None => {
+                let (log_pi, _) = log_likelihoods(schedule, correction, self, 0..self.len(), None);
+                crate::nn::to_vec(log_pi)
+            }
         };
         let total: f64 = (0..self.len())
             .map(|i| f64::from(self.log_r[i]) + f64::from(self.log_mu[i]) - f64::from(log_pi[i]))
@@ -632,7 +727,7 @@ where
     for t in (1..=schedule.steps()).rev() {
         let e_mu = prior.eps(obs.clone(), x.clone(), t);
         let g = pi.langevin_grad(obs.clone(), x.clone());
-        let e_pi = e_mu.clone() + correction.forward_rows(obs.clone(), x.clone(), &[t], g.clone());
+        let e_pi = e_mu.clone() + pi.correction_rows(obs.clone(), x.clone(), &[t], g.clone());
         let step_pi = reverse_step(schedule, x.clone(), e_pi, t);
         let step_mu = reverse_step(schedule, x.clone(), e_mu.clone(), t);
         let next = step_pi.clone().sample(normal_noise(rng, n, ad, &device));
@@ -731,20 +826,24 @@ pub fn log_likelihoods(
     correction: &Correction,
     rollout: &Rollout,
     rows: Range<usize>,
+    fused: Option<&LeafEps<'_>>,
 ) -> (Tensor<1>, Tensor<1>) {
     let t_max = schedule.steps();
     let m = rows.len();
     let part = |v: &Tensor<2>| v.clone().slice(rows.clone());
-    let x_in = Tensor::cat(rollout.xs[..t_max].iter().map(part).collect(), 0);
-    let obs_in = part(&rollout.obs).repeat_dim(0, t_max);
-    let steps: Vec<usize> = (0..t_max)
-        .flat_map(|j| std::iter::repeat_n(t_max - j, m))
-        .collect();
+    let steps = block_steps(t_max, m);
     let g = rollout
         .langevin
         .as_ref()
         .map(|list| Tensor::cat(list.iter().map(part).collect(), 0));
-    let corr = correction.forward_rows(obs_in, x_in, &steps, g);
+    let corr = match fused {
+        Some(leaf) => correction.with_langevin(fused_nn(leaf, rollout, rows.clone()), &steps, g),
+        None => {
+            let x_in = Tensor::cat(rollout.xs[..t_max].iter().map(part).collect(), 0);
+            let obs_in = part(&rollout.obs).repeat_dim(0, t_max);
+            correction.forward_rows(obs_in, x_in, &steps, g)
+        }
+    };
     let mut log_pi: Option<Tensor<1>> = None;
     let mut log_mu: Option<Tensor<1>> = None;
     for j in 0..t_max {
@@ -759,6 +858,41 @@ pub fn log_likelihoods(
         log_mu = Some(add(log_mu, lm));
     }
     (log_pi.expect("T >= 1"), log_mu.expect("T >= 1"))
+}
+
+/// The steps of `t_max` blocks of `m` rows, block `j` at step `t_max − j` (the layout of the
+/// stacked `xs[0..T]`).
+fn block_steps(t_max: usize, m: usize) -> Vec<usize> {
+    (0..t_max)
+        .flat_map(|j| std::iter::repeat_n(t_max - j, m))
+        .collect()
+}
+
+/// NN(s, x_t, t) for the rollout's `rows` at all T steps (block `j` = `xs[j]`), by the fused
+/// executor as a leaf of the autodiff graph. Each state's first-layer part is computed once for
+/// its k trajectories and T steps.
+fn fused_nn(leaf: &LeafEps<'_>, rollout: &Rollout, rows: Range<usize>) -> Tensor<2> {
+    let (k, m, t_max) = (rollout.k, rows.len(), rollout.xs.len() - 1);
+    let od = rollout.obs.dims()[1];
+    // Rows are state-major and chunks hold whole states: one observation per k rows.
+    let obs = crate::nn::to_vec(rollout.obs.clone().slice(rows.clone()));
+    let states: Vec<f32> = obs
+        .chunks_exact(od)
+        .step_by(k)
+        .flatten()
+        .copied()
+        .collect();
+    let state: Vec<usize> = (0..t_max * m).map(|r| (r % m) / k).collect();
+    let x: Vec<f32> = rollout.xs[..t_max]
+        .iter()
+        .flat_map(|x| crate::nn::to_vec(x.clone().slice(rows.clone())))
+        .collect();
+    leaf.forward(&EpsRows {
+        states: &states,
+        state: Some(&state),
+        x: &x,
+        t: &block_steps(t_max, m),
+    })
 }
 
 fn add(acc: Option<Tensor<1>>, x: Tensor<1>) -> Tensor<1> {
@@ -794,6 +928,22 @@ pub fn rtb_gradients(
     rollout: &Rollout,
     chunk: usize,
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
+    let device = model.correction.net.input.weight.val().device();
+    // On the CPU backend the correction's network runs fused; burn differentiates the rest.
+    let fused = crate::backend::host_kernels(&device)
+        .then(|| LeafEps::new(&model.correction.net, schedule, &device));
+    chunked_gradients(schedule, model, rollout, chunk, fused.as_ref())
+}
+
+/// [`rtb_gradients`] with the correction's network run by `fused` (its [`LeafEps`]) or, when
+/// `None`, by burn.
+pub fn chunked_gradients(
+    schedule: &NoiseSchedule,
+    model: &RtbModel,
+    rollout: &Rollout,
+    chunk: usize,
+    fused: Option<&LeafEps<'_>>,
+) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
     let (n, k) = (rollout.len(), rollout.k);
     let chunk = if chunk == 0 { n } else { chunk.div_ceil(k) * k }.min(n);
     let mut acc_corr = GradientsAccumulator::<Correction>::new();
@@ -804,7 +954,13 @@ pub fn rtb_gradients(
         let rows = start..(start + chunk).min(n);
         let m = rows.len();
         let device = rollout.obs.device();
-        let (log_pi, log_mu) = log_likelihoods(schedule, &model.correction, rollout, rows.clone());
+        let (log_pi, log_mu) = log_likelihoods(
+            schedule,
+            &model.correction,
+            rollout,
+            rows.clone(),
+            fused,
+        );
         let log_mu = log_mu.without_autodiff();
         let log_r = tensor1(&rollout.log_r[rows.clone()], &device);
         let log_z = match &model.log_z {
@@ -828,10 +984,11 @@ pub fn rtb_gradients(
         stats.log_r += scalar(&log_r.sum()) / n as f64;
         stats.log_ratio += scalar(&(log_pi - log_mu).sum()) / n as f64;
         let mut grads = loss.backward();
-        acc_corr.accumulate(
-            &model.correction,
-            GradientsParams::from_module(&mut grads, &model.correction),
-        );
+        let mut params = GradientsParams::from_module(&mut grads, &model.correction);
+        if let Some(leaf) = fused {
+            leaf.gradients(&grads, &mut params);
+        }
+        acc_corr.accumulate(&model.correction, params);
         if let Some(net) = &model.log_z {
             acc_z.accumulate(net, GradientsParams::from_module(&mut grads, net));
         }
@@ -857,6 +1014,8 @@ pub struct Rtb<P, R> {
     log_z_optim: ModuleOptimizer,
     /// The learned log Z's bias has been set from a first batch.
     log_z_ready: bool,
+    /// The fused executor of the frozen prior (CPU backend): rollouts use it in place of `prior`.
+    fused_prior: Option<FusedEpsNet>,
     device: Device,
 }
 
@@ -891,6 +1050,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         Ok(Self {
             optim: adam(),
             log_z_optim: adam(),
+            fused_prior: prior.fused(),
             config,
             prior,
             reward,
@@ -900,25 +1060,38 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         })
     }
 
-    /// π as an [`EpsModel`] (inference copy of the correction inside `correction`).
-    pub fn posterior<'a>(&'a self, correction: &'a Correction) -> Posterior<'a, P, R> {
+    /// π as an [`EpsModel`] (inference copy of the correction inside `correction`; the prior's
+    /// fused executor when there is one).
+    pub fn posterior<'a>(&'a self, correction: &'a Correction) -> Posterior<'a, dyn EpsModel + 'a, R> {
+        let prior: &dyn EpsModel = match &self.fused_prior {
+            Some(fused) => fused,
+            None => &self.prior,
+        };
         Posterior {
-            prior: &self.prior,
+            prior,
             correction,
+            fused: None,
             reward: &self.reward,
             langevin_clip: self.config.correction.langevin_clip,
         }
     }
 
+    /// The inference copy of the correction and, on the CPU backend, its fused executor.
+    fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
+        let correction = self.model.correction.valid();
+        let fused = crate::backend::host_kernels(&self.device)
+            .then(|| FusedEpsNet::new(&correction.net, self.prior.schedule()));
+        (correction, fused)
+    }
+
     /// One on-policy update on the states `obs` (`[b, obs_dim]`, normalised).
     pub fn on_policy_update(&mut self, obs: Tensor<2>, rng: &mut impl Rng) -> UpdateStats {
-        let correction = self.model.correction.valid();
-        let rollout = rollout_on_policy(
-            &self.posterior(&correction),
-            obs,
-            self.config.trajectories,
-            rng,
-        );
+        let (correction, fused) = self.frozen_correction();
+        let pi = Posterior {
+            fused: fused.as_ref(),
+            ..self.posterior(&correction)
+        };
+        let rollout = rollout_on_policy(&pi, obs, self.config.trajectories, rng);
         self.apply(&rollout)
     }
 
@@ -929,9 +1102,13 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         a0: Tensor<2>,
         rng: &mut impl Rng,
     ) -> UpdateStats {
-        let correction = self.model.correction.valid();
+        let (correction, fused) = self.frozen_correction();
+        let pi = Posterior {
+            fused: fused.as_ref(),
+            ..self.posterior(&correction)
+        };
         let rollout = rollout_off_policy(
-            &self.posterior(&correction),
+            &pi,
             obs,
             a0,
             self.config.trajectories,
@@ -1006,6 +1183,10 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
 impl QFunction for IqlCritic {
     fn q(&self, obs: Tensor<2>, actions: Tensor<2>) -> Tensor<1> {
         IqlCritic::q(self, obs, actions)
+    }
+
+    fn action_gradient(&self, obs: &[f32], actions: &[f32], n: usize) -> Option<Vec<f32>> {
+        IqlCritic::action_gradient(self, obs, actions, n)
     }
 }
 
@@ -1139,6 +1320,8 @@ impl OfflineAlgorithm for RtbAlgo {
 pub struct RtbPolicy {
     prior: DiffusionPrior,
     correction: Correction,
+    /// Fused executors of the prior and of the correction's network (CPU backend).
+    fused: Option<(FusedEpsNet, FusedEpsNet)>,
     reward: QReward<IqlCritic>,
     langevin_clip: f64,
     device: Device,
@@ -1147,9 +1330,11 @@ pub struct RtbPolicy {
 
 impl RtbPolicy {
     pub fn new(rtb: &QRtb, seed: u64) -> Self {
+        let (correction, fused_correction) = rtb.frozen_correction();
         Self {
             prior: rtb.prior.clone(),
-            correction: rtb.model.correction.valid(),
+            fused: rtb.prior.fused().zip(fused_correction),
+            correction,
             reward: rtb.reward.clone(),
             langevin_clip: rtb.config.correction.langevin_clip,
             device: rtb.device().clone().without_autodiff(),
@@ -1168,9 +1353,14 @@ impl Policy for RtbPolicy {
             )));
         }
         let x = self.prior.obs_tensor(obs, n, &self.device);
+        let (prior, fused): (&dyn EpsModel, _) = match &self.fused {
+            Some((prior, correction)) => (prior, Some(correction)),
+            None => (&self.prior, None),
+        };
         let posterior = Posterior {
-            prior: &self.prior,
+            prior,
             correction: &self.correction,
+            fused,
             reward: &self.reward,
             langevin_clip: self.langevin_clip,
         };

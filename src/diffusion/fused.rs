@@ -1,67 +1,61 @@
-//! A fused CPU executor for the ε-network, for sampling (evaluation and RTB's on-policy chains).
+//! A fused CPU executor for the ε-network ([`crate::nn::host`] kernels): sampling (evaluation,
+//! RTB's chains) and, through a leaf of the autodiff graph, training (the prior's denoising
+//! step, RTB's gradient pass).
 //!
-//! The weights are taken out of the burn module once; a forward pass is then a few GEMMs
-//! (the `gemm` crate, which burn-flex itself uses) with bias, LayerNorm and activation applied in
-//! one pass over each output row, and no per-op dispatch. Two pieces of work are also done less
-//! often, with identical results:
-//! - the time part of the first layer, `W_τ·fourier(τ_t) + b`, is one row per step `t`, computed
-//!   once when the executor is built (`[T, width]`);
-//! - the state part, `W_s·s`, is the same at every step of a chain, so it is computed once per
-//!   chain (cached on the observation batch) and only the action part `W_x·x_t` (act_dim columns)
-//!   is recomputed per step.
+//! The weights are taken out of the burn module; a forward pass is then a few GEMMs with bias,
+//! LayerNorm and activation applied in one pass over each output row, and no per-op dispatch.
+//! The first layer `W·[s, x_t, fourier(τ_t)] + b` is split by what each part depends on, so two
+//! pieces of work are done less often, with identical results (tested against the burn module):
+//! - the time part, `W_τ·fourier(τ_t) + b`, is one row per step `t` (`[T, width]`), computed once
+//!   when the executor is built, not once per row;
+//! - the state part, `W_s·s`, is computed once per distinct state: a batch names its states and
+//!   which state each row has ([`EpsRows`]), so the k trajectories of a state and the T steps of a
+//!   chain share it; a single-step call ([`FusedEpsNet::eps_slice`], the sampler's) caches it on
+//!   the observation batch. Only the action part `W_x·x_t` (act_dim columns) is per row.
+//!
+//! The backward pass mirrors this: the first layer's gradient rows are summed per step and per
+//! state before the products with the time features and the states.
 //!
 //! [`FusedEpsNet`] implements [`EpsModel`], so the one sampler in [`super::chain`] drives it and
-//! the Gaussian step is not written twice. It is inference only (no gradients).
+//! the Gaussian step is not written twice; [`LeafEps`] is the training-side [`EpsModel`].
 
 use std::cell::RefCell;
 
-use burn::tensor::Tensor;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Gradients, Tensor};
 
 use super::model::{EpsModel, EpsNet};
 use super::schedule::NoiseSchedule;
-use crate::nn::host::matmul;
-use crate::nn::{self, Activation, Mlp};
+use crate::nn::host::{
+    self, block_forward, gemm, BlockTape, HostMlp, HostNorm, LinearGrads, Mat, MlpGrads, MlpTape,
+    NormGrads,
+};
+use crate::nn::{self, Activation};
 
-/// burn's `LayerNormConfig` default, which the ε-network uses.
-const LAYER_NORM_EPS: f32 = 1e-5;
-
-/// Rows at which a GEMM is worth splitting over threads.
-const PARALLEL_ROWS: usize = 256;
-
-struct Dense {
-    /// `[d_in, d_out]` row-major (burn's `Linear` layout).
-    w: Vec<f32>,
-    b: Vec<f32>,
-    d_in: usize,
-    d_out: usize,
-    norm: Option<(Vec<f32>, Vec<f32>)>,
+/// The rows of an ε-network batch by their parts: row `r` sees the observation
+/// `states[state[r]]` (`states` row-major `[n_states, obs_dim]`), the chain state `x[r]`
+/// (`[n, act_dim]`) and the step `t[r]` ∈ 1..=T.
+#[derive(Debug, Clone, Copy)]
+pub struct EpsRows<'a> {
+    pub states: &'a [f32],
+    /// The state of each row; `None`: row `r` has state `r`.
+    pub state: Option<&'a [usize]>,
+    pub x: &'a [f32],
+    pub t: &'a [usize],
 }
 
-impl Dense {
-    fn from_linear(linear: &burn::nn::Linear, norm: Option<&burn::nn::LayerNorm>) -> Dense {
-        let [d_in, d_out] = linear.weight.val().dims();
-        Dense {
-            w: nn::to_vec(linear.weight.val()),
-            b: linear
-                .bias
-                .as_ref()
-                .map(|b| nn::to_vec(b.val()))
-                .unwrap_or_else(|| vec![0.0; d_out]),
-            d_in,
-            d_out,
-            norm: norm.map(layer_norm_params),
-        }
+impl EpsRows<'_> {
+    pub fn len(&self) -> usize {
+        self.t.len()
     }
-}
 
-fn layer_norm_params(norm: &burn::nn::LayerNorm) -> (Vec<f32>, Vec<f32>) {
-    let gamma = nn::to_vec(norm.gamma.val());
-    let beta = norm
-        .beta
-        .as_ref()
-        .map(|b| nn::to_vec(b.val()))
-        .unwrap_or_else(|| vec![0.0; gamma.len()]);
-    (gamma, beta)
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    fn state_of(&self, r: usize) -> usize {
+        self.state.map_or(r, |s| s[r])
+    }
 }
 
 /// The ε-network as plain buffers; see the module docs.
@@ -73,14 +67,47 @@ pub struct FusedEpsNet {
     /// First layer, observation rows `[obs_dim, width]` and action rows `[act_dim, width]`.
     w_obs: Vec<f32>,
     w_act: Vec<f32>,
+    has_bias: bool,
+    /// Fourier features per step, `[T, time_dim]`.
+    time_features: Vec<f32>,
+    time_dim: usize,
     /// `W_τ·fourier(τ_t) + b` for t = 1..T: `[T, width]`.
     time_bias: Vec<f32>,
-    first_norm: Option<(Vec<f32>, Vec<f32>)>,
-    hidden: Vec<Dense>,
-    output: Dense,
+    first_norm: Option<HostNorm>,
     activation: Activation,
-    /// The last observation batch and its first-layer state part.
+    trunk: HostMlp,
+    /// The last observation batch of [`FusedEpsNet::eps_slice`] and its first-layer state part.
     state_cache: RefCell<(Vec<f32>, Vec<f32>)>,
+}
+
+/// What [`FusedEpsNet::backward`] needs from [`FusedEpsNet::forward_tape`].
+pub struct EpsTape {
+    first: BlockTape,
+    trunk: MlpTape,
+}
+
+/// Gradients of every [`EpsNet`] parameter.
+pub struct EpsGrads {
+    input: LinearGrads,
+    time: Vec<f32>,
+    norm: Option<NormGrads>,
+    trunk: MlpGrads,
+}
+
+impl EpsGrads {
+    /// Register for `net`'s parameters (the network these gradients were computed for).
+    pub fn register(self, net: &EpsNet, into: &mut GradientsParams) {
+        self.input.register(&net.input, into);
+        LinearGrads {
+            w: self.time,
+            b: None,
+        }
+        .register(&net.time, into);
+        if let (Some(g), Some(norm)) = (self.norm, &net.norm) {
+            g.register(norm, into);
+        }
+        self.trunk.register(&net.trunk, into);
+    }
 }
 
 impl FusedEpsNet {
@@ -89,28 +116,20 @@ impl FusedEpsNet {
         let act_dim = net.trunk.output.weight.val().dims()[1];
         let obs_dim = d_in - act_dim;
         let w_in = nn::to_vec(net.input.weight.val());
-        let b_in = net
-            .input
-            .bias
-            .as_ref()
-            .map(|b| nn::to_vec(b.val()))
-            .unwrap_or_else(|| vec![0.0; width]);
+        let b_in = net.input.bias.as_ref().map(|b| nn::to_vec(b.val()));
         let w_time = nn::to_vec(net.time.weight.val());
         let steps = schedule.steps();
         let mut time_bias = vec![0.0f32; steps * width];
         // Same arithmetic as the module: the projection of the features, then the bias.
-        matmul(
-            &net.time_features,
-            net.time_dim,
-            &w_time,
-            width,
-            steps,
+        gemm(
             &mut time_bias,
+            Mat::new(&net.time_features, steps, net.time_dim),
+            Mat::new(&w_time, net.time_dim, width),
             false,
         );
-        for row in time_bias.chunks_mut(width) {
-            for (v, b) in row.iter_mut().zip(&b_in) {
-                *v += b;
+        if let Some(b) = &b_in {
+            for row in time_bias.chunks_exact_mut(width) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
         }
         FusedEpsNet {
@@ -120,136 +139,181 @@ impl FusedEpsNet {
             width,
             w_obs: w_in[..obs_dim * width].to_vec(),
             w_act: w_in[obs_dim * width..].to_vec(),
+            has_bias: b_in.is_some(),
+            time_features: net.time_features.clone(),
+            time_dim: net.time_dim,
             time_bias,
-            first_norm: net.norm.as_ref().map(layer_norm_params),
-            hidden: trunk_layers(&net.trunk),
-            output: Dense::from_linear(&net.trunk.output, None),
+            first_norm: net.norm.as_ref().map(HostNorm::from_layer_norm),
             activation: net.activation,
+            trunk: HostMlp::from_mlp(&net.trunk),
             state_cache: RefCell::new((Vec::new(), Vec::new())),
         }
     }
 
-    /// ε̂ for `n` rows at step `t`: `obs` `[n, obs_dim]` (normalised), `x` `[n, act_dim]`.
+    /// `states · W_s`: `[n_states, width]`.
+    fn state_part(&self, states: &[f32]) -> Vec<f32> {
+        let n = states.len() / self.obs_dim;
+        let mut out = vec![0.0f32; n * self.width];
+        gemm(
+            &mut out,
+            Mat::new(states, n, self.obs_dim),
+            Mat::new(&self.w_obs, self.obs_dim, self.width),
+            false,
+        );
+        out
+    }
+
+    /// First-layer pre-activations `[n, width]`: state part + time part (with the bias) +
+    /// `x·W_x`.
+    fn first_layer(&self, rows: &EpsRows<'_>, state_part: &[f32]) -> Vec<f32> {
+        let (w, ad) = (self.width, self.act_dim);
+        let mut z = vec![0.0f32; rows.len() * w];
+        for (r, row) in z.chunks_exact_mut(w).enumerate() {
+            let s = rows.state_of(r);
+            let t = rows.t[r];
+            assert!(
+                (1..=self.schedule.steps()).contains(&t),
+                "step {t} outside 1..={}",
+                self.schedule.steps()
+            );
+            let (state, time) = (
+                &state_part[s * w..(s + 1) * w],
+                &self.time_bias[(t - 1) * w..t * w],
+            );
+            let x = &rows.x[r * ad..(r + 1) * ad];
+            first_layer_row(row, state, time, x, &self.w_act);
+        }
+        z
+    }
+
+    /// ε̂ for `rows` (inference).
+    pub fn forward_rows(&self, rows: &EpsRows<'_>) -> Vec<f32> {
+        let mut z = self.first_layer(rows, &self.state_part(rows.states));
+        self.finish(&mut z, rows.len())
+    }
+
+    fn finish(&self, z: &mut [f32], n: usize) -> Vec<f32> {
+        block_forward(
+            z,
+            self.width,
+            self.first_norm.as_ref(),
+            self.activation,
+            None,
+        );
+        self.trunk.forward(z, n)
+    }
+
+    /// ε̂ for `n` rows at step `t`: `obs` `[n, obs_dim]` (normalised), `x` `[n, act_dim]`. The
+    /// state part is cached on `obs` (the sampler calls this T times with the same batch).
     pub fn eps_slice(&self, obs: &[f32], x: &[f32], n: usize, t: usize) -> Vec<f32> {
-        let w = self.width;
-        let mut h = vec![0.0f32; n * w];
-        {
+        let steps = vec![t; n];
+        let rows = EpsRows {
+            states: obs,
+            state: None,
+            x,
+            t: &steps,
+        };
+        let mut z = {
             let mut cache = self.state_cache.borrow_mut();
             if cache.0 != obs {
-                let mut state = vec![0.0f32; n * w];
-                matmul(
-                    obs,
-                    self.obs_dim,
-                    &self.w_obs,
-                    w,
-                    n,
-                    &mut state,
-                    n >= PARALLEL_ROWS,
-                );
-                *cache = (obs.to_vec(), state);
+                *cache = (obs.to_vec(), self.state_part(obs));
             }
-            h.copy_from_slice(&cache.1);
-        }
-        // h += x·W_act (act_dim is tiny: plain loops) + time row.
-        let time = &self.time_bias[(t - 1) * w..t * w];
-        for (i, row) in h.chunks_mut(w).enumerate() {
-            for (k, &xv) in x[i * self.act_dim..(i + 1) * self.act_dim]
-                .iter()
-                .enumerate()
-            {
-                let wr = &self.w_act[k * w..(k + 1) * w];
-                for (v, &wv) in row.iter_mut().zip(wr) {
-                    *v += xv * wv;
-                }
-            }
-            for (v, &tv) in row.iter_mut().zip(time) {
-                *v += tv;
-            }
-        }
-        finish_rows(&mut h, w, self.first_norm.as_ref(), self.activation);
-        for layer in &self.hidden {
-            h = dense_forward(layer, &h, n, Some(self.activation));
-        }
-        dense_forward(&self.output, &h, n, None)
+            self.first_layer(&rows, &cache.1)
+        };
+        self.finish(&mut z, n)
     }
-}
 
-fn trunk_layers(mlp: &Mlp) -> Vec<Dense> {
-    mlp.layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Dense::from_linear(l, mlp.norms.get(i)))
-        .collect()
-}
-
-/// `x·W + b`, then LayerNorm and the activation when given, row by row.
-fn dense_forward(layer: &Dense, x: &[f32], n: usize, activation: Option<Activation>) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * layer.d_out];
-    matmul(
-        x,
-        layer.d_in,
-        &layer.w,
-        layer.d_out,
-        n,
-        &mut out,
-        n >= PARALLEL_ROWS,
-    );
-    for row in out.chunks_mut(layer.d_out) {
-        for (v, b) in row.iter_mut().zip(&layer.b) {
-            *v += b;
-        }
+    /// [`FusedEpsNet::forward_rows`] keeping what the backward pass needs.
+    pub fn forward_tape(&self, rows: &EpsRows<'_>) -> (Vec<f32>, EpsTape) {
+        let n = rows.len();
+        let mut z = self.first_layer(rows, &self.state_part(rows.states));
+        let mut first = BlockTape::default();
+        block_forward(
+            &mut z,
+            self.width,
+            self.first_norm.as_ref(),
+            self.activation,
+            Some(&mut first),
+        );
+        let (out, trunk) = self.trunk.forward_tape(z, n);
+        (out, EpsTape { first, trunk })
     }
-    if let Some(act) = activation {
-        finish_rows(&mut out, layer.d_out, layer.norm.as_ref(), act);
-    }
-    out
-}
 
-/// LayerNorm (when given) and the activation, in place, one row at a time.
-fn finish_rows(h: &mut [f32], width: usize, norm: Option<&(Vec<f32>, Vec<f32>)>, act: Activation) {
-    for row in h.chunks_mut(width) {
-        if let Some((gamma, beta)) = norm {
-            let mean = row.iter().sum::<f32>() / width as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-            let inv = 1.0 / (var + LAYER_NORM_EPS).sqrt();
-            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                *v = (*v - mean) * inv * g + b;
-            }
+    /// Parameter gradients from the gradient `d_out` (`[n, act_dim]`) at the output of
+    /// [`FusedEpsNet::forward_tape`] on the same `rows`.
+    pub fn backward(&self, tape: &EpsTape, rows: &EpsRows<'_>, d_out: &[f32]) -> EpsGrads {
+        let (w, ad, od) = (self.width, self.act_dim, self.obs_dim);
+        let n = rows.len();
+        let (d, trunk) = self.trunk.backward(&tape.trunk, d_out, true, true);
+        let (mut d, trunk) = (d.expect("input gradient"), trunk.expect("parameter gradients"));
+        let mut norm = self.first_norm.as_ref().map(NormGrads::zeros);
+        host::block_backward(
+            &mut d,
+            w,
+            self.first_norm.as_ref(),
+            self.activation,
+            &tape.first,
+            norm.as_mut(),
+        );
+        // d = ∂L/∂z₁ [n, width]. Sum its rows per state and per step, then one product each.
+        let n_states = rows.states.len() / od;
+        let steps = self.schedule.steps();
+        let mut per_state = vec![0.0f32; n_states * w];
+        let mut per_step = vec![0.0f32; steps * w];
+        for (r, dz) in d.chunks_exact(w).enumerate() {
+            let (s, t) = (rows.state_of(r), rows.t[r]);
+            host::add_to(&mut per_state[s * w..(s + 1) * w], dz);
+            host::add_to(&mut per_step[(t - 1) * w..t * w], dz);
         }
-        match act {
-            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Gelu => row.iter_mut().for_each(|v| *v = gelu(*v)),
-            Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
-            Activation::Mish => row.iter_mut().for_each(|v| *v *= (v.exp().ln_1p()).tanh()),
+        let mut w_in = vec![0.0f32; (od + ad) * w];
+        let (w_obs, w_act) = w_in.split_at_mut(od * w);
+        gemm(
+            w_obs,
+            Mat::new(rows.states, n_states, od).t(),
+            Mat::new(&per_state, n_states, w),
+            false,
+        );
+        gemm(
+            w_act,
+            Mat::new(rows.x, n, ad).t(),
+            Mat::new(&d, n, w),
+            false,
+        );
+        let mut time = vec![0.0f32; self.time_dim * w];
+        gemm(
+            &mut time,
+            Mat::new(&self.time_features, steps, self.time_dim).t(),
+            Mat::new(&per_step, steps, w),
+            false,
+        );
+        // Every row's gradient reaches the bias once: it is the per-step sums' total.
+        let b = self.has_bias.then(|| {
+            let mut b = vec![0.0f32; w];
+            per_step.chunks_exact(w).for_each(|row| host::add_to(&mut b, row));
+            b
+        });
+        EpsGrads {
+            input: LinearGrads { w: w_in, b },
+            time,
+            norm,
+            trunk,
         }
     }
 }
 
-/// Exact GELU, `x·Φ(x)`, with a rational erf that vectorises (no branches, no exp).
-#[inline]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// erf(x) = x·P(x²)/Q(x²) on [−4, 4] (±1 beyond, to f32 precision): the minimax rational
-/// approximation used by Eigen and XLA for single precision (max error ≈ 1e-7, tested below).
-#[inline]
-fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10_f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906_3e-4;
-    p = p * x2 + -2.954_6e-3;
-    p = p * x2 + -1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5_f32;
-    q = q * x2 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329e-3;
-    q = q * x2 + -1.426_474e-2;
-    x * p / q
+/// `row = state + time + Σ_k x_k · W_x[k]`.
+fn first_layer_row(row: &mut [f32], state: &[f32], time: &[f32], x: &[f32], w_act: &[f32]) {
+    let w = row.len();
+    host::simd!({
+        for ((v, s), t) in row.iter_mut().zip(state).zip(time) {
+            *v = s + t;
+        }
+        for (k, &xv) in x.iter().enumerate() {
+            for (v, wv) in row.iter_mut().zip(&w_act[k * w..(k + 1) * w]) {
+                *v += xv * wv;
+            }
+        }
+    })
 }
 
 impl EpsModel for FusedEpsNet {
@@ -262,31 +326,15 @@ impl EpsModel for FusedEpsNet {
     }
 
     fn eps_rows(&self, obs: Tensor<2>, x_t: Tensor<2>, t: &[usize]) -> Tensor<2> {
-        // Rows grouped by step: one fused pass per distinct step.
         let device = x_t.device();
-        let n = t.len();
         let (obs, x) = (nn::to_vec(obs), nn::to_vec(x_t));
-        let (od, ad) = (self.obs_dim, self.act_dim);
-        let mut out = vec![0.0f32; n * ad];
-        let mut steps: Vec<usize> = t.to_vec();
-        steps.sort_unstable();
-        steps.dedup();
-        for step in steps {
-            let rows: Vec<usize> = (0..n).filter(|&i| t[i] == step).collect();
-            let o: Vec<f32> = rows
-                .iter()
-                .flat_map(|&i| obs[i * od..(i + 1) * od].iter().copied())
-                .collect();
-            let xs: Vec<f32> = rows
-                .iter()
-                .flat_map(|&i| x[i * ad..(i + 1) * ad].iter().copied())
-                .collect();
-            let e = self.eps_slice(&o, &xs, rows.len(), step);
-            for (j, &i) in rows.iter().enumerate() {
-                out[i * ad..(i + 1) * ad].copy_from_slice(&e[j * ad..(j + 1) * ad]);
-            }
-        }
-        nn::tensor2(&out, n, ad, &device)
+        let e = self.forward_rows(&EpsRows {
+            states: &obs,
+            state: None,
+            x: &x,
+            t,
+        });
+        nn::tensor2(&e, t.len(), self.act_dim, &device)
     }
 
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
@@ -297,29 +345,105 @@ impl EpsModel for FusedEpsNet {
     }
 }
 
+/// The ε-network for training on the CPU: an [`EpsModel`] whose `eps_rows` runs the fused
+/// forward and returns its output as a [`host::leaf`] of the autodiff graph, so that the loss
+/// (written with tensors, e.g. [`super::denoising_loss`]) is differentiated by burn up to ε̂ and
+/// [`LeafEps::gradients`] takes it from there through the network. One `eps_rows` call per
+/// backward pass.
+pub struct LeafEps<'a> {
+    pub fused: FusedEpsNet,
+    net: &'a EpsNet,
+    device: Device,
+    recorded: RefCell<Option<Recorded>>,
+}
+
+struct Recorded {
+    leaf: Tensor<2>,
+    tape: EpsTape,
+    states: Vec<f32>,
+    state: Option<Vec<usize>>,
+    x: Vec<f32>,
+    t: Vec<usize>,
+}
+
+impl<'a> LeafEps<'a> {
+    /// For the trained network `net` (on the autodiff `device`).
+    pub fn new(net: &'a EpsNet, schedule: &NoiseSchedule, device: &Device) -> Self {
+        Self {
+            fused: FusedEpsNet::new(net, schedule),
+            net,
+            device: device.clone(),
+            recorded: RefCell::new(None),
+        }
+    }
+
+    /// Record a forward pass of `rows` and return ε̂ as a leaf `[n, act_dim]`.
+    pub fn forward(&self, rows: &EpsRows<'_>) -> Tensor<2> {
+        let (out, tape) = self.fused.forward_tape(rows);
+        let leaf = host::leaf(&out, rows.len(), self.fused.act_dim, &self.device);
+        *self.recorded.borrow_mut() = Some(Recorded {
+            leaf: leaf.clone(),
+            tape,
+            states: rows.states.to_vec(),
+            state: rows.state.map(<[usize]>::to_vec),
+            x: rows.x.to_vec(),
+            t: rows.t.to_vec(),
+        });
+        leaf
+    }
+
+    /// After `loss.backward()`: the network's parameter gradients, registered into `into`
+    /// (nothing when no forward pass was recorded).
+    pub fn gradients(&self, grads: &Gradients, into: &mut GradientsParams) {
+        let Some(rec) = self.recorded.borrow_mut().take() else {
+            return;
+        };
+        let d = host::leaf_grad(&rec.leaf, grads);
+        let rows = EpsRows {
+            states: &rec.states,
+            state: rec.state.as_deref(),
+            x: &rec.x,
+            t: &rec.t,
+        };
+        self.fused.backward(&rec.tape, &rows, &d).register(self.net, into);
+    }
+}
+
+impl EpsModel for LeafEps<'_> {
+    fn schedule(&self) -> &NoiseSchedule {
+        &self.fused.schedule
+    }
+
+    fn act_dim(&self) -> usize {
+        self.fused.act_dim
+    }
+
+    fn eps_rows(&self, obs: Tensor<2>, x_t: Tensor<2>, t: &[usize]) -> Tensor<2> {
+        let (obs, x) = (nn::to_vec(obs), nn::to_vec(x_t));
+        self.forward(&EpsRows {
+            states: &obs,
+            state: None,
+            x: &x,
+            t,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::chain::sample_actions;
+    use crate::diffusion::chain::{denoising_loss, sample_actions, LossWeighting};
     use crate::diffusion::model::NetConfig;
     use crate::diffusion::schedule::ScheduleConfig;
-    use burn::tensor::Device;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    #[test]
-    fn erf_matches_libm() {
-        let mut worst = 0.0f32;
-        for i in -6000..=6000 {
-            let x = i as f32 * 1e-3;
-            worst = worst.max((erf(x) - libm::erff(x)).abs());
-        }
-        assert!(worst < 1e-6, "max |erf − libm::erff| = {worst}");
-    }
-
-    fn net(activation: Activation, layer_norm: bool) -> (EpsNet, NoiseSchedule, Device) {
-        let device = Device::flex();
-        crate::backend::seed(&device, 11);
+    fn net(
+        activation: Activation,
+        layer_norm: bool,
+        device: &Device,
+    ) -> (EpsNet, NoiseSchedule, Device) {
+        crate::backend::seed(device, 11);
         let schedule = NoiseSchedule::new(&ScheduleConfig {
             steps: 6,
             ..Default::default()
@@ -333,10 +457,18 @@ mod tests {
             layer_norm,
         };
         (
-            EpsNet::new(&cfg, 5, 3, &schedule, &device),
+            EpsNet::new(&cfg, 5, 3, &schedule, device),
             schedule,
-            device,
+            device.clone(),
         )
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0f32, f32::max)
     }
 
     #[test]
@@ -347,10 +479,10 @@ mod tests {
             (Activation::Mish, true),
             (Activation::Tanh, false),
         ] {
-            let (net, schedule, device) = net(act, ln);
+            let (net, schedule, device) = net(act, ln, &Device::flex());
             let fused = FusedEpsNet::new(&net, &schedule);
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let n = 300; // above PARALLEL_ROWS: the threaded GEMM path too
+            let n = 300;
             let obs_v = crate::diffusion::gaussian::normal_vec(&mut rng, n * 5);
             let x_v = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
             let obs = nn::tensor2(&obs_v, n, 5, &device);
@@ -358,29 +490,130 @@ mod tests {
             for t in [1, 4, 6] {
                 let a = nn::to_vec(net.forward_step(obs.clone(), x.clone(), t));
                 let b = nn::to_vec(fused.eps(obs.clone(), x.clone(), t));
-                let worst = a
-                    .iter()
-                    .zip(&b)
-                    .map(|(u, v)| (u - v).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = max_diff(&a, &b);
                 assert!(worst < 1e-5, "{act:?} ln={ln} t={t}: max diff {worst}");
             }
             // Mixed steps per row.
             let t: Vec<usize> = (0..n).map(|i| 1 + i % 6).collect();
             let a = nn::to_vec(net.forward_rows(obs.clone(), x.clone(), &t));
             let b = nn::to_vec(fused.eps_rows(obs, x, &t));
-            let worst = a
-                .iter()
-                .zip(&b)
-                .map(|(u, v)| (u - v).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_diff(&a, &b);
             assert!(worst < 1e-5, "{act:?}: rows max diff {worst}");
+        }
+    }
+
+    /// Rows that name shared states give what the same rows with repeated states give.
+    #[test]
+    fn shared_state_rows_equal_repeated_rows() {
+        let (net, schedule, _) = net(Activation::Gelu, true, &Device::flex());
+        let fused = FusedEpsNet::new(&net, &schedule);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let states = crate::diffusion::gaussian::normal_vec(&mut rng, 4 * 5);
+        let (n, k) = (4 * 3 * 6, 3); // 4 states × 3 trajectories × 6 steps
+        let x = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
+        let state: Vec<usize> = (0..n).map(|r| (r % 12) / k).collect();
+        let t: Vec<usize> = (0..n).map(|r| 1 + r / 12).collect();
+        let repeated: Vec<f32> = state
+            .iter()
+            .flat_map(|&s| states[s * 5..(s + 1) * 5].to_vec())
+            .collect();
+        let shared = fused.forward_rows(&EpsRows {
+            states: &states,
+            state: Some(&state),
+            x: &x,
+            t: &t,
+        });
+        let plain = fused.forward_rows(&EpsRows {
+            states: &repeated,
+            state: None,
+            x: &x,
+            t: &t,
+        });
+        assert!(max_diff(&shared, &plain) < 1e-6);
+    }
+
+    /// The denoising loss's parameter gradients through [`LeafEps`] (fused forward and backward,
+    /// shared states) equal burn's autodiff through the module.
+    #[test]
+    fn leaf_gradients_equal_burn_autodiff() {
+        for (act, ln) in [(Activation::Gelu, true), (Activation::Relu, false)] {
+            let device = Device::flex().autodiff();
+            let (net, schedule, _) = net(act, ln, &device);
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let n = 64;
+            let obs = crate::diffusion::gaussian::normal_vec(&mut rng, n * 5);
+            let a0 = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
+            struct Module<'a>(&'a EpsNet, &'a NoiseSchedule);
+            impl EpsModel for Module<'_> {
+                fn schedule(&self) -> &NoiseSchedule {
+                    self.1
+                }
+                fn act_dim(&self) -> usize {
+                    3
+                }
+                fn eps_rows(&self, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<2> {
+                    self.0.forward_rows(obs, x, t)
+                }
+            }
+            let weighting = LossWeighting::MinSnr(5.0);
+            let loss = denoising_loss(
+                &Module(&net, &schedule),
+                nn::tensor2(&obs, n, 5, &device),
+                &a0,
+                weighting,
+                &mut ChaCha8Rng::seed_from_u64(4),
+            );
+            let want = GradientsParams::from_grads(loss.backward(), &net);
+
+            let leaf = LeafEps::new(&net, &schedule, &device);
+            let loss2 = denoising_loss(
+                &leaf,
+                nn::tensor2(&obs, n, 5, &device),
+                &a0,
+                weighting,
+                &mut ChaCha8Rng::seed_from_u64(4),
+            );
+            let l1 = loss.into_scalar::<f32>();
+            let l2 = loss2.clone().into_scalar::<f32>();
+            assert!((l1 - l2).abs() < 1e-5 * l1.abs().max(1.0), "{l1} vs {l2}");
+            let mut got = GradientsParams::new();
+            leaf.gradients(&loss2.backward(), &mut got);
+            assert_eq!(got.len(), want.len());
+            let check2 = |p: &burn::module::Param<Tensor<2>>, what: &str| {
+                let (a, b) = (
+                    nn::to_vec(got.get::<2>(p.id).unwrap()),
+                    nn::to_vec(want.get::<2>(p.id).unwrap()),
+                );
+                let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                assert!(max_diff(&a, &b) < 1e-5 * scale.max(1.0), "{act:?} {what}");
+            };
+            check2(&net.input.weight, "input weight");
+            check2(&net.time.weight, "time weight");
+            check2(&net.trunk.layers[0].weight, "trunk weight");
+            check2(&net.trunk.output.weight, "output weight");
+            for (p, what) in [
+                (net.input.bias.as_ref().unwrap(), "input bias"),
+                (net.trunk.output.bias.as_ref().unwrap(), "output bias"),
+            ] {
+                let (a, b) = (
+                    nn::to_vec(got.get::<1>(p.id).unwrap()),
+                    nn::to_vec(want.get::<1>(p.id).unwrap()),
+                );
+                assert!(max_diff(&a, &b) < 1e-5, "{act:?} {what}");
+            }
+            if let Some(norm) = &net.norm {
+                let (a, b) = (
+                    nn::to_vec(got.get::<1>(norm.gamma.id).unwrap()),
+                    nn::to_vec(want.get::<1>(norm.gamma.id).unwrap()),
+                );
+                assert!(max_diff(&a, &b) < 1e-5, "first LayerNorm gamma");
+            }
         }
     }
 
     #[test]
     fn fused_sampler_gives_the_same_actions() {
-        let (net, schedule, device) = net(Activation::Gelu, true);
+        let (net, schedule, device) = net(Activation::Gelu, true, &Device::flex());
         let fused = FusedEpsNet::new(&net, &schedule);
         struct Module<'a>(&'a EpsNet, &'a NoiseSchedule);
         impl EpsModel for Module<'_> {
@@ -413,11 +646,7 @@ mod tests {
             obs,
             &mut ChaCha8Rng::seed_from_u64(9),
         ));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(u, v)| (u - v).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_diff(&a, &b);
         assert!(worst < 1e-4, "actions differ by {worst}");
     }
 }

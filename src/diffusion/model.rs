@@ -5,6 +5,7 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::fused::FusedEpsNet;
 use super::schedule::NoiseSchedule;
 use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
 
@@ -28,6 +29,12 @@ pub trait EpsModel {
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
         let n = x_t.dims()[0];
         self.eps_rows(obs, x_t, &vec![t; n])
+    }
+
+    /// A fused host executor computing the same ε̂ faster, for a frozen model on the CPU backend
+    /// (the prior implements it; `None` keeps this model).
+    fn fused(&self) -> Option<FusedEpsNet> {
+        None
     }
 }
 

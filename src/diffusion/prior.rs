@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::chain::sample_actions;
+use super::fused::FusedEpsNet;
 use super::model::{EpsModel, EpsNet, NetConfig};
 use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
 use crate::algos::common::DataSpec;
@@ -116,12 +117,21 @@ impl EpsModel for DiffusionPrior {
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
         self.net.forward_step(obs, x_t, t)
     }
+
+    /// The fused executor when the parameters live on the CPU backend
+    /// ([`crate::backend::host_kernels`]); a snapshot: rebuild it after the weights change.
+    fn fused(&self) -> Option<FusedEpsNet> {
+        let device = self.net.input.weight.val().device();
+        crate::backend::host_kernels(&device).then(|| FusedEpsNet::new(&self.net, &self.schedule))
+    }
 }
 
 /// A prior acting in an environment: raw observations in, environment actions out, one chain per
-/// row (batched), noise from its own seeded RNG.
+/// row (batched), noise from its own seeded RNG. On the CPU backend the chain's ε-model is the
+/// fused executor ([`super::fused`]); the chain itself is the one sampler either way.
 pub struct DiffusionPolicy {
     pub prior: DiffusionPrior,
+    fused: Option<FusedEpsNet>,
     device: Device,
     rng: ChaCha8Rng,
 }
@@ -131,6 +141,7 @@ impl DiffusionPolicy {
     pub fn new(prior: &DiffusionPrior, seed: u64) -> Self {
         let (prior, device) = crate::nn::inference_copy(prior);
         Self {
+            fused: prior.fused(),
             prior,
             device,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -148,7 +159,11 @@ impl Policy for DiffusionPolicy {
             )));
         }
         let obs = self.prior.obs_tensor(obs, n, &self.device);
-        let x0 = sample_actions(&self.prior, obs, &mut self.rng);
+        let model: &dyn EpsModel = match &self.fused {
+            Some(fused) => fused,
+            None => &self.prior,
+        };
+        let x0 = sample_actions(model, obs, &mut self.rng);
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }

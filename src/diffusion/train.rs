@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chain::{denoising_loss, LossWeighting};
+use super::fused::LeafEps;
 use super::model::NetConfig;
 use super::prior::{DiffusionPolicy, DiffusionPrior, PriorSpec, MODEL_PART};
 use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
@@ -208,6 +209,16 @@ pub fn gradient_step<R: Rng>(
     weighting: LossWeighting,
     rng: &mut R,
 ) -> (DiffusionPrior, f64) {
+    if crate::backend::host_kernels(&obs.device()) {
+        // The network runs on the host; burn differentiates the loss up to ε̂.
+        let leaf = LeafEps::new(&prior.net, &prior.schedule, &obs.device());
+        let loss = denoising_loss(&leaf, obs, actions, weighting, rng);
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        let mut grads = GradientsParams::new();
+        leaf.gradients(&loss.backward(), &mut grads);
+        drop(leaf);
+        return (optim.step(lr, prior, grads), value);
+    }
     let loss = denoising_loss(&prior, obs, actions, weighting, rng);
     let value = f64::from(loss.clone().into_scalar::<f32>());
     let grads = GradientsParams::from_grads(loss.backward(), &prior);
