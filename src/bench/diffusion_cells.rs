@@ -16,8 +16,9 @@ use crate::train::checkpoint::Checkpoint;
 
 /// The run directory of a sibling cell (same dataset and seed) that this cell builds on.
 pub fn sibling_run(spec: &CellSpec<'_>, algo: &str) -> Result<PathBuf> {
-    let run = super::cell_dir(spec.grid_out, algo, spec.dataset_name, spec.seed).join("run");
-    if super::read_result(&run.parent().expect("run has a parent"))?.is_none() {
+    let cell = super::cell_dir(spec.grid_out, algo, spec.dataset_name, spec.seed);
+    let run = cell.join("run");
+    if super::read_result(&cell)?.is_none() {
         return Err(Error::Config(format!(
             "`{}` needs the finished `{algo}` cell of {} (seed {}) at {}",
             spec.algo,
