@@ -18,6 +18,7 @@
 
 pub mod bc;
 pub mod common;
+pub mod cql;
 pub mod idql;
 pub mod iql;
 pub mod rtb;
@@ -109,6 +110,7 @@ pub enum AlgoKind {
     Prior,
     Bc,
     Td3bc,
+    Cql,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -116,10 +118,11 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 5] = [
+    pub const ALL: [AlgoKind; 6] = [
         AlgoKind::Iql,
         AlgoKind::Bc,
         AlgoKind::Td3bc,
+        AlgoKind::Cql,
         AlgoKind::Prior,
         AlgoKind::Rtb,
     ];
@@ -131,6 +134,7 @@ impl AlgoKind {
             AlgoKind::Prior => "prior",
             AlgoKind::Bc => "bc",
             AlgoKind::Td3bc => "td3bc",
+            AlgoKind::Cql => "cql",
         }
     }
 
@@ -151,6 +155,7 @@ impl AlgoKind {
             }
             AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
             AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
+            AlgoKind::Cql => serde_json::to_value(cql::CqlConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -177,6 +182,7 @@ impl AlgoKind {
             AlgoKind::Td3bc => {
                 Box::new(td3bc::Td3Bc::new(typed(config, what)?, spec, device, seed)?)
             }
+            AlgoKind::Cql => Box::new(cql::Cql::new(typed(config, what)?, spec, device, seed)?),
         })
     }
 }
