@@ -29,6 +29,8 @@ enum Command {
     /// Train a model into a run directory (resumes an existing one).
     #[command(subcommand)]
     Train(offrl::cli::train::TrainCommand),
+    /// Evaluate a trained model's policy (any `offrl train` run or checkpoint; IDQL with --critic).
+    Eval(offrl::cli::eval::EvalArgs),
     /// Benchmark algorithms × datasets × seeds and print the results table.
     Bench(offrl::cli::bench::BenchArgs),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => offrl::cli::bench::run(args),
         Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
         Command::Train(cmd) => offrl::cli::train::run(cmd),
+        Command::Eval(args) => offrl::cli::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
