@@ -11,6 +11,7 @@
 //!    actions and `n_actions` policy actions at s and at s' (importance-weighted by their
 //!    densities), so Q is pushed down away from the data and up on it;
 //! 5. targets move by Polyak averaging every update.
+//!
 //! The policy acts with `tanh(mean)`. Not implemented (off in CORL's configs): the Lagrange
 //! variant, max-target backup and clipping of the CQL difference.
 
