@@ -29,8 +29,8 @@ use offrl::algos::rtb::{
     LogReward, LogZConfig, LogZKind, QReward, Rtb, RtbConfig,
 };
 use offrl::diffusion::{
-    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig,
-    NoiseSchedule, ScheduleConfig,
+    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig, NoiseSchedule,
+    ScheduleConfig,
 };
 use offrl::nn::{tensor2, to_vec, Activation};
 use rand::SeedableRng;
