@@ -29,6 +29,8 @@ enum Command {
     /// Train a model into a run directory (resumes an existing one).
     #[command(subcommand)]
     Train(offrl::cli::train::TrainCommand),
+    /// Evaluate a trained model's policy (any `offrl train` run or checkpoint; IDQL with --critic).
+    Eval(offrl::cli::eval::EvalArgs),
     /// Benchmark algorithms × datasets × seeds and print the results table.
     Bench(offrl::cli::bench::BenchArgs),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Quickstart { out, seed } => offrl::cli::bench::quickstart(out, seed),
         Command::Pipeline(args) => offrl::cli::bench::pipeline(args),
         Command::Train(cmd) => offrl::cli::train::run(cmd),
+        Command::Eval(args) => offrl::cli::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

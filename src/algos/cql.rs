@@ -8,9 +8,10 @@
 //! 3. actor: `α log π(ã|s) − min Q(s, ã)` (or `α log π − log π(a|s)` for the first `bc_steps`);
 //! 4. critics: Bellman error to `r + γ (1 − d) min Q'(s', ã')` plus the CQL term
 //!    `cql_alpha · (T log Σ exp(Q(s, ·)/T) − Q(s, a))`, the log-sum-exp over `n_actions` uniform
-//!    actions and `n_actions` policy actions at s and at s' (importance-weighted by their
-//!    densities), so Q is pushed down away from the data and up on it;
+//!    actions and `n_actions` policy actions drawn at s and at s', all scored at s and
+//!    importance-weighted by their densities: Q is pushed down away from the data, up on it;
 //! 5. targets move by Polyak averaging every update.
+//!
 //! The policy acts with `tanh(mean)`. Not implemented (off in CORL's configs): the Lagrange
 //! variant, max-target backup and clipping of the CQL difference.
 
