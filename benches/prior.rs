@@ -1,39 +1,25 @@
 //! Diffusion prior speed at the paper's shapes (Hopper: obs 11, act 3; MLP 3 × 256, T = 75):
-//! training steps at batch 512, and sampling latency for 10 states and for 4096 states.
-//! `cargo bench --bench prior` (add `-- --quick` for a short run). Compare with
-//! `benches/reference/prior_torch.py` (PyTorch, same shapes, 2 threads).
+//! training steps at batch 512, and sampling latency for 10 states (one evaluation step of 10
+//! environments) and for 4096 states, through [`DiffusionPolicy`] (what evaluation calls).
+//! `cargo bench --bench prior`. Compare with `benches/reference/prior_torch.py` (PyTorch, same
+//! shapes, 2 threads).
 
 use std::time::Duration;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use offrl::algos::common::DataSpec;
 use offrl::diffusion::train::gradient_step;
-use offrl::diffusion::{sample_actions, DiffusionPrior, PriorConfig};
+use offrl::diffusion::{DiffusionPolicy, DiffusionPrior, PriorConfig};
+use offrl::policy::Policy;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-const OBS: usize = 11;
-const ACT: usize = 3;
+mod support;
+use support::{data_spec, uniform, ACT, OBS};
 
 fn prior(config: &PriorConfig, device: &Device) -> DiffusionPrior {
-    let data = DataSpec {
-        obs_dim: OBS,
-        act_dim: ACT,
-        action_low: vec![-1.0; ACT],
-        action_high: vec![1.0; ACT],
-        obs_mean: vec![0.0; OBS],
-        obs_std: vec![1.0; OBS],
-        reward_scale: 1.0,
-    };
     offrl::backend::seed(device, 0);
-    DiffusionPrior::new(config.spec(data).unwrap(), device).unwrap()
-}
-
-fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-    use rand::Rng;
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    DiffusionPrior::new(config.spec(data_spec()).unwrap(), device).unwrap()
 }
 
 fn bench_train_step(c: &mut Criterion) {
@@ -48,7 +34,7 @@ fn bench_train_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("prior_train");
     group
         .sample_size(20)
-        .measurement_time(Duration::from_secs(20));
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("step_batch512_hopper", |bench| {
         bench.iter(|| {
             let obs = offrl::nn::tensor2(&obs, b, OBS, &device);
@@ -69,20 +55,17 @@ fn bench_train_step(c: &mut Criterion) {
 }
 
 fn bench_sampling(c: &mut Criterion) {
-    let device = Device::flex();
-    let prior = prior(&PriorConfig::default(), &device).valid();
+    let prior = prior(&PriorConfig::default(), &Device::flex());
+    let mut policy = DiffusionPolicy::new(&prior, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut group = c.benchmark_group("prior_sample_T75");
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
+        .measurement_time(Duration::from_secs(10));
     for n in [10usize, 4096] {
         let obs = uniform(&mut rng, n * OBS);
         group.bench_function(format!("states_{n}"), |bench| {
-            bench.iter(|| {
-                let obs = offrl::nn::tensor2(&obs, n, OBS, &device);
-                offrl::nn::to_vec(sample_actions(&prior, obs, &mut rng))
-            })
+            bench.iter(|| policy.act(&obs, n).unwrap())
         });
     }
     group.finish();

@@ -5,7 +5,8 @@ Adam 5e-4, batch 512.
 
     python benches/reference/prior_torch.py [--threads 2] [--steps 200]
 
-Prints training steps/s and sampling latency (10 states x 75 steps; 4096 states x 75 steps).
+Prints training steps/s and sampling latency (10 states x 75 steps; 4096 states x 75 steps), and
+machine-readable `@ref KEY SECONDS` lines (medians) for scripts/perf-compare.sh.
 """
 
 import argparse
@@ -34,6 +35,15 @@ class EpsNet(nn.Module):
         return self.net(torch.cat([s, x, angle.sin(), angle.cos()], 1))
 
 
+def median_seconds(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
 def schedule():
     beta = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, T)])
     alpha = 1 - beta
@@ -41,7 +51,7 @@ def schedule():
     return beta, alpha, alpha_bar
 
 
-def train_steps_per_s(model, steps):
+def train_step_seconds(model, steps):
     beta, alpha, alpha_bar = schedule()
     opt = torch.optim.Adam(model.parameters(), lr=5e-4)
     s = torch.rand(512, OBS) * 2 - 1
@@ -61,10 +71,7 @@ def train_steps_per_s(model, steps):
 
     for _ in range(10):
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - start)
+    return median_seconds(step, steps)
 
 
 @torch.no_grad()
@@ -82,10 +89,7 @@ def sample_latency(model, n, repeats):
         return x
 
     sample()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        sample()
-    return (time.perf_counter() - start) / repeats
+    return median_seconds(sample, repeats)
 
 
 def main():
@@ -97,10 +101,16 @@ def main():
     torch.manual_seed(0)
     model = EpsNet()
     print(f"torch {torch.__version__}, {args.threads} threads")
-    print(f"train: {train_steps_per_s(model, args.steps):.1f} steps/s (batch 512)")
+    step = train_step_seconds(model, args.steps)
+    print(f"train step (batch 512): {1e3 * step:.2f} ms")
     model.eval()
-    print(f"sample 10 states x T=75: {1e3 * sample_latency(model, 10, 20):.2f} ms")
-    print(f"sample 4096 states x T=75: {1e3 * sample_latency(model, 4096, 3):.1f} ms")
+    s10 = sample_latency(model, 10, 20)
+    print(f"sample 10 states x T=75: {1e3 * s10:.2f} ms")
+    s4096 = sample_latency(model, 4096, 5)
+    print(f"sample 4096 states x T=75: {1e3 * s4096:.1f} ms")
+    print(f"@ref prior_step {step:.6e}")
+    print(f"@ref sample_10 {s10:.6e}")
+    print(f"@ref sample_4096 {s4096:.6e}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ use burn::tensor::Tensor;
 
 use super::model::{EpsModel, EpsNet};
 use super::schedule::NoiseSchedule;
+use crate::nn::host::matmul;
 use crate::nn::{self, Activation, Mlp};
 
 /// burn's `LayerNormConfig` default, which the ε-network uses.
@@ -249,51 +250,6 @@ fn erf(x: f32) -> f32 {
     q = q * x2 + -7.373_329e-3;
     q = q * x2 + -1.426_474e-2;
     x * p / q
-}
-
-/// `out[n, d_out] = a[n, d_in] · w[d_in, d_out]` (row-major), overwriting `out`.
-fn matmul(
-    a: &[f32],
-    d_in: usize,
-    w: &[f32],
-    d_out: usize,
-    n: usize,
-    out: &mut [f32],
-    parallel: bool,
-) {
-    debug_assert_eq!(a.len(), n * d_in);
-    debug_assert_eq!(w.len(), d_in * d_out);
-    debug_assert_eq!(out.len(), n * d_out);
-    let parallelism = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the slices hold exactly n×d_in, d_in×d_out and n×d_out elements (asserted above),
-    // strides describe row-major layouts, and `out` does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            n,
-            d_out,
-            d_in,
-            out.as_mut_ptr(),
-            1,
-            d_out as isize,
-            false,
-            a.as_ptr(),
-            1,
-            d_in as isize,
-            w.as_ptr(),
-            1,
-            d_out as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
 }
 
 impl EpsModel for FusedEpsNet {

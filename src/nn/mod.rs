@@ -1,5 +1,6 @@
 //! Network building blocks shared by every model: one MLP, one time embedding.
 
+pub mod host;
 mod mlp;
 mod time_embedding;
 
