@@ -556,11 +556,15 @@ mod tests {
     /// `configs/<algo>.toml` records exactly the built-in defaults.
     #[test]
     fn config_files_match_defaults() {
-        for kind in AlgoKind::ALL {
+        let idql = serde_json::to_value(idql::IdqlConfig::default()).unwrap();
+        let all = AlgoKind::ALL
+            .iter()
+            .map(|k| (k.name(), k.default_config()))
+            .chain([("idql", idql)]);
+        for (name, defaults) in all {
             let file = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("configs")
-                .join(format!("{}.toml", kind.name()));
-            let defaults = kind.default_config();
+                .join(format!("{name}.toml"));
             let resolved = crate::config::resolve(&defaults, Some(&file), &[]).unwrap();
             let diff = config_diff(&defaults, &resolved);
             assert!(diff.is_empty(), "{}: {diff:?}", file.display());
