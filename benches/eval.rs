@@ -46,8 +46,8 @@ fn bench_eval(c: &mut Criterion) {
             let make = || Ok(pool.borrow_mut().pop().expect("one per environment"));
             let mut policy = DiffusionPolicy::new(&prior, 0);
             let start = Instant::now();
-            let report = offrl::eval::evaluate(&mut policy, make, ENVS, ENVS, 0, None)
-                .expect("evaluation");
+            let report =
+                offrl::eval::evaluate(&mut policy, make, ENVS, ENVS, 0, None).expect("evaluation");
             (start.elapsed(), report.lengths.iter().sum::<usize>())
         };
         let (_, steps) = run();

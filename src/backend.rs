@@ -71,5 +71,6 @@ pub fn seed(device: &Device, seed: u64) {
 /// burn-flex CPU device (autodiff or not), unless `OFFRL_BURN_ONLY` is set in the environment
 /// (which keeps every network in burn, to compare the two paths).
 pub fn host_kernels(device: &Device) -> bool {
-    device.clone().without_autodiff() == Device::flex() && std::env::var_os("OFFRL_BURN_ONLY").is_none()
+    device.clone().without_autodiff() == Device::flex()
+        && std::env::var_os("OFFRL_BURN_ONLY").is_none()
 }

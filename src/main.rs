@@ -29,6 +29,8 @@ enum Command {
     /// Train a model into a run directory (resumes an existing one).
     #[command(subcommand)]
     Train(offrl::cli::train::TrainCommand),
+    /// Evaluate a trained model's policy (any `offrl train` run or checkpoint; IDQL with --critic).
+    Eval(offrl::cli::eval::EvalArgs),
     /// Benchmark algorithms × datasets × seeds and print the results table.
     Bench(offrl::cli::bench::BenchArgs),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
@@ -36,7 +38,13 @@ enum Command {
         /// Output folder (default runs/quickstart; re-running resumes it).
         #[arg(long, short)]
         out: Option<std::path::PathBuf>,
+        /// Seed of training and evaluation (the dataset is made from its card, with its seed).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
+    /// The method on one dataset: prior and critic, RTB fine-tuning, evaluation of each (one run
+    /// directory holding every stage).
+    Pipeline(offrl::cli::bench::PipelineArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,8 +55,10 @@ fn main() -> std::process::ExitCode {
         Command::Collect(args) => offrl::cli::collect::run(args),
         Command::Policy(cmd) => offrl::cli::collect::run_policy(cmd),
         Command::Bench(args) => offrl::cli::bench::run(args),
-        Command::Quickstart { out } => offrl::cli::bench::quickstart(out),
+        Command::Quickstart { out, seed } => offrl::cli::bench::quickstart(out, seed),
+        Command::Pipeline(args) => offrl::cli::bench::pipeline(args),
         Command::Train(cmd) => offrl::cli::train::run(cmd),
+        Command::Eval(args) => offrl::cli::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

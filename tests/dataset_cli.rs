@@ -44,17 +44,7 @@ fn path_str(p: &Path) -> &str {
 
 /// Run `args`, expect failure with every `needles` in stderr and `output` not created.
 fn expect_failure(args: &[&str], needles: &[&str], output: &Path) {
-    let out = offrl(args);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success(),
-        "{args:?} succeeded:\n{}",
-        stdout(&out)
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    for needle in needles {
-        assert!(err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
-    }
+    assert_fails(args, needles);
     assert!(!output.exists(), "{args:?} left {}", output.display());
     if let Some(dir) = output.parent() {
         for entry in std::fs::read_dir(dir).unwrap() {

@@ -31,8 +31,8 @@ use offrl::algos::rtb::{
 };
 use offrl::diffusion::fused::FusedEpsNet;
 use offrl::diffusion::{
-    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig,
-    NoiseSchedule, ScheduleConfig,
+    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig, NoiseSchedule,
+    ScheduleConfig,
 };
 use offrl::nn::{tensor2, to_vec, Activation};
 use rand::SeedableRng;
@@ -410,15 +410,13 @@ fn chunked_gradient_equals_full_batch_gradient() {
             fused: Some(&fused),
             ..rtb.posterior(&correction)
         };
-        let on_fused = rollout_on_policy(
-            &pi_fused,
-            states,
-            12,
-            &mut ChaCha8Rng::seed_from_u64(5),
-        );
+        let on_fused = rollout_on_policy(&pi_fused, states, 12, &mut ChaCha8Rng::seed_from_u64(5));
         let close = |a: &[f32], b: &[f32], what: &str| {
             for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "{what}: {x} vs {y}"
+                );
             }
         };
         close(&on_fused.log_mu, &on.log_mu, "log μ");
@@ -698,7 +696,12 @@ fn host_reward_gradient_equals_autodiff() {
         .critic();
     let n = 50;
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let o = tensor2(&offrl::diffusion::normal_vec(&mut rng, n * 3), n, 3, &device);
+    let o = tensor2(
+        &offrl::diffusion::normal_vec(&mut rng, n * 3),
+        n,
+        3,
+        &device,
+    );
     let x: Vec<f32> = offrl::diffusion::normal_vec(&mut rng, n * 2)
         .iter()
         .map(|v| 1.5 * v)

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::Device;
+use offrl::algos::common::DataSpec;
 use offrl::algos::rtb::{self, CorrectionInit, Rtb, RtbConfig};
 use offrl::algos::{self, AlgoKind, OfflineAlgorithm};
 use offrl::dataset::{Dataset, Metadata, FORMAT_VERSION};
 use offrl::diffusion::{
     sample_trajectory, trajectory_log_prob, DiffusionPrior, EpsModel, PriorConfig, PriorSpec,
 };
-use offrl::algos::common::DataSpec;
 use offrl::nn::to_vec;
 use offrl::train::checkpoint::Checkpoint;
 use rand::{Rng, SeedableRng};
@@ -85,7 +85,16 @@ fn prior_spec(data: &Dataset) -> PriorSpec {
 fn prior_checkpoint(root: &Path, data: &Dataset) -> PathBuf {
     let out = root.join("prior");
     let device = Device::flex().autodiff();
-    algos::train(AlgoKind::Prior, &prior_config(), data, &out, 1, &device, None).unwrap();
+    algos::train(
+        AlgoKind::Prior,
+        &prior_config(),
+        data,
+        &out,
+        1,
+        &device,
+        None,
+    )
+    .unwrap();
     out
 }
 

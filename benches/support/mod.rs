@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor};
 use offrl::algos::common::DataSpec;
 use offrl::algos::iql::{Iql, IqlConfig};
-use offrl::algos::rtb::{QRtb, QReward, Rtb, RtbConfig};
+use offrl::algos::rtb::{QReward, QRtb, Rtb, RtbConfig};
 use offrl::diffusion::{DiffusionPrior, NetConfig, PriorSpec, ScheduleConfig};
 use offrl::nn::tensor2;
 use rand::{Rng, SeedableRng};

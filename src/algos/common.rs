@@ -531,24 +531,42 @@ impl GaussianActor {
     }
 }
 
+/// A linear layer with the given `[d_in, d_out]` weights and zero bias.
+fn linear_zero_bias(weight: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    Linear {
+        weight: param2(weight, d_in, d_out, device),
+        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
 /// Replace an MLP's linear layers with orthogonally initialised ones (hidden gain √2, output
-/// gain `out_gain`, zero biases), as CORL's CQL does.
+/// gain `out_gain`, zero biases), as CORL's CQL does for its critics.
 pub fn orthogonal_init(mut mlp: Mlp, out_gain: f64, rng: &mut ChaCha8Rng, device: &Device) -> Mlp {
     let mut linear = |old: &Linear, gain: f64| {
         let shape = old.weight.lazy_shape();
         let (d_in, d_out) = (shape[0], shape[1]);
-        Linear {
-            weight: param2(
-                orthogonal_weight(d_in, d_out, gain, rng),
-                d_in,
-                d_out,
-                device,
-            ),
-            bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
-        }
+        linear_zero_bias(
+            orthogonal_weight(d_in, d_out, gain, rng),
+            d_in,
+            d_out,
+            device,
+        )
     };
     mlp.layers = mlp.layers.iter().map(|l| linear(l, 2f64.sqrt())).collect();
     mlp.output = linear(&mlp.output, out_gain);
+    mlp
+}
+
+/// Replace an MLP's output layer with a Xavier-uniform one of gain `gain` and zero bias (CORL's
+/// CQL actor: gain 1e-2, so the initial policy is close to N(0, e^{−1}) before the tanh).
+pub fn xavier_output(mut mlp: Mlp, gain: f64, rng: &mut ChaCha8Rng, device: &Device) -> Mlp {
+    let shape = mlp.output.weight.lazy_shape();
+    let (d_in, d_out) = (shape[0], shape[1]);
+    let bound = (gain * (6.0 / (d_in + d_out) as f64).sqrt()) as f32;
+    let w = (0..d_in * d_out)
+        .map(|_| rng.random_range(-bound..=bound))
+        .collect();
+    mlp.output = linear_zero_bias(w, d_in, d_out, device);
     mlp
 }
 

@@ -3,15 +3,19 @@
 //! softmax(Q / temperature). Nothing is trained here: it is a policy built from a trained
 //! diffusion prior and a trained IQL critic.
 
+use std::path::Path;
+
 use burn::tensor::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::iql::IqlCritic;
+use crate::diffusion::prior::{DiffusionPolicy, DiffusionPrior};
 use crate::error::{Error, Result};
 use crate::nn;
 use crate::policy::Policy;
+use crate::train::checkpoint::Checkpoint;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +153,37 @@ impl<P: Policy, S: ActionScorer> Policy for IdqlPolicy<P, S> {
         }
         Ok(out)
     }
+}
+
+/// The IDQL policy of a trained diffusion prior (`offrl train prior`) and IQL critic
+/// (`offrl train critic` / `iql`), each a run directory or a checkpoint folder, on the plain
+/// `device`; `seed` drives the prior's chains and softmax selection.
+pub fn load_policy(
+    prior: &Path,
+    critic: &Path,
+    config: IdqlConfig,
+    device: &Device,
+    seed: u64,
+) -> Result<IdqlPolicy<DiffusionPolicy, CriticScorer>> {
+    let prior = DiffusionPrior::load(&Checkpoint::resolve(prior)?, device)?;
+    let critic = IqlCritic::load(critic, device)?;
+    let (ps, cs) = (&prior.spec, critic.spec());
+    if (ps.obs_dim(), ps.act_dim()) != (cs.obs_dim, cs.act_dim) {
+        return Err(Error::InvalidData(format!(
+            "idql: the prior was trained for obs {} / act {}, the critic for obs {} / act {}",
+            ps.obs_dim(),
+            ps.act_dim(),
+            cs.obs_dim,
+            cs.act_dim
+        )));
+    }
+    let obs_dim = ps.obs_dim();
+    let proposals = DiffusionPolicy::new(&prior, seed);
+    let scorer = CriticScorer {
+        critic,
+        device: device.clone(),
+    };
+    IdqlPolicy::new(proposals, scorer, obs_dim, config, seed)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 
 pub mod bc;
 pub mod common;
+pub mod cql;
 pub mod idql;
 pub mod iql;
 pub mod rtb;
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::dataset::sampler::Sampler;
-use crate::dataset::{Batch, Dataset};
+use crate::dataset::{Batch, Dataset, Metadata, ReferenceScores};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::train::checkpoint::{module_bytes, Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
@@ -109,6 +110,7 @@ pub enum AlgoKind {
     Prior,
     Bc,
     Td3bc,
+    Cql,
 }
 
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
@@ -116,10 +118,11 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 5] = [
+    pub const ALL: [AlgoKind; 6] = [
         AlgoKind::Iql,
         AlgoKind::Bc,
         AlgoKind::Td3bc,
+        AlgoKind::Cql,
         AlgoKind::Prior,
         AlgoKind::Rtb,
     ];
@@ -131,6 +134,7 @@ impl AlgoKind {
             AlgoKind::Prior => "prior",
             AlgoKind::Bc => "bc",
             AlgoKind::Td3bc => "td3bc",
+            AlgoKind::Cql => "cql",
         }
     }
 
@@ -138,7 +142,13 @@ impl AlgoKind {
         AlgoKind::ALL
             .into_iter()
             .find(|k| k.name() == name)
-            .ok_or_else(|| Error::Config(format!("unknown algorithm `{name}`")))
+            .ok_or_else(|| {
+                let known: Vec<&str> = AlgoKind::ALL.iter().map(|k| k.name()).collect();
+                Error::Config(format!(
+                    "unknown algorithm `{name}` (known: {})",
+                    known.join(", ")
+                ))
+            })
     }
 
     /// The default config (paper / CORL hyperparameters) as JSON, ready for `config::resolve`.
@@ -151,6 +161,7 @@ impl AlgoKind {
             }
             AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
             AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
+            AlgoKind::Cql => serde_json::to_value(cql::CqlConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -177,6 +188,7 @@ impl AlgoKind {
             AlgoKind::Td3bc => {
                 Box::new(td3bc::Td3Bc::new(typed(config, what)?, spec, device, seed)?)
             }
+            AlgoKind::Cql => Box::new(cql::Cql::new(typed(config, what)?, spec, device, seed)?),
         })
     }
 }
@@ -296,19 +308,21 @@ fn config_diff(a: &Value, b: &Value) -> Vec<String> {
     out
 }
 
-/// Rebuild an algorithm from a checkpoint folder (kind, config, data spec and state from its
-/// metadata), e.g. to evaluate its policy.
-pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
-    let ck = Checkpoint::open(dir, None)?;
+/// Rebuild an algorithm from a checkpoint folder or a run directory (its newest checkpoint):
+/// kind, config, data spec and state come from the metadata. What resume and `offrl eval` use.
+pub fn load(path: &Path, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
+    let ck = Checkpoint::open(&Checkpoint::resolve(path)?, None)?;
     load_checkpoint(&ck, device)
 }
 
-fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
+/// [`load`] for an opened checkpoint.
+pub fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
     let bad = |message: String| Error::Checkpoint {
         path: ck.dir.clone(),
         message,
     };
-    let kind = AlgoKind::from_name(&ck.meta.kind).map_err(|e| bad(e.to_string()))?;
+    let kind =
+        AlgoKind::from_name(&ck.meta.kind).map_err(|e| bad(format!("cannot rebuild it: {e}")))?;
     let meta = &ck.meta;
     let config = meta
         .config
@@ -321,6 +335,29 @@ fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn OfflineAl
     let mut algo = kind.build(config, spec, device, seed)?;
     algo.restore(ck, meta.extra.get("state").unwrap_or(&Value::Null))?;
     Ok(algo)
+}
+
+/// What a run records about its dataset (in every checkpoint's metadata, `extra.dataset`), so
+/// that its policy can be evaluated later without the data: the environment and the reference
+/// returns of score normalisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub env_id: String,
+    pub reference_scores: Option<ReferenceScores>,
+}
+
+impl DatasetInfo {
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            env_id: meta.env_id.clone(),
+            reference_scores: meta.reference_scores,
+        }
+    }
+
+    /// The record of a checkpoint (`None` for checkpoints written before runs recorded it).
+    pub fn recorded(ck: &Checkpoint) -> Option<Self> {
+        serde_json::from_value(ck.meta.extra.get("dataset")?.clone()).ok()
+    }
 }
 
 /// Called every `eval_every` updates with the step and the algorithm; returns metrics to log
@@ -379,7 +416,7 @@ pub fn fit(
         }
         let checkpoint_now = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
         if checkpoint_now || done == cfg.steps {
-            save_checkpoint(algo, run, run_config, done)?;
+            save_checkpoint(algo, run, run_config, &DatasetInfo::of(&data.meta), done)?;
             run.plot()?;
         }
         bar.inc(1);
@@ -401,6 +438,7 @@ pub fn save_checkpoint(
     algo: &dyn OfflineAlgorithm,
     run: &RunDir,
     run_config: &Value,
+    dataset: &DatasetInfo,
     step: usize,
 ) -> Result<Checkpoint> {
     let snap = algo.snapshot()?;
@@ -409,7 +447,7 @@ pub fn save_checkpoint(
         kind: algo.kind().name().to_string(),
         step,
         config: run_config.clone(),
-        extra: json!({ "spec": algo.spec(), "state": snap.state }),
+        extra: json!({ "spec": algo.spec(), "state": snap.state, "dataset": dataset }),
     };
     let parts: Vec<(&str, Vec<u8>)> = snap
         .parts
@@ -518,11 +556,15 @@ mod tests {
     /// `configs/<algo>.toml` records exactly the built-in defaults.
     #[test]
     fn config_files_match_defaults() {
-        for kind in AlgoKind::ALL {
+        let idql = serde_json::to_value(idql::IdqlConfig::default()).unwrap();
+        let all = AlgoKind::ALL
+            .iter()
+            .map(|k| (k.name(), k.default_config()))
+            .chain([("idql", idql)]);
+        for (name, defaults) in all {
             let file = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("configs")
-                .join(format!("{}.toml", kind.name()));
-            let defaults = kind.default_config();
+                .join(format!("{name}.toml"));
             let resolved = crate::config::resolve(&defaults, Some(&file), &[]).unwrap();
             let diff = config_diff(&defaults, &resolved);
             assert!(diff.is_empty(), "{}: {diff:?}", file.display());

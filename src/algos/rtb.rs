@@ -624,7 +624,9 @@ impl<P: EpsModel + ?Sized, R: LogReward + ?Sized> Posterior<'_, P, R> {
             Some(net) if t.iter().all(|&s| s == t[0]) => {
                 self.correction.with_langevin(net.eps(obs, x_t, t[0]), t, g)
             }
-            Some(net) => self.correction.with_langevin(net.eps_rows(obs, x_t, t), t, g),
+            Some(net) => self
+                .correction
+                .with_langevin(net.eps_rows(obs, x_t, t), t, g),
             None => self.correction.forward_rows(obs, x_t, t, g),
         }
     }
@@ -876,12 +878,7 @@ fn fused_nn(leaf: &LeafEps<'_>, rollout: &Rollout, rows: Range<usize>) -> Tensor
     let od = rollout.obs.dims()[1];
     // Rows are state-major and chunks hold whole states: one observation per k rows.
     let obs = crate::nn::to_vec(rollout.obs.clone().slice(rows.clone()));
-    let states: Vec<f32> = obs
-        .chunks_exact(od)
-        .step_by(k)
-        .flatten()
-        .copied()
-        .collect();
+    let states: Vec<f32> = obs.chunks_exact(od).step_by(k).flatten().copied().collect();
     let state: Vec<usize> = (0..t_max * m).map(|r| (r % m) / k).collect();
     let x: Vec<f32> = rollout.xs[..t_max]
         .iter()
@@ -954,13 +951,8 @@ pub fn chunked_gradients(
         let rows = start..(start + chunk).min(n);
         let m = rows.len();
         let device = rollout.obs.device();
-        let (log_pi, log_mu) = log_likelihoods(
-            schedule,
-            &model.correction,
-            rollout,
-            rows.clone(),
-            fused,
-        );
+        let (log_pi, log_mu) =
+            log_likelihoods(schedule, &model.correction, rollout, rows.clone(), fused);
         let log_mu = log_mu.without_autodiff();
         let log_r = tensor1(&rollout.log_r[rows.clone()], &device);
         let log_z = match &model.log_z {
@@ -1062,7 +1054,10 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
 
     /// π as an [`EpsModel`] (inference copy of the correction inside `correction`; the prior's
     /// fused executor when there is one).
-    pub fn posterior<'a>(&'a self, correction: &'a Correction) -> Posterior<'a, dyn EpsModel + 'a, R> {
+    pub fn posterior<'a>(
+        &'a self,
+        correction: &'a Correction,
+    ) -> Posterior<'a, dyn EpsModel + 'a, R> {
         let prior: &dyn EpsModel = match &self.fused_prior {
             Some(fused) => fused,
             None => &self.prior,
@@ -1107,13 +1102,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
             fused: fused.as_ref(),
             ..self.posterior(&correction)
         };
-        let rollout = rollout_off_policy(
-            &pi,
-            obs,
-            a0,
-            self.config.trajectories,
-            rng,
-        );
+        let rollout = rollout_off_policy(&pi, obs, a0, self.config.trajectories, rng);
         self.apply(&rollout)
     }
 

@@ -6,18 +6,16 @@
 use std::path::PathBuf;
 
 use super::cell::CellSpec;
-use crate::algos::idql::{CriticScorer, IdqlConfig, IdqlPolicy};
-use crate::algos::iql::IqlCritic;
+use crate::algos::idql::{self, IdqlConfig};
 use crate::dataset::Dataset;
-use crate::diffusion::prior::{DiffusionPolicy, DiffusionPrior};
 use crate::error::{Error, Result};
 use crate::eval::EvalReport;
-use crate::train::checkpoint::Checkpoint;
 
 /// The run directory of a sibling cell (same dataset and seed) that this cell builds on.
 pub fn sibling_run(spec: &CellSpec<'_>, algo: &str) -> Result<PathBuf> {
-    let run = super::cell_dir(spec.grid_out, algo, spec.dataset_name, spec.seed).join("run");
-    if super::read_result(&run.parent().expect("run has a parent"))?.is_none() {
+    let cell = super::cell_dir(spec.grid_out, algo, spec.dataset_name, spec.seed);
+    let run = cell.join("run");
+    if super::read_result(&cell)?.is_none() {
         return Err(Error::Config(format!(
             "`{}` needs the finished `{algo}` cell of {} (seed {}) at {}",
             spec.algo,
@@ -41,20 +39,13 @@ pub fn run(
         "idql" => {
             let prior_run = sibling_run(spec, "diffusion-bc")?;
             let critic_run = sibling_run(spec, "iql")?;
-            let prior = DiffusionPrior::load(&Checkpoint::resolve(&prior_run)?, &inference)?;
-            let critic = IqlCritic::load(&critic_run, &inference)?;
-            let obs_dim = prior.spec.obs_dim();
             let config: IdqlConfig = crate::config::resolve(
                 &IdqlConfig::default(),
                 None,
                 &profile.overrides_for("idql"),
             )?;
-            let proposals = DiffusionPolicy::new(&prior, eval_seed);
-            let scorer = CriticScorer {
-                critic,
-                device: inference,
-            };
-            let mut policy = IdqlPolicy::new(proposals, scorer, obs_dim, config, eval_seed)?;
+            let mut policy =
+                idql::load_policy(&prior_run, &critic_run, config, &inference, eval_seed)?;
             let r = crate::eval::evaluate_on(
                 data,
                 &mut policy,

@@ -55,6 +55,10 @@ pub struct GridArgs {
     /// Output folder (results.md/csv/json, curves/, cells/, data/). Re-running resumes it.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Extra config override for one algorithm's cells, `ALGO.KEY=VALUE` (e.g.
+    /// `--set rtb.alpha=0.05 --set iql.train.steps=20000`); applied after the profile's (repeatable).
+    #[arg(long = "set", value_name = "ALGO.KEY=VALUE")]
+    pub set: Vec<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -73,6 +77,37 @@ pub struct CellArgs {
     /// The cell's folder (inside the grid's `cells/`).
     #[arg(long)]
     pub dir: PathBuf,
+    /// Train on this Parquet file instead of making the registry dataset `--dataset` names.
+    #[arg(long)]
+    pub data_file: Option<PathBuf>,
+    /// Extra overrides, `ALGO.KEY=VALUE` (as `offrl bench --set`).
+    #[arg(long = "set", value_name = "ALGO.KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
+}
+
+/// `offrl pipeline`: the whole method on one dataset file.
+#[derive(Args)]
+pub struct PipelineArgs {
+    /// The dataset (Parquet, from `offrl dataset import/make` or `offrl collect`).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Profile of step counts and evaluation protocol: `quick`, `cpu`, `paper`, or a TOML path.
+    #[arg(long, default_value = "cpu")]
+    pub profile: String,
+    /// Algorithms beside the pipeline's own (diffusion-bc = the prior, iql = the critic, rtb),
+    /// evaluated the same way, e.g. `--compare idql,bc`.
+    #[arg(long, value_delimiter = ',')]
+    pub compare: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run directory (default `runs/pipeline-<dataset file stem>`); re-running resumes it.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Config override for one stage, `ALGO.KEY=VALUE` (e.g. `--set rtb.alpha=0.05`).
+    #[arg(long = "set", value_name = "ALGO.KEY=VALUE")]
+    pub set: Vec<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -85,7 +120,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The README's main job: the Pendulum suite with the quick profile.
-pub fn quickstart(out: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn quickstart(out: Option<PathBuf>, seed: u64) -> anyhow::Result<()> {
     let grid = GridArgs {
         suite: "pendulum".into(),
         datasets: vec!["medium".into()],
@@ -96,10 +131,11 @@ pub fn quickstart(out: Option<PathBuf>) -> anyhow::Result<()> {
             "rtb".into(),
         ],
         seeds: 1,
-        seed_list: vec![],
+        seed_list: vec![seed],
         profile: "quick".into(),
         jobs: 1,
         out: Some(out.unwrap_or_else(|| "runs/quickstart".into())),
+        set: vec![],
         backend: BackendKind::Flex,
     };
     run_grid(grid).map(|_| ())
@@ -141,9 +177,93 @@ pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
                 .any(|w| d == &format!("{}/{w}", args.suite))
         });
     }
+    let seeds: Vec<u64> = if args.seed_list.is_empty() {
+        (0..args.seeds).collect()
+    } else {
+        args.seed_list.clone()
+    };
+    // Datasets are made once, by this process, before any cell starts.
+    let data_dir = out.join("data");
+    for d in &datasets {
+        let path = cell::prepare_dataset(d, profile.scale, &data_dir)
+            .with_context(|| format!("making dataset `{d}`"))?;
+        tracing::info!("dataset {d}: {}", path.display());
+    }
+    let waves = Waves {
+        algos: &args.algos,
+        datasets: &datasets,
+        seeds: &seeds,
+        profile: &args.profile,
+        jobs: args.jobs,
+        out: &out,
+        backend: args.backend,
+        set: &args.set,
+        data_file: None,
+    };
+    run_waves(&waves)
+}
+
+/// `offrl pipeline`: prior (diffusion-BC) and critic (IQL), then RTB, each evaluated, as the cells
+/// of a one-dataset grid (so resuming, progress and the table are the bench runner's).
+pub fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
+    cell::Profile::load(&args.profile)?;
+    let data = crate::dataset::io::load(&args.dataset)
+        .with_context(|| format!("loading the dataset {}", args.dataset.display()))?;
+    let name = args
+        .dataset
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("the dataset path has no file name")?
+        .to_string();
+    tracing::info!(
+        "pipeline on {} ({} transitions, {})",
+        args.dataset.display(),
+        data.len(),
+        data.meta.env_id
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| format!("runs/pipeline-{name}").into());
+    let data_file = std::fs::canonicalize(&args.dataset)
+        .with_context(|| format!("--dataset {}", args.dataset.display()))?;
+    let mut algos: Vec<String> = vec!["diffusion-bc".into(), "iql".into(), "rtb".into()];
+    algos.extend(args.compare.iter().cloned());
+    let waves = Waves {
+        algos: &algos,
+        datasets: &[name],
+        seeds: &[args.seed],
+        profile: &args.profile,
+        jobs: 1,
+        out: &out,
+        backend: args.backend,
+        set: &args.set,
+        data_file: Some(&data_file),
+    };
+    run_waves(&waves).map(|_| ())
+}
+
+/// A grid to run: every (dataset, algorithm, seed) cell, in dependency waves.
+struct Waves<'a> {
+    algos: &'a [String],
+    datasets: &'a [String],
+    seeds: &'a [u64],
+    profile: &'a str,
+    jobs: usize,
+    out: &'a std::path::Path,
+    backend: BackendKind,
+    set: &'a [String],
+    /// One dataset file for every cell (the pipeline), instead of registry datasets.
+    data_file: Option<&'a std::path::Path>,
+}
+
+fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
+    for s in w.set {
+        split_algo_override(s)?;
+    }
     // Dependencies run first: they are cells of their own, shown in the table too.
     let mut algos: Vec<String> = Vec::new();
-    for a in &args.algos {
+    for a in w.algos {
         for dep in cell::dependencies(a)? {
             if !algos.iter().any(|x| x == dep) {
                 algos.push(dep.to_string());
@@ -153,25 +273,18 @@ pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
             algos.push(a.clone());
         }
     }
-    let seeds: Vec<u64> = if args.seed_list.is_empty() {
-        (0..args.seeds).collect()
-    } else {
-        args.seed_list.clone()
-    };
-
-    // Datasets are made once, by this process, before any cell starts.
-    let data_dir = out.join("data");
-    for d in &datasets {
-        let path = cell::prepare_dataset(d, profile.scale, &data_dir)
-            .with_context(|| format!("making dataset `{d}`"))?;
-        tracing::info!("dataset {d}: {}", path.display());
-    }
-
     let exe = std::env::current_exe().context("locating the offrl executable")?;
-    let backend = clap::ValueEnum::to_possible_value(&args.backend)
+    let backend = clap::ValueEnum::to_possible_value(&w.backend)
         .expect("every backend has a name")
         .get_name()
         .to_string();
+    let mut cell_args: Vec<String> = vec!["--backend".into(), backend];
+    for s in w.set {
+        cell_args.extend(["--set".to_string(), s.clone()]);
+    }
+    if let Some(file) = w.data_file {
+        cell_args.extend(["--data-file".to_string(), file.display().to_string()]);
+    }
     // Cells in dependency waves: algorithms without dependencies first.
     let (base, dependent): (Vec<String>, Vec<String>) = algos
         .iter()
@@ -184,38 +297,62 @@ pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
         }
         let spec = GridSpec {
             algos: wave,
-            datasets: datasets.clone(),
-            seeds: seeds.clone(),
-            profile: args.profile.clone(),
-            jobs: args.jobs,
-            out: out.clone(),
-            cell_args: vec!["--backend".into(), backend.clone()],
+            datasets: w.datasets.to_vec(),
+            seeds: w.seeds.to_vec(),
+            profile: w.profile.to_string(),
+            jobs: w.jobs,
+            out: w.out.to_path_buf(),
+            cell_args: cell_args.clone(),
         };
         results.extend(bench::run_grid(&spec, &exe)?);
     }
-    let table = Table::new(&algos, &datasets, &results);
-    bench::write_report(&out, &table, &results)?;
+    let table = Table::new(&algos, w.datasets, &results);
+    bench::write_report(w.out, &table, &results)?;
     println!("{}", table.markdown());
-    println!("results: {}", out.join("results.md").display());
-    let expected = datasets.len() * algos.len() * seeds.len();
+    println!("results: {}", w.out.join("results.md").display());
+    let expected = w.datasets.len() * algos.len() * w.seeds.len();
     anyhow::ensure!(
         results.len() == expected,
         "{} of {expected} cells failed (their logs are under {})",
         expected - results.len(),
-        out.join("cells").display()
+        w.out.join("cells").display()
     );
     Ok(table)
 }
 
+/// `ALGO.KEY=VALUE` → (`ALGO`, `KEY=VALUE`), checking the algorithm name.
+fn split_algo_override(s: &str) -> anyhow::Result<(&str, &str)> {
+    let (algo, rest) = s
+        .split_once('.')
+        .with_context(|| format!("--set `{s}`: expected ALGO.KEY=VALUE, e.g. rtb.alpha=0.05"))?;
+    cell::dependencies(algo).with_context(|| format!("--set `{s}`"))?;
+    anyhow::ensure!(
+        rest.contains('='),
+        "--set `{s}`: expected ALGO.KEY=VALUE, e.g. rtb.alpha=0.05"
+    );
+    Ok((algo, rest))
+}
+
 fn run_cell(args: CellArgs) -> anyhow::Result<()> {
-    let profile = cell::Profile::load(&args.profile)?;
+    let mut profile = cell::Profile::load(&args.profile)?;
+    for s in &args.set {
+        let (algo, key_value) = split_algo_override(s)?;
+        profile
+            .overrides
+            .entry(algo.to_string())
+            .or_default()
+            .push(key_value.to_string());
+    }
     let grid_out = args
         .dir
         .ancestors()
         .nth(4)
         .context("a cell folder lives at OUT/cells/DATASET/ALGO/seed-N")?
         .to_path_buf();
-    let data_path = cell::prepare_dataset(&args.dataset, profile.scale, &grid_out.join("data"))?;
+    let data_path = match &args.data_file {
+        Some(file) => file.clone(),
+        None => cell::prepare_dataset(&args.dataset, profile.scale, &grid_out.join("data"))?,
+    };
     let device = args.backend.train_device()?;
     crate::backend::seed(&device, args.seed);
     let spec = cell::CellSpec {

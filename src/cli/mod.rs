@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod collect;
 pub mod dataset;
+pub mod eval;
 pub mod train;
 
 /// Logging to stderr through `tracing`; `RUST_LOG` overrides the verbosity flag.

@@ -25,6 +25,8 @@ pub enum TrainCommand {
     Bc(CommonArgs),
     /// TD3+BC (Fujimoto & Gu 2021). Config: configs/td3bc.toml.
     Td3bc(CommonArgs),
+    /// Conservative Q-Learning, SAC-based, CORL settings. Config: configs/cql.toml.
+    Cql(CommonArgs),
     /// Fine-tune a diffusion prior with RTB, the critic's Q as reward (log r = Q/α).
     /// Config: configs/rtb.toml (configs/rtb-cpu.toml: a CPU-sized variant).
     Rtb(RtbArgs),
@@ -85,6 +87,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         TrainCommand::Iql(a) => train(AlgoKind::Iql, &a, Vec::new()),
         TrainCommand::Bc(a) => train(AlgoKind::Bc, &a, Vec::new()),
         TrainCommand::Td3bc(a) => train(AlgoKind::Td3bc, &a, Vec::new()),
+        TrainCommand::Cql(a) => train(AlgoKind::Cql, &a, Vec::new()),
         TrainCommand::Rtb(a) => {
             // Paths become absolute TOML strings, so a resumed run compares equal from any folder.
             let mut forced = vec![

@@ -100,6 +100,35 @@ pub fn load_card_from(dir: &Path, name: &str) -> Result<DatasetCard> {
     toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
 }
 
+/// Reference returns for an environment: D4RL's table ([`super::reference_scores_for`]), else
+/// the registry's cards of that environment when they define them and agree (the Pendulum
+/// cards do). `None` when neither knows the environment or the registry is absent.
+pub fn reference_scores_for_env(dir: &Path, env_id: &str) -> Result<Option<ReferenceScores>> {
+    if let Some(r) = super::reference_scores_for(env_id) {
+        return Ok(Some(r));
+    }
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut found: Option<ReferenceScores> = None;
+    for name in list(dir)? {
+        // A broken card is `offrl dataset list`'s business, not a reason to fail a lookup.
+        let card = match load_card_from(dir, &name) {
+            Ok(card) => card,
+            Err(e) => {
+                tracing::warn!("skipping dataset card `{name}`: {e}");
+                continue;
+            }
+        };
+        match (card.env == env_id, card.reference_scores, found) {
+            (true, Some(r), None) => found = Some(r),
+            (true, Some(r), Some(f)) if r != f => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
 /// All dataset names in the registry, sorted.
 pub fn list(dir: &Path) -> Result<Vec<String>> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
@@ -118,4 +147,52 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
     walk(dir, dir, &mut out)?;
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_scores_from_the_table_then_the_cards() {
+        let real = registry_dir();
+        // D4RL's table for MuJoCo ids; the registry's Pendulum cards for Pendulum.
+        assert_eq!(
+            reference_scores_for_env(&real, "Hopper-v5").unwrap(),
+            super::super::reference_scores_for("Hopper-v5")
+        );
+        assert_eq!(
+            reference_scores_for_env(&real, "Pendulum-v1").unwrap(),
+            Some(ReferenceScores {
+                random: -1222.1,
+                expert: -146.6
+            })
+        );
+        assert_eq!(reference_scores_for_env(&real, "Nope-v0").unwrap(), None);
+
+        // Cards that disagree give none; a missing registry gives none.
+        let dir = tempfile::tempdir().unwrap();
+        let card = |name: &str, random: f64| {
+            let text = format!(
+                "env = \"Toy-v0\"\nreference_scores = {{ random = {random}, expert = 1.0 }}\n\
+                 [source]\nkind = \"concat\"\nmembers = []\n"
+            );
+            std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
+        };
+        card("a", 0.0);
+        assert_eq!(
+            reference_scores_for_env(dir.path(), "Toy-v0").unwrap(),
+            Some(ReferenceScores {
+                random: 0.0,
+                expert: 1.0
+            })
+        );
+        card("b", -1.0);
+        assert_eq!(
+            reference_scores_for_env(dir.path(), "Toy-v0").unwrap(),
+            None
+        );
+        let absent = dir.path().join("absent");
+        assert_eq!(reference_scores_for_env(&absent, "Toy-v0").unwrap(), None);
+    }
 }

@@ -245,7 +245,10 @@ impl FusedEpsNet {
         let (w, ad, od) = (self.width, self.act_dim, self.obs_dim);
         let n = rows.len();
         let (d, trunk) = self.trunk.backward(&tape.trunk, d_out, true, true);
-        let (mut d, trunk) = (d.expect("input gradient"), trunk.expect("parameter gradients"));
+        let (mut d, trunk) = (
+            d.expect("input gradient"),
+            trunk.expect("parameter gradients"),
+        );
         let mut norm = self.first_norm.as_ref().map(NormGrads::zeros);
         host::block_backward(
             &mut d,
@@ -289,7 +292,9 @@ impl FusedEpsNet {
         // Every row's gradient reaches the bias once: it is the per-step sums' total.
         let b = self.has_bias.then(|| {
             let mut b = vec![0.0f32; w];
-            per_step.chunks_exact(w).for_each(|row| host::add_to(&mut b, row));
+            per_step
+                .chunks_exact(w)
+                .for_each(|row| host::add_to(&mut b, row));
             b
         });
         EpsGrads {
@@ -405,7 +410,9 @@ impl<'a> LeafEps<'a> {
             x: &rec.x,
             t: &rec.t,
         };
-        self.fused.backward(&rec.tape, &rows, &d).register(self.net, into);
+        self.fused
+            .backward(&rec.tape, &rows, &d)
+            .register(self.net, into);
     }
 }
 

@@ -194,6 +194,26 @@ fn reset(env: &mut dyn Env, seed: u64, episode: usize, obs_dim: usize) -> Result
     Ok(obs)
 }
 
+/// Evaluate `policy` in the environment a dataset was recorded in (its `env_id`), D4RL-normalised
+/// with the dataset's reference scores.
+pub fn evaluate_on(
+    data: &crate::dataset::Dataset,
+    policy: &mut dyn Policy,
+    episodes: usize,
+    n_envs: usize,
+    seed: u64,
+) -> Result<EvalReport> {
+    let env_id = data.meta.env_id.clone();
+    evaluate(
+        policy,
+        || crate::envs::make(&env_id),
+        n_envs,
+        episodes,
+        seed,
+        data.meta.reference_scores,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,24 +332,4 @@ mod tests {
             evaluate(&mut Nan, || crate::envs::make("Pendulum-v1"), 2, 2, 0, None).unwrap_err();
         assert!(err.to_string().contains("non-finite action"), "{err}");
     }
-}
-
-/// Evaluate `policy` in the environment a dataset was recorded in (its `env_id`), D4RL-normalised
-/// with the dataset's reference scores.
-pub fn evaluate_on(
-    data: &crate::dataset::Dataset,
-    policy: &mut dyn Policy,
-    episodes: usize,
-    n_envs: usize,
-    seed: u64,
-) -> Result<EvalReport> {
-    let env_id = data.meta.env_id.clone();
-    evaluate(
-        policy,
-        || crate::envs::make(&env_id),
-        n_envs,
-        episodes,
-        seed,
-        data.meta.reference_scores,
-    )
 }

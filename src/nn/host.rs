@@ -241,10 +241,7 @@ fn activation_backward(act: Activation, pre: &[f32], d: &mut [f32]) {
                 *d = 0.0
             }
         }),
-        Activation::Gelu => simd!(d
-            .iter_mut()
-            .zip(pre)
-            .for_each(|(d, &x)| *d *= gelu_grad(x))),
+        Activation::Gelu => simd!(d.iter_mut().zip(pre).for_each(|(d, &x)| *d *= gelu_grad(x))),
         Activation::Tanh => d.iter_mut().zip(pre).for_each(|(d, &x)| {
             let t = x.tanh();
             *d *= 1.0 - t * t
@@ -489,10 +486,7 @@ fn register1(into: &mut GradientsParams, param: &Param<Tensor<1>>, grad: Vec<f32
     let value = param.val();
     let device = value.device().without_autodiff();
     let n = grad.len();
-    into.register(
-        param.id,
-        super::tensor2(&grad, 1, n, &device).reshape([n]),
-    );
+    into.register(param.id, super::tensor2(&grad, 1, n, &device).reshape([n]));
 }
 
 impl LinearGrads {
@@ -574,7 +568,9 @@ impl HostMlp {
     }
 
     pub fn d_in(&self) -> usize {
-        self.hidden.first().map_or(self.output.d_in, |(l, _)| l.d_in)
+        self.hidden
+            .first()
+            .map_or(self.output.d_in, |(l, _)| l.d_in)
     }
 
     pub fn d_out(&self) -> usize {
@@ -701,7 +697,10 @@ mod tests {
             .zip(b)
             .map(|(u, v)| (u - v).abs())
             .fold(0.0f32, f32::max);
-        assert!(worst <= tol * scale, "{what}: max diff {worst} (scale {scale})");
+        assert!(
+            worst <= tol * scale,
+            "{what}: max diff {worst} (scale {scale})"
+        );
     }
 
     #[test]
@@ -736,7 +735,12 @@ mod tests {
         assert_eq!(out, want);
         let at = [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]; // aᵀ stored [3, 2]
         let bt = [1.0f32, 0.5, -2.0, -1.0, 2.0, 0.0]; // bᵀ stored [2, 3]
-        gemm(&mut out, Mat::new(&at, 3, 2).t(), Mat::new(&bt, 2, 3).t(), true);
+        gemm(
+            &mut out,
+            Mat::new(&at, 3, 2).t(),
+            Mat::new(&bt, 2, 3).t(),
+            true,
+        );
         assert_eq!(out, want.map(|v| 2.0 * v));
     }
 

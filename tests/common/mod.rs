@@ -60,6 +60,22 @@ pub fn offrl(args: &[&str]) -> Output {
         .expect("start offrl")
 }
 
+/// Run `offrl args`, expect a clean failure (non-zero exit, no panic) whose stderr contains
+/// every one of `needles`.
+pub fn assert_fails(args: &[&str], needles: &[&str]) {
+    let out = offrl(args);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded:\n{}",
+        stdout(&out)
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
+    }
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
