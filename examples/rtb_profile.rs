@@ -6,7 +6,7 @@ use std::time::Instant;
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
     let shape = &support::SHAPES[0];
-    let mut rtb = support::build(shape, 512);
+    let rtb = support::build(shape, 512);
     let (obs, _act) = support::batch(shape, 1);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
     let correction = rtb.model.correction.valid();

@@ -310,7 +310,14 @@ fn initialisations_that_copy_the_prior() {
         let eps = to_vec(prior.eps(obs.clone(), x, 3));
         match init {
             CorrectionInit::Zero | CorrectionInit::PriorFeatures => {
-                assert_eq!(lp, lm, "{init:?}");
+                // π = μ + 0: equal up to the fused prior's rounding (its GEMMs sum in another
+                // order than burn's).
+                for (a, b) in lp.iter().zip(&lm) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{init:?}: {a} vs {b}"
+                    );
+                }
                 assert!(corr.iter().all(|&v| v == 0.0));
             }
             CorrectionInit::CopyPrior => {
