@@ -10,7 +10,6 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use offrl::diffusion::{DiffusionPolicy, DiffusionPrior, PriorConfig};
 use offrl::envs;
@@ -35,7 +34,7 @@ fn bench_eval(c: &mut Criterion) {
         };
         let (obs_dim, act) = (env.observation_space().dim(), env.action_space());
         let spec = support::spec_for(obs_dim, act.dim(), act.high[0]);
-        let device = Device::flex();
+        let device = support::device();
         offrl::backend::seed(&device, 0);
         let prior = DiffusionPrior::new(PriorConfig::default().spec(spec).unwrap(), &device)
             .expect("prior");

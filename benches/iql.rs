@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use offrl::algos::iql::{Iql, IqlConfig};
 use offrl::algos::OfflineAlgorithm;
@@ -25,7 +24,7 @@ fn bench_critic_step(c: &mut Criterion) {
         train_actor: false,
         ..Default::default()
     };
-    let mut iql = Iql::new(config, data_spec(), &Device::flex().autodiff(), 0).unwrap();
+    let mut iql = Iql::new(config, data_spec(), &support::device().autodiff(), 0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let batch = Batch {
         size: BATCH,

@@ -24,7 +24,7 @@ fn prior(config: &PriorConfig, device: &Device) -> DiffusionPrior {
 
 fn bench_train_step(c: &mut Criterion) {
     let config = PriorConfig::default();
-    let device = Device::flex().autodiff();
+    let device = support::device().autodiff();
     let mut model = Some(prior(&config, &device));
     let mut optim = config.optimizer();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -55,7 +55,7 @@ fn bench_train_step(c: &mut Criterion) {
 }
 
 fn bench_sampling(c: &mut Criterion) {
-    let prior = prior(&PriorConfig::default(), &Device::flex());
+    let prior = prior(&PriorConfig::default(), &support::device());
     let mut policy = DiffusionPolicy::new(&prior, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut group = c.benchmark_group("prior_sample_T75");

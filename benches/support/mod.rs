@@ -15,6 +15,18 @@ use rand_chacha::ChaCha8Rng;
 pub const OBS: usize = 11;
 pub const ACT: usize = 3;
 
+/// The device the benches run on: `OFFRL_BENCH_BACKEND` names the backend (`flex`, the default;
+/// `tch` with `--features tch`; the others of `offrl --backend`), so that one bench compares
+/// backends: `OFFRL_BENCH_BACKEND=tch cargo bench --features tch --bench prior`.
+pub fn device() -> Device {
+    use clap::ValueEnum;
+    let name = std::env::var("OFFRL_BENCH_BACKEND").unwrap_or_else(|_| "flex".into());
+    let kind = offrl::backend::BackendKind::from_str(&name, true)
+        .unwrap_or_else(|e| panic!("OFFRL_BENCH_BACKEND={name}: {e}"));
+    kind.device()
+        .unwrap_or_else(|e| panic!("OFFRL_BENCH_BACKEND={name}: {e}"))
+}
+
 /// `n` values uniform in [−1, 1).
 pub fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -44,7 +56,7 @@ pub fn critic(seed: u64) -> offrl::algos::iql::IqlCritic {
         train_actor: false,
         ..Default::default()
     };
-    Iql::new(config, data_spec(), &Device::flex(), seed)
+    Iql::new(config, data_spec(), &device(), seed)
         .expect("valid IQL config")
         .critic()
 }
@@ -75,7 +87,7 @@ pub const SHAPES: [Shape; 2] = [
 /// An RTB trainer at `shape` (prior schedule rescaled to keep ᾱ_T), `chunk` trajectories per
 /// backward pass.
 pub fn build(shape: &Shape, chunk: usize) -> QRtb {
-    let device = Device::flex();
+    let device = device();
     offrl::backend::seed(&device, 0);
     let scale = 75.0 / shape.steps as f64;
     let schedule = ScheduleConfig {
@@ -105,7 +117,7 @@ pub fn build(shape: &Shape, chunk: usize) -> QRtb {
 /// Random states `[states, OBS]` and actions `[states, ACT]`.
 pub fn batch(shape: &Shape, seed: u64) -> (Tensor<2>, Tensor<2>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let device = Device::flex();
+    let device = device();
     let obs = uniform(&mut rng, shape.states * OBS);
     let act = uniform(&mut rng, shape.states * ACT);
     (
