@@ -5,6 +5,8 @@
 #
 #   scripts/perf-compare.sh            # everything (about 20 minutes on 2 cores)
 #   scripts/perf-compare.sh iql prior  # only these benches (iql prior rtb eval dataset)
+#   TCH=1 scripts/perf-compare.sh      # also the same benches on LibTorch (`--features tch`,
+#                                      # built in target/tch; the RTB bench at CPU shapes only)
 #
 # Needs .venv (gymnasium, h5py, pyarrow: scripts/setup.sh) and .venv-torch with torch==2.9.0
 # (created here with pip when missing). Take the numbers on a quiet machine: the benches use
@@ -41,4 +43,20 @@ for b in "${benches[@]}"; do
     dataset) torch_py benches/reference/dataset_torch.py | tee -a "$refs" ;;
   esac
 done
-python3 benches/reference/compare.py "$refs"
+tch_args=()
+if [ "${TCH:-0}" = 1 ]; then
+  torch_lib=$(.venv-torch/bin/python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  tch_cargo() {
+    LIBTORCH_USE_PYTORCH=1 PATH="$PWD/.venv-torch/bin:$PATH" LD_LIBRARY_PATH="$torch_lib" \
+      CARGO_TARGET_DIR=target/tch OFFRL_BENCH_BACKEND=tch cargo bench --features tch "$@"
+  }
+  for b in "${benches[@]}"; do
+    case $b in
+      dataset) ;; # no tensors
+      rtb) echo "== offrl on LibTorch: rtb (CPU shapes)"; tch_cargo --bench rtb -- rtb_cpu 2>&1 | grep -E 'time:' || true ;;
+      *) echo "== offrl on LibTorch: $b"; tch_cargo --bench "$b" 2>&1 | grep -E 'time:|skipping' || true ;;
+    esac
+  done
+  tch_args=(--tch-criterion target/tch/criterion)
+fi
+python3 benches/reference/compare.py "$refs" "${tch_args[@]}"

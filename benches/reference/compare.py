@@ -3,6 +3,7 @@ references (`@ref KEY SECONDS` lines), written into benches/RESULTS.md between t
 `perf-table` markers and printed. Run by scripts/perf-compare.sh; standard library only.
 
     python benches/reference/compare.py REFS_FILE [--criterion target/criterion] [--results benches/RESULTS.md]
+        [--tch-criterion DIR]   # criterion output of the same benches on LibTorch (a column more)
 """
 
 import argparse
@@ -80,9 +81,10 @@ def fmt_time(s):
     return f"{s * 1e6:.1f} µs"
 
 
-def table(medians, refs):
-    lines = ["| benchmark | offrl (flex) | PyTorch 2.9 | speed-up | target | offrl GFLOP/s | PyTorch GFLOP/s |",
-             "|---|---|---|---|---|---|---|"]
+def table(medians, refs, tch=None):
+    tch = tch or {}
+    lines = ["| benchmark | offrl (flex) | PyTorch 2.9 | speed-up | target | offrl GFLOP/s | PyTorch GFLOP/s | offrl (tch) |",
+             "|---|---|---|---|---|---|---|---|"]
     peak = None
     for label, cid, key, n in GEMM:
         ours = medians.get(cid, (None, None))[0]
@@ -91,18 +93,21 @@ def table(medians, refs):
         ours_rate = flop / ours if ours else None
         peak = max(filter(None, [peak, ours_rate, flop / theirs if theirs else None]), default=None)
         lines.append(f"| {label} | {fmt_time(ours)} | {fmt_time(theirs)} | {ratio(theirs, ours)} | peak | "
-                     f"{rate(ours_rate)} | {rate(flop / theirs if theirs else None)} |")
+                     f"{rate(ours_rate)} | {rate(flop / theirs if theirs else None)} | — |")
     for label, cid, key, kind, gflop in ROWS:
         ours, elements = medians.get(cid, (None, None))
         if ours is not None and elements and key.startswith("eval_"):
             ours /= elements  # seconds per environment step
+        on_tch, tch_elements = tch.get(cid, (None, None))
+        if on_tch is not None and tch_elements and key.startswith("eval_"):
+            on_tch /= tch_elements
         theirs = refs.get(key)
         target = {"latency": "≥ 1.5× (goal 2×)", "throughput": "≥ 1.0×, ≥ 90 % of peak", "info": "—"}[kind]
         ours_rate = gflop / ours if gflop and ours else None
         theirs_rate = gflop / theirs if gflop and theirs else None
         pct = f" ({100 * ours_rate / peak:.0f} % of peak)" if ours_rate and peak else ""
         lines.append(f"| {label} | {fmt_time(ours)} | {fmt_time(theirs)} | {ratio(theirs, ours)} | {target} | "
-                     f"{rate(ours_rate)}{pct} | {rate(theirs_rate)} |")
+                     f"{rate(ours_rate)}{pct} | {rate(theirs_rate)} | {fmt_time(on_tch)} |")
     return "\n".join(lines)
 
 
@@ -119,13 +124,15 @@ def main():
     p.add_argument("refs")
     p.add_argument("--criterion", default="target/criterion")
     p.add_argument("--results", default="benches/RESULTS.md")
+    p.add_argument("--tch-criterion", default=None)
     args = p.parse_args()
     medians = criterion_medians(args.criterion)
+    tch = criterion_medians(args.tch_criterion) if args.tch_criterion else {}
     refs = references(args.refs)
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()} ({rustc}; PyTorch with "
             f"`torch.set_num_threads(2)`); medians. Speed-up = PyTorch time / offrl time.\n\n"
-            + table(medians, refs))
+            + table(medians, refs, tch))
     print(text)
     if os.path.exists(args.results):
         with open(args.results) as f:
