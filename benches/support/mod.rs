@@ -20,6 +20,8 @@ pub const ACT: usize = 3;
 /// backends: `OFFRL_BENCH_BACKEND=tch cargo bench --features tch --bench prior`.
 pub fn device() -> Device {
     use clap::ValueEnum;
+    // As the binary does at start-up.
+    offrl::backend::keep_freed_memory();
     let name = std::env::var("OFFRL_BENCH_BACKEND").unwrap_or_else(|_| "flex".into());
     let kind = offrl::backend::BackendKind::from_str(&name, true)
         .unwrap_or_else(|e| panic!("OFFRL_BENCH_BACKEND={name}: {e}"));

@@ -167,22 +167,25 @@ impl FusedEpsNet {
     /// `x·W_x`.
     fn first_layer(&self, rows: &EpsRows<'_>, state_part: &[f32]) -> Vec<f32> {
         let (w, ad) = (self.width, self.act_dim);
-        let mut z = vec![0.0f32; rows.len() * w];
-        for (r, row) in z.chunks_exact_mut(w).enumerate() {
-            let s = rows.state_of(r);
-            let t = rows.t[r];
-            assert!(
-                (1..=self.schedule.steps()).contains(&t),
-                "step {t} outside 1..={}",
-                self.schedule.steps()
-            );
-            let (state, time) = (
-                &state_part[s * w..(s + 1) * w],
-                &self.time_bias[(t - 1) * w..t * w],
-            );
-            let x = &rows.x[r * ad..(r + 1) * ad];
-            first_layer_row(row, state, time, x, &self.w_act);
+        let steps = self.schedule.steps();
+        if let Some(&t) = rows.t.iter().find(|t| !(1..=steps).contains(*t)) {
+            panic!("step {t} outside 1..={steps}");
         }
+        // Borrow the fields: the executor itself is not `Sync` (its state cache).
+        let (time_bias, w_act) = (&self.time_bias, &self.w_act);
+        let mut z = vec![0.0f32; rows.len() * w];
+        host::par_rows(&mut z, w, |first, block| {
+            for (i, row) in block.chunks_exact_mut(w).enumerate() {
+                let r = first + i;
+                let (s, t) = (rows.state_of(r), rows.t[r]);
+                let (state, time) = (
+                    &state_part[s * w..(s + 1) * w],
+                    &time_bias[(t - 1) * w..t * w],
+                );
+                let x = &rows.x[r * ad..(r + 1) * ad];
+                first_layer_row(row, state, time, x, w_act);
+            }
+        });
         z
     }
 

@@ -16,6 +16,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::optim::GradientsParams;
 use burn::tensor::{Gradients, Tensor};
+use rayon::prelude::*;
 
 use super::{Activation, Mlp};
 
@@ -132,6 +133,78 @@ fn add_column_sums(out: &mut [f32], x: &[f32], cols: usize) {
 #[inline]
 pub fn add_to(dst: &mut [f32], src: &[f32]) {
     dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+}
+
+/// Below this many elements a row-wise pass runs on the calling thread: handing it to the
+/// thread pool costs more than it saves (sampling for a few states stays latency-bound).
+const PARALLEL_ELEMS: usize = 1 << 15;
+
+/// Runs `f(first_row, block)` over blocks of whole rows of `z` (rows of `width`), on rayon's
+/// pool when `z` is large. The GEMMs already use every core; without this the LayerNorm,
+/// activation and bias passes between them ran on one.
+pub(crate) fn par_rows(z: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = z.len() / width.max(1);
+    if z.len() < PARALLEL_ELEMS || rows < 2 {
+        return f(0, z);
+    }
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+    z.par_chunks_mut(per_task * width)
+        .enumerate()
+        .for_each(|(i, block)| f(i * per_task, block));
+}
+
+/// [`par_rows`] with a per-row output `per_row` (`[rows]`) handed out alongside each block.
+fn par_rows_with(
+    z: &mut [f32],
+    width: usize,
+    per_row: &mut [f32],
+    f: impl Fn(&mut [f32], &mut [f32]) + Sync,
+) {
+    let rows = per_row.len();
+    if z.len() < PARALLEL_ELEMS || rows < 2 {
+        return f(z, per_row);
+    }
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+    z.par_chunks_mut(per_task * width)
+        .zip(per_row.par_chunks_mut(per_task))
+        .for_each(|(block, out)| f(block, out));
+}
+
+/// Lanes of the partial sums below: independent accumulators let the compiler use whole
+/// vectors (one running sum would be a chain of dependent scalar adds).
+const LANES: usize = 16;
+
+/// `Σ_i f(x_i)`, summed in [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ_i x_i y_i`, summed in [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xc.zip(yc) {
+        for ((s, &u), &v) in acc.iter_mut().zip(a).zip(b) {
+            *s += u * v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,18 +357,17 @@ impl HostLinear {
 
     /// `x · W (+ b)` for `n` rows.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; n * self.d_out];
+        // The bias goes in first and the product is accumulated onto it: one pass fewer.
+        let mut out = match &self.b {
+            Some(b) => b.repeat(n),
+            None => vec![0.0f32; n * self.d_out],
+        };
         gemm(
             &mut out,
             Mat::new(x, n, self.d_in),
             Mat::new(&self.w, self.d_in, self.d_out),
-            false,
+            self.b.is_some(),
         );
-        if let Some(b) = &self.b {
-            for row in out.chunks_exact_mut(self.d_out) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
-        }
         out
     }
 
@@ -343,6 +415,19 @@ impl HostNorm {
             beta: norm.beta.as_ref().map(|b| super::to_vec(b.val())),
         }
     }
+
+    /// `row ← row ⊙ γ (+ β)` on a normalised row.
+    #[inline]
+    fn apply(&self, row: &mut [f32]) {
+        match &self.beta {
+            Some(beta) => simd!(row
+                .iter_mut()
+                .zip(&self.gamma)
+                .zip(beta)
+                .for_each(|((v, g), b)| *v = *v * g + b)),
+            None => simd!(row.iter_mut().zip(&self.gamma).for_each(|(v, g)| *v *= g)),
+        }
+    }
 }
 
 /// What a hidden block's backward pass needs: the normalised pre-activation `x̂` and `1/σ` per
@@ -363,44 +448,47 @@ pub fn block_forward(
     act: Activation,
     tape: Option<&mut BlockTape>,
 ) {
-    if let Some(norm) = norm {
-        let rows = z.len() / width;
-        let mut rstd = Vec::with_capacity(if tape.is_some() { rows } else { 0 });
-        let mut xhat = Vec::with_capacity(if tape.is_some() { z.len() } else { 0 });
-        for row in z.chunks_exact_mut(width) {
-            let (inv, _) = simd!(normalize_row(row));
-            if tape.is_some() {
-                rstd.push(inv);
-                xhat.extend_from_slice(row);
+    let rows = z.len() / width;
+    match (norm, tape) {
+        (Some(norm), None) => par_rows(z, width, |_, block| {
+            for row in block.chunks_exact_mut(width) {
+                simd!(normalize_row(row));
+                norm.apply(row);
             }
-            match &norm.beta {
-                Some(beta) => simd!(row
-                    .iter_mut()
-                    .zip(&norm.gamma)
-                    .zip(beta)
-                    .for_each(|((v, g), b)| *v = *v * g + b)),
-                None => row.iter_mut().zip(&norm.gamma).for_each(|(v, g)| *v *= g),
-            }
-        }
-        if let Some(tape) = tape {
-            tape.xhat = xhat;
+            activate(act, block);
+        }),
+        (Some(norm), Some(tape)) => {
+            let mut rstd = vec![0.0f32; rows];
+            par_rows_with(z, width, &mut rstd, |block, rstd| {
+                for (row, inv) in block.chunks_exact_mut(width).zip(rstd) {
+                    *inv = simd!(normalize_row(row)).0;
+                }
+            });
+            tape.xhat = z.to_vec();
             tape.rstd = rstd;
+            par_rows(z, width, |_, block| {
+                block
+                    .chunks_exact_mut(width)
+                    .for_each(|row| norm.apply(row))
+            });
             tape.pre = z.to_vec();
-            activate(act, z);
-            return;
+            par_rows(z, width, |_, block| activate(act, block));
         }
-    } else if let Some(tape) = tape {
-        tape.pre = z.to_vec();
+        (None, tape) => {
+            if let Some(tape) = tape {
+                tape.pre = z.to_vec();
+            }
+            par_rows(z, width, |_, block| activate(act, block));
+        }
     }
-    activate(act, z);
 }
 
 /// `row ← (row − mean) / √(var + ε)` (biased variance, as burn); returns `(1/σ, mean)`.
 #[inline(always)]
 fn normalize_row(row: &mut [f32]) -> (f32, f32) {
     let w = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / w;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w;
+    let mean = lane_sum(row, |v| v) / w;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / w;
     let inv = 1.0 / (var + LAYER_NORM_EPS).sqrt();
     row.iter_mut().for_each(|v| *v = (*v - mean) * inv);
     (inv, mean)
@@ -417,25 +505,29 @@ pub fn block_backward(
     tape: &BlockTape,
     norm_grads: Option<&mut NormGrads>,
 ) {
-    activation_backward(act, &tape.pre, d);
+    par_rows(d, width, |first, block| {
+        let pre = &tape.pre[first * width..first * width + block.len()];
+        activation_backward(act, pre, block);
+    });
     let Some(norm) = norm else { return };
-    let mut norm_grads = norm_grads;
-    for ((dy, xhat), &inv) in d
-        .chunks_exact_mut(width)
-        .zip(tape.xhat.chunks_exact(width))
-        .zip(&tape.rstd)
-    {
-        if let Some(g) = norm_grads.as_deref_mut() {
+    if let Some(g) = norm_grads {
+        for (dy, xhat) in d.chunks_exact(width).zip(tape.xhat.chunks_exact(width)) {
             g.gamma
                 .iter_mut()
                 .zip(dy.iter().zip(xhat))
                 .for_each(|(s, (d, x))| *s += d * x);
             if let Some(beta) = g.beta.as_mut() {
-                beta.iter_mut().zip(dy.iter()).for_each(|(s, d)| *s += d);
+                add_to(beta, dy);
             }
         }
-        simd!(layer_norm_row_backward(dy, xhat, &norm.gamma, inv));
     }
+    par_rows(d, width, |first, block| {
+        for (i, dy) in block.chunks_exact_mut(width).enumerate() {
+            let r = first + i;
+            let xhat = &tape.xhat[r * width..(r + 1) * width];
+            simd!(layer_norm_row_backward(dy, xhat, &norm.gamma, tape.rstd[r]));
+        }
+    });
 }
 
 /// `dy → dz` for one row: `dz = (1/σ)(d̂ − mean(d̂) − x̂ · mean(d̂ ⊙ x̂))`, `d̂ = dy ⊙ γ`.
@@ -443,8 +535,8 @@ pub fn block_backward(
 fn layer_norm_row_backward(dy: &mut [f32], xhat: &[f32], gamma: &[f32], inv: f32) {
     let w = dy.len() as f32;
     dy.iter_mut().zip(gamma).for_each(|(d, g)| *d *= g);
-    let mean_d = dy.iter().sum::<f32>() / w;
-    let mean_dx = dy.iter().zip(xhat).map(|(d, x)| d * x).sum::<f32>() / w;
+    let mean_d = lane_sum(dy, |v| v) / w;
+    let mean_dx = lane_dot(dy, xhat) / w;
     dy.iter_mut()
         .zip(xhat)
         .for_each(|(d, x)| *d = inv * (*d - mean_d - x * mean_dx));
