@@ -61,7 +61,11 @@ fn median(seconds: &mut [f64]) -> Option<f64> {
 
 fn bench_updates(c: &mut Criterion) {
     for shape in &SHAPES {
-        let mut rtb = build(shape, 512);
+        // Each shape's `chunk` (configs/rtb.toml, configs/rtb-cpu.toml). At the paper shape 128
+        // trajectories per backward pass measured 4.3 / 5.1 s (on / off) against 4.5 / 5.2 s at
+        // 64 and 5.9 / 6.2 s at 512; the CPU shape's 512 (one chunk) 152 / 136 ms against
+        // 165 / 130 ms at 128.
+        let mut rtb = build(shape, shape.chunk);
         let (obs, act) = batch(shape, 1);
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
         let mut group = c.benchmark_group(format!(

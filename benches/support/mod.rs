@@ -69,6 +69,8 @@ pub struct Shape {
     pub states: usize,
     pub k: usize,
     pub steps: usize,
+    /// Trajectories per backward pass, as its config sets it.
+    pub chunk: usize,
 }
 
 pub const SHAPES: [Shape; 2] = [
@@ -77,12 +79,14 @@ pub const SHAPES: [Shape; 2] = [
         states: 64,
         k: 64,
         steps: 75,
+        chunk: 128,
     },
     Shape {
         name: "cpu",
         states: 32,
         k: 16,
         steps: 20,
+        chunk: 512,
     },
 ];
 
