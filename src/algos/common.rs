@@ -122,6 +122,15 @@ impl DataSpec {
         standardize(obs, &self.obs_mean, &self.obs_std)
     }
 
+    /// Normalised observations → raw, row-major (the inverse of [`DataSpec::normalize_obs`]).
+    pub fn denormalize_obs(&self, obs: &[f32]) -> Vec<f32> {
+        let d = self.obs_dim;
+        obs.iter()
+            .enumerate()
+            .map(|(i, &v)| v * self.obs_std[i % d] + self.obs_mean[i % d])
+            .collect()
+    }
+
     /// Environment actions → unit actions in [−1, 1].
     pub fn action_to_unit(&self, act: &[f32]) -> Vec<f32> {
         let (c, h) = self.action_affine();

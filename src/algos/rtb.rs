@@ -323,7 +323,8 @@ pub struct QReward<Q> {
 }
 
 impl<Q: QFunction> QReward<Q> {
-    /// Raw observations from normalised ones.
+    /// Raw observations from normalised ones (on tensors; [`DataSpec::denormalize_obs`] on host
+    /// data).
     fn raw_obs(&self, obs: Tensor<2>) -> Tensor<2> {
         let maps = self.spaces.data.tensors(&obs.device());
         obs * maps.obs_std + maps.obs_mean
@@ -357,39 +358,19 @@ impl<Q: QFunction> LogReward for QReward<Q> {
     fn gradient(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
         let [n, ad] = x.dims();
         let device = x.device().without_autodiff();
-        let (obs_v, xv) = (crate::nn::to_vec(obs.clone()), crate::nn::to_vec(x.clone()));
-        let data = &self.spaces.data;
-        let od = data.obs_dim;
-        let raw: Vec<f32> = obs_v
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v * data.obs_std[i % od] + data.obs_mean[i % od])
-            .collect();
-        let (center, half) = data.action_affine();
-        // a = center + half · y, y = tanh x (pre-tanh) or x clipped to the bounds.
-        let (a, dy): (Vec<f32>, Vec<f32>) = xv
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let j = i % ad;
-                if self.spaces.pre_tanh {
-                    let y = v.tanh();
-                    (center[j] + half[j] * y, 1.0 - y * y)
-                } else {
-                    let a = center[j] + half[j] * v;
-                    let inside = a >= data.action_low[j] && a <= data.action_high[j];
-                    let a = a.clamp(data.action_low[j], data.action_high[j]);
-                    (a, if inside { 1.0 } else { 0.0 })
-                }
-            })
-            .unzip();
+        let xv = crate::nn::to_vec(x.clone());
+        let raw = self
+            .spaces
+            .data
+            .denormalize_obs(&crate::nn::to_vec(obs.clone()));
+        let (a, da) = self.spaces.action_to_env_and_derivative(&xv);
         let Some(dq) = self.q.action_gradient(&raw, &a, n) else {
             return reward_gradient(self, obs, x);
         };
         let jacobian = self.tanh_jacobian && self.spaces.pre_tanh;
         let grad: Vec<f32> = (0..n * ad)
             .map(|i| {
-                let g = dq[i] * half[i % ad] * dy[i] / self.alpha as f32;
+                let g = dq[i] * da[i] / self.alpha as f32;
                 // d/dx Σ log(1 − tanh² x) = −2 tanh x.
                 if jacobian {
                     g - 2.0 * xv[i].tanh()
@@ -622,9 +603,6 @@ impl<P: EpsModel + ?Sized, R: LogReward + ?Sized> Posterior<'_, P, R> {
         g: Option<Tensor<2>>,
     ) -> Tensor<2> {
         match self.fused {
-            Some(net) if t.iter().all(|&s| s == t[0]) => {
-                self.correction.with_langevin(net.eps(obs, x_t, t[0]), t, g)
-            }
             Some(net) => self
                 .correction
                 .with_langevin(net.eps_rows(obs, x_t, t), t, g),

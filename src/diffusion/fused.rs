@@ -333,7 +333,11 @@ impl EpsModel for FusedEpsNet {
         self.act_dim
     }
 
+    /// Rows that share one step go through [`EpsModel::eps`] (its cached state part).
     fn eps_rows(&self, obs: Tensor<2>, x_t: Tensor<2>, t: &[usize]) -> Tensor<2> {
+        if t.iter().all(|&s| s == t[0]) {
+            return self.eps(obs, x_t, t[0]);
+        }
         let device = x_t.device();
         let (obs, x) = (nn::to_vec(obs), nn::to_vec(x_t));
         let e = self.forward_rows(&EpsRows {
@@ -542,6 +546,25 @@ mod tests {
         assert!(max_diff(&shared, &plain) < 1e-6);
     }
 
+    /// The burn module as an [`EpsModel`] (3 action dimensions): the reference the fused paths are
+    /// compared with.
+    struct Module<'a>(&'a EpsNet, &'a NoiseSchedule);
+
+    impl EpsModel for Module<'_> {
+        fn schedule(&self) -> &NoiseSchedule {
+            self.1
+        }
+        fn act_dim(&self) -> usize {
+            3
+        }
+        fn eps_rows(&self, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<2> {
+            self.0.forward_rows(obs, x, t)
+        }
+        fn eps(&self, obs: Tensor<2>, x: Tensor<2>, t: usize) -> Tensor<2> {
+            self.0.forward_step(obs, x, t)
+        }
+    }
+
     /// The denoising loss's parameter gradients through [`LeafEps`] (fused forward and backward,
     /// shared states) equal burn's autodiff through the module.
     #[test]
@@ -553,18 +576,6 @@ mod tests {
             let n = 64;
             let obs = crate::diffusion::gaussian::normal_vec(&mut rng, n * 5);
             let a0 = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
-            struct Module<'a>(&'a EpsNet, &'a NoiseSchedule);
-            impl EpsModel for Module<'_> {
-                fn schedule(&self) -> &NoiseSchedule {
-                    self.1
-                }
-                fn act_dim(&self) -> usize {
-                    3
-                }
-                fn eps_rows(&self, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<2> {
-                    self.0.forward_rows(obs, x, t)
-                }
-            }
             let weighting = LossWeighting::MinSnr(5.0);
             let loss = denoising_loss(
                 &Module(&net, &schedule),
@@ -625,21 +636,6 @@ mod tests {
     fn fused_sampler_gives_the_same_actions() {
         let (net, schedule, device) = net(Activation::Gelu, true, &Device::flex());
         let fused = FusedEpsNet::new(&net, &schedule);
-        struct Module<'a>(&'a EpsNet, &'a NoiseSchedule);
-        impl EpsModel for Module<'_> {
-            fn schedule(&self) -> &NoiseSchedule {
-                self.1
-            }
-            fn act_dim(&self) -> usize {
-                3
-            }
-            fn eps_rows(&self, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<2> {
-                self.0.forward_rows(obs, x, t)
-            }
-            fn eps(&self, obs: Tensor<2>, x: Tensor<2>, t: usize) -> Tensor<2> {
-                self.0.forward_step(obs, x, t)
-            }
-        }
         let obs = nn::tensor2(
             &crate::diffusion::gaussian::normal_vec(&mut ChaCha8Rng::seed_from_u64(5), 40),
             8,

@@ -209,19 +209,23 @@ pub fn gradient_step<R: Rng>(
     weighting: LossWeighting,
     rng: &mut R,
 ) -> (DiffusionPrior, f64) {
-    if crate::backend::host_kernels(&obs.device()) {
-        // The network runs on the host; burn differentiates the loss up to ε̂.
-        let leaf = LeafEps::new(&prior.net, &prior.schedule, &obs.device());
-        let loss = denoising_loss(&leaf, obs, actions, weighting, rng);
-        let value = f64::from(loss.clone().into_scalar::<f32>());
-        let mut grads = GradientsParams::new();
-        leaf.gradients(&loss.backward(), &mut grads);
-        drop(leaf);
-        return (optim.step(lr, prior, grads), value);
-    }
-    let loss = denoising_loss(&prior, obs, actions, weighting, rng);
+    // On the CPU backend the network runs on the host and burn differentiates the loss up to ε̂.
+    let device = obs.device();
+    let leaf = crate::backend::host_kernels(&device)
+        .then(|| LeafEps::new(&prior.net, &prior.schedule, &device));
+    let loss = match &leaf {
+        Some(leaf) => denoising_loss(leaf, obs, actions, weighting, rng),
+        None => denoising_loss(&prior, obs, actions, weighting, rng),
+    };
     let value = f64::from(loss.clone().into_scalar::<f32>());
-    let grads = GradientsParams::from_grads(loss.backward(), &prior);
+    let grads = match leaf {
+        Some(leaf) => {
+            let mut grads = GradientsParams::new();
+            leaf.gradients(&loss.backward(), &mut grads);
+            grads
+        }
+        None => GradientsParams::from_grads(loss.backward(), &prior),
+    };
     (optim.step(lr, prior, grads), value)
 }
 

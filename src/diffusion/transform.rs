@@ -76,6 +76,34 @@ impl PriorSpec {
         }
     }
 
+    /// [`PriorSpec::action_to_env`] and its element-wise derivative `∂a/∂x` (the map acts per
+    /// dimension): `half · (1 − tanh² x)` in pre-tanh space, else `half` inside the bounds and 0
+    /// where the clip holds the action.
+    pub fn action_to_env_and_derivative(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (center, half) = self.data.action_affine();
+        let d = self.act_dim();
+        let derivative = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let j = i % d;
+                if self.pre_tanh {
+                    let y = v.tanh();
+                    half[j] * (1.0 - y * y)
+                } else {
+                    let a = center[j] + half[j] * v;
+                    let inside = a >= self.data.action_low[j] && a <= self.data.action_high[j];
+                    if inside {
+                        half[j]
+                    } else {
+                        0.0
+                    }
+                }
+            })
+            .collect();
+        (self.action_to_env(x), derivative)
+    }
+
     /// [`PriorSpec::action_to_env`] on a `[n, act_dim]` tensor, differentiable (for rewards
     /// `r(s, a)` evaluated on chain outputs).
     pub fn action_to_env_tensor(&self, x: Tensor<2>) -> Tensor<2> {
