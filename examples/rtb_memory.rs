@@ -1,6 +1,7 @@
 //! Peak memory and time of RTB updates at a benchmark shape, in a fresh process:
 //! `cargo run --release --example rtb_memory -- paper 512` (shape `paper` | `cpu`, then the chunk
-//! size in trajectories, 0 = the whole batch in one backward pass). Prints seconds per on- and
+//! size in trajectories, 0 = the whole batch in one backward pass, then optionally how many updates of
+//! each kind to average over, default 1). Prints seconds per on- and
 //! off-policy update and the process's peak resident memory (VmHWM).
 
 #[path = "../benches/support/mod.rs"]
@@ -20,6 +21,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map_or("paper", String::as_str);
     let chunk: usize = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(512);
+    let repeats: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1);
     let shape = support::SHAPES
         .iter()
         .find(|s| s.name == name)
@@ -29,11 +31,15 @@ fn main() {
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
     let base = peak_rss_mib();
     let start = std::time::Instant::now();
-    rtb.on_policy_update(obs.clone(), &mut rng);
-    let on = start.elapsed().as_secs_f64();
+    for _ in 0..repeats {
+        rtb.on_policy_update(obs.clone(), &mut rng);
+    }
+    let on = start.elapsed().as_secs_f64() / repeats as f64;
     let start = std::time::Instant::now();
-    rtb.off_policy_update(obs, act, &mut rng);
-    let off = start.elapsed().as_secs_f64();
+    for _ in 0..repeats {
+        rtb.off_policy_update(obs.clone(), act.clone(), &mut rng);
+    }
+    let off = start.elapsed().as_secs_f64() / repeats as f64;
     println!(
         "{name} {}x{}xT{} chunk {chunk}: on-policy {on:.2} s, off-policy {off:.2} s, peak RSS {:.0} MiB (before the updates {base:.0} MiB)",
         shape.states,

@@ -50,7 +50,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     offrl::cli::init_logging(cli.verbose);
-    offrl::backend::keep_freed_memory();
+    offrl::backend::init_cpu_runtime();
     let result = match cli.command {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
         Command::Collect(args) => offrl::cli::collect::run(args),

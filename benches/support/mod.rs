@@ -21,7 +21,7 @@ pub const ACT: usize = 3;
 pub fn device() -> Device {
     use clap::ValueEnum;
     // As the binary does at start-up.
-    offrl::backend::keep_freed_memory();
+    offrl::backend::init_cpu_runtime();
     let name = std::env::var("OFFRL_BENCH_BACKEND").unwrap_or_else(|_| "flex".into());
     let kind = offrl::backend::BackendKind::from_str(&name, true)
         .unwrap_or_else(|e| panic!("OFFRL_BENCH_BACKEND={name}: {e}"));

@@ -259,6 +259,7 @@ impl FusedEpsNet {
             self.first_norm.as_ref(),
             self.activation,
             &tape.first,
+            tape.trunk.input(),
             norm.as_mut(),
         );
         // d = ∂L/∂z₁ [n, width]. Sum its rows per state and per step, then one product each.

@@ -143,31 +143,60 @@ const PARALLEL_ELEMS: usize = 1 << 15;
 /// pool when `z` is large. The GEMMs already use every core; without this the LayerNorm,
 /// activation and bias passes between them ran on one.
 pub(crate) fn par_rows(z: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let rows = z.len() / width.max(1);
-    if z.len() < PARALLEL_ELEMS || rows < 2 {
+    let Some(per_task) = rows_per_task(z.len() / width.max(1), width) else {
         return f(0, z);
-    }
-    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+    };
     z.par_chunks_mut(per_task * width)
         .enumerate()
         .for_each(|(i, block)| f(i * per_task, block));
 }
 
-/// [`par_rows`] with a per-row output `per_row` (`[rows]`) handed out alongside each block.
-fn par_rows_with(
+/// Rows per task of a pass over `rows` rows of `width`, or `None` when the pass should stay on
+/// the calling thread.
+fn rows_per_task(rows: usize, width: usize) -> Option<usize> {
+    (rows * width >= PARALLEL_ELEMS && rows >= 2)
+        .then(|| rows.div_ceil(4 * rayon::current_num_threads()))
+}
+
+/// [`par_rows`] with a second buffer of `aux_width` values per row (`aux`, `[rows, aux_width]`)
+/// and a per-row buffer (`per_row`, `[rows]`) handed out alongside each block.
+fn par_rows_with<A: Send>(
     z: &mut [f32],
     width: usize,
+    aux: &mut [A],
+    aux_width: usize,
     per_row: &mut [f32],
-    f: impl Fn(&mut [f32], &mut [f32]) + Sync,
+    f: impl Fn(&mut [f32], &mut [A], &mut [f32]) + Sync,
 ) {
-    let rows = per_row.len();
-    if z.len() < PARALLEL_ELEMS || rows < 2 {
-        return f(z, per_row);
-    }
-    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+    let Some(per_task) = rows_per_task(per_row.len(), width) else {
+        return f(z, aux, per_row);
+    };
     z.par_chunks_mut(per_task * width)
+        .zip(aux.par_chunks_mut(per_task * aux_width))
         .zip(per_row.par_chunks_mut(per_task))
-        .for_each(|(block, out)| f(block, out));
+        .for_each(|((block, aux), out)| f(block, aux, out));
+}
+
+/// [`par_rows`] whose blocks each return a vector (`len` long), summed.
+fn par_rows_sum(
+    z: &mut [f32],
+    width: usize,
+    len: usize,
+    f: impl Fn(usize, &mut [f32]) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let Some(per_task) = rows_per_task(z.len() / width.max(1), width) else {
+        return f(0, z);
+    };
+    z.par_chunks_mut(per_task * width)
+        .enumerate()
+        .map(|(i, block)| f(i * per_task, block))
+        .reduce(
+            || vec![0.0; len],
+            |mut a, b| {
+                add_to(&mut a, &b);
+                a
+            },
+        )
 }
 
 /// Lanes of the partial sums below: independent accumulators let the compiler use whole
@@ -298,7 +327,7 @@ pub(crate) use simd;
 /// The activation, in place.
 fn activate(act: Activation, v: &mut [f32]) {
     match act {
-        Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Activation::Relu => simd!(v.iter_mut().for_each(|x| *x = x.max(0.0))),
         Activation::Gelu => simd!(v.iter_mut().for_each(|x| *x = gelu(*x))),
         Activation::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
         Activation::Mish => v.iter_mut().for_each(|x| *x *= x.exp().ln_1p().tanh()),
@@ -308,12 +337,12 @@ fn activate(act: Activation, v: &mut [f32]) {
 /// `d *= act'(pre)`, in place.
 fn activation_backward(act: Activation, pre: &[f32], d: &mut [f32]) {
     match act {
-        // burn's ReLU passes the gradient where the output is positive.
-        Activation::Relu => d.iter_mut().zip(pre).for_each(|(d, &x)| {
-            if x <= 0.0 {
-                *d = 0.0
-            }
-        }),
+        // burn's ReLU passes the gradient where the output is positive. A select, not a
+        // branch: the sign of a pre-activation is a coin flip to the branch predictor.
+        Activation::Relu => simd!(d
+            .iter_mut()
+            .zip(pre)
+            .for_each(|(d, &x)| *d = if x > 0.0 { *d } else { 0.0 })),
         Activation::Gelu => simd!(d.iter_mut().zip(pre).for_each(|(d, &x)| *d *= gelu_grad(x))),
         Activation::Tanh => d.iter_mut().zip(pre).for_each(|(d, &x)| {
             let t = x.tanh();
@@ -325,6 +354,20 @@ fn activation_backward(act: Activation, pre: &[f32], d: &mut [f32]) {
             let sigmoid = 1.0 / (1.0 + (-x).exp());
             *d *= t + x * (1.0 - t * t) * sigmoid
         }),
+    }
+}
+
+/// `d *= act'`, from the activation's output `y` (ReLU and tanh only).
+fn activation_backward_from_output(act: Activation, y: &[f32], d: &mut [f32]) {
+    match act {
+        Activation::Relu => simd!(d
+            .iter_mut()
+            .zip(y)
+            .for_each(|(d, &y)| *d = if y > 0.0 { *d } else { 0.0 })),
+        Activation::Tanh => simd!(d.iter_mut().zip(y).for_each(|(d, &y)| *d *= 1.0 - y * y)),
+        Activation::Gelu | Activation::Mish => {
+            unreachable!("{act:?}'s derivative needs its input")
+        }
     }
 }
 
@@ -430,8 +473,9 @@ impl HostNorm {
     }
 }
 
-/// What a hidden block's backward pass needs: the normalised pre-activation `x̂` and `1/σ` per
-/// row (with LayerNorm), and the activation's input.
+/// What a hidden block's backward pass needs besides its output: with LayerNorm the normalised
+/// pre-activation `x̂` and `1/σ` per row (the activation's input `x̂·γ + β` is recomputed); without,
+/// the activation's input only when its derivative is not a function of the output (GELU, Mish).
 #[derive(Debug, Default)]
 pub struct BlockTape {
     xhat: Vec<f32>,
@@ -439,8 +483,14 @@ pub struct BlockTape {
     pre: Vec<f32>,
 }
 
+/// The activation's derivative can be had from its output (ReLU: `y > 0`; tanh: `1 − y²`).
+fn derivative_from_output(act: Activation) -> bool {
+    matches!(act, Activation::Relu | Activation::Tanh)
+}
+
 /// A hidden block after its linear layer, in place on `z` (`[n, width]`): LayerNorm (when
-/// given), then the activation. Fills `tape` when given.
+/// given), then the activation. Fills `tape` when given. Each row is normalised, recorded and
+/// activated while it is in cache: one pass over memory.
 pub fn block_forward(
     z: &mut [f32],
     width: usize,
@@ -458,24 +508,31 @@ pub fn block_forward(
             activate(act, block);
         }),
         (Some(norm), Some(tape)) => {
+            let mut xhat = vec![0.0f32; z.len()];
             let mut rstd = vec![0.0f32; rows];
-            par_rows_with(z, width, &mut rstd, |block, rstd| {
-                for (row, inv) in block.chunks_exact_mut(width).zip(rstd) {
-                    *inv = simd!(normalize_row(row)).0;
-                }
-            });
-            tape.xhat = z.to_vec();
+            par_rows_with(
+                z,
+                width,
+                &mut xhat,
+                width,
+                &mut rstd,
+                |block, xhat, rstd| {
+                    let rows = block
+                        .chunks_exact_mut(width)
+                        .zip(xhat.chunks_exact_mut(width));
+                    for ((row, xhat), inv) in rows.zip(rstd) {
+                        *inv = simd!(normalize_row(row)).0;
+                        xhat.copy_from_slice(row);
+                        norm.apply(row);
+                    }
+                    activate(act, block);
+                },
+            );
+            tape.xhat = xhat;
             tape.rstd = rstd;
-            par_rows(z, width, |_, block| {
-                block
-                    .chunks_exact_mut(width)
-                    .for_each(|row| norm.apply(row))
-            });
-            tape.pre = z.to_vec();
-            par_rows(z, width, |_, block| activate(act, block));
         }
         (None, tape) => {
-            if let Some(tape) = tape {
+            if let Some(tape) = tape.filter(|_| !derivative_from_output(act)) {
                 tape.pre = z.to_vec();
             }
             par_rows(z, width, |_, block| activate(act, block));
@@ -495,39 +552,78 @@ fn normalize_row(row: &mut [f32]) -> (f32, f32) {
 }
 
 /// Backward through [`block_forward`], in place: `d` holds the gradient at the block's output
-/// and becomes the gradient at its input `z`. LayerNorm parameter gradients are added to
-/// `norm_grads` when given.
+/// `out` and becomes the gradient at its input `z`. LayerNorm parameter gradients are added to
+/// `norm_grads` when given. One pass over memory with LayerNorm, as the forward.
 pub fn block_backward(
     d: &mut [f32],
     width: usize,
     norm: Option<&HostNorm>,
     act: Activation,
     tape: &BlockTape,
+    out: &[f32],
     norm_grads: Option<&mut NormGrads>,
 ) {
-    par_rows(d, width, |first, block| {
-        let pre = &tape.pre[first * width..first * width + block.len()];
-        activation_backward(act, pre, block);
-    });
-    let Some(norm) = norm else { return };
-    if let Some(g) = norm_grads {
-        for (dy, xhat) in d.chunks_exact(width).zip(tape.xhat.chunks_exact(width)) {
-            g.gamma
-                .iter_mut()
-                .zip(dy.iter().zip(xhat))
-                .for_each(|(s, (d, x))| *s += d * x);
-            if let Some(beta) = g.beta.as_mut() {
-                add_to(beta, dy);
+    let Some(norm) = norm else {
+        let from_output = derivative_from_output(act);
+        return par_rows(d, width, |first, block| {
+            let rows = first * width..first * width + block.len();
+            if from_output {
+                activation_backward_from_output(act, &out[rows], block);
+            } else {
+                activation_backward(act, &tape.pre[rows], block);
             }
-        }
-    }
-    par_rows(d, width, |first, block| {
+        });
+    };
+    let want = norm_grads.is_some();
+    let beta = norm.beta.as_deref();
+    // Per block: [Σ dy ⊙ x̂ (γ's gradient), Σ dy (β's)], dy the gradient at the LayerNorm output.
+    let sums = par_rows_sum(d, width, 2 * width, |first, block| {
+        let mut sums = vec![0.0f32; if want { 2 * width } else { 0 }];
+        let mut pre = vec![0.0f32; width];
         for (i, dy) in block.chunks_exact_mut(width).enumerate() {
             let r = first + i;
             let xhat = &tape.xhat[r * width..(r + 1) * width];
+            simd!(layer_norm_affine(&mut pre, xhat, &norm.gamma, beta));
+            activation_backward(act, &pre, dy);
+            if want {
+                let (g, b) = sums.split_at_mut(width);
+                simd!(accumulate_norm_grads(g, b, dy, xhat));
+            }
             simd!(layer_norm_row_backward(dy, xhat, &norm.gamma, tape.rstd[r]));
         }
+        sums
     });
+    if let Some(g) = norm_grads {
+        let (gamma, beta) = sums.split_at(width);
+        add_to(&mut g.gamma, gamma);
+        if let Some(b) = g.beta.as_mut() {
+            add_to(b, beta);
+        }
+    }
+}
+
+/// `pre = x̂ ⊙ γ (+ β)`.
+#[inline(always)]
+fn layer_norm_affine(pre: &mut [f32], xhat: &[f32], gamma: &[f32], beta: Option<&[f32]>) {
+    match beta {
+        Some(beta) => pre
+            .iter_mut()
+            .zip(xhat.iter().zip(gamma).zip(beta))
+            .for_each(|(p, ((x, g), b))| *p = x * g + b),
+        None => pre
+            .iter_mut()
+            .zip(xhat.iter().zip(gamma))
+            .for_each(|(p, (x, g))| *p = x * g),
+    }
+}
+
+/// `g += dy ⊙ x̂`, `b += dy`.
+#[inline(always)]
+fn accumulate_norm_grads(g: &mut [f32], b: &mut [f32], dy: &[f32], xhat: &[f32]) {
+    for (((g, b), d), x) in g.iter_mut().zip(b.iter_mut()).zip(dy).zip(xhat) {
+        *g += d * x;
+        *b += d;
+    }
 }
 
 /// `dy → dz` for one row: `dz = (1/σ)(d̂ − mean(d̂) − x̂ · mean(d̂ ⊙ x̂))`, `d̂ = dy ⊙ γ`.
@@ -619,6 +715,40 @@ pub struct MlpTape {
     n: usize,
     inputs: Vec<Vec<f32>>,
     blocks: Vec<BlockTape>,
+}
+
+impl MlpTape {
+    /// The network's input.
+    pub fn input(&self) -> &[f32] {
+        &self.inputs[0]
+    }
+
+    /// The tape of the rows `rows` only, in that order: a backward pass over a subset of rows.
+    pub fn select(&self, rows: &[usize]) -> MlpTape {
+        let gather = |x: &[f32]| gather_rows(x, self.n, rows);
+        MlpTape {
+            n: rows.len(),
+            inputs: self.inputs.iter().map(|x| gather(x)).collect(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockTape {
+                    xhat: gather(&b.xhat),
+                    rstd: gather(&b.rstd),
+                    pre: gather(&b.pre),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The rows `rows` of a row-major buffer of `n` rows (empty stays empty).
+fn gather_rows(x: &[f32], n: usize, rows: &[usize]) -> Vec<f32> {
+    let width = x.len() / n.max(1);
+    rows.iter()
+        .flat_map(|&r| &x[r * width..(r + 1) * width])
+        .copied()
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -732,6 +862,7 @@ impl HostMlp {
                 norm.as_ref(),
                 self.activation,
                 &tape.blocks[i],
+                &tape.inputs[i + 1],
                 norm_grads.as_mut(),
             );
             if param_grads {
