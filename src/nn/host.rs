@@ -281,12 +281,16 @@ pub fn erf(x: f32) -> f32 {
 fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
     let x = x.clamp(-87.0, 0.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // `shifted`'s low mantissa bits hold n in two's complement: 2^n by integer ops on the bits.
+    // (`n as i32` is a saturating conversion, which compiles to scalar code lane by lane.)
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    p * f32::from_bits((n_int.wrapping_add(127) << 23) as u32)
 }
 
 /// Run `$body` compiled for AVX-512F or AVX2 + FMA when the CPU has them (the build targets plain
