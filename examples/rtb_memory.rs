@@ -1,8 +1,8 @@
 //! Peak memory and time of RTB updates at a benchmark shape, in a fresh process:
-//! `cargo run --release --example rtb_memory -- paper 512` (shape `paper` | `cpu`, then the chunk
-//! size in trajectories, 0 = the whole batch in one backward pass, then optionally how many updates of
-//! each kind to average over, default 1). Prints seconds per on- and
-//! off-policy update and the process's peak resident memory (VmHWM).
+//! `cargo run --release --example rtb_memory -- paper 512 [REPEATS]` (shape `paper` | `cpu`, then
+//! the chunk size in trajectories, 0 = the whole batch in one backward pass, then how many updates
+//! of each kind to average over, default 1). Prints seconds per on- and off-policy update and the
+//! process's peak resident memory (VmHWM).
 
 #[path = "../benches/support/mod.rs"]
 mod support;

@@ -219,7 +219,7 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// `Σ_i x_i y_i`, summed in [`LANES`] interleaved partial sums.
 #[inline(always)]
-fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
+pub(crate) fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
     let tail: f32 = xc
@@ -338,7 +338,8 @@ fn activate(act: Activation, v: &mut [f32]) {
     }
 }
 
-/// `d *= act'(pre)`, in place.
+/// `d *= act'(x)`, in place, from the activation's input `x` (for ReLU its output serves as well:
+/// both are positive at the same places).
 fn activation_backward(act: Activation, pre: &[f32], d: &mut [f32]) {
     match act {
         // burn's ReLU passes the gradient where the output is positive. A select, not a
@@ -358,20 +359,6 @@ fn activation_backward(act: Activation, pre: &[f32], d: &mut [f32]) {
             let sigmoid = 1.0 / (1.0 + (-x).exp());
             *d *= t + x * (1.0 - t * t) * sigmoid
         }),
-    }
-}
-
-/// `d *= act'`, from the activation's output `y` (ReLU and tanh only).
-fn activation_backward_from_output(act: Activation, y: &[f32], d: &mut [f32]) {
-    match act {
-        Activation::Relu => simd!(d
-            .iter_mut()
-            .zip(y)
-            .for_each(|(d, &y)| *d = if y > 0.0 { *d } else { 0.0 })),
-        Activation::Tanh => simd!(d.iter_mut().zip(y).for_each(|(d, &y)| *d *= 1.0 - y * y)),
-        Activation::Gelu | Activation::Mish => {
-            unreachable!("{act:?}'s derivative needs its input")
-        }
     }
 }
 
@@ -479,7 +466,7 @@ impl HostNorm {
 
 /// What a hidden block's backward pass needs besides its output: with LayerNorm the normalised
 /// pre-activation `x̂` and `1/σ` per row (the activation's input `x̂·γ + β` is recomputed); without,
-/// the activation's input only when its derivative is not a function of the output (GELU, Mish).
+/// the activation's input, except for ReLU, whose backward reads the output.
 #[derive(Debug, Default)]
 pub struct BlockTape {
     xhat: Vec<f32>,
@@ -487,9 +474,10 @@ pub struct BlockTape {
     pre: Vec<f32>,
 }
 
-/// The activation's derivative can be had from its output (ReLU: `y > 0`; tanh: `1 − y²`).
-fn derivative_from_output(act: Activation) -> bool {
-    matches!(act, Activation::Relu | Activation::Tanh)
+/// Without LayerNorm the block keeps its activation's input for the backward pass; ReLU's
+/// backward reads the block's output instead, which is kept anyway (the next layer's input).
+fn keeps_input(act: Activation) -> bool {
+    !matches!(act, Activation::Relu)
 }
 
 /// A hidden block after its linear layer, in place on `z` (`[n, width]`): LayerNorm (when
@@ -536,7 +524,7 @@ pub fn block_forward(
             tape.rstd = rstd;
         }
         (None, tape) => {
-            if let Some(tape) = tape.filter(|_| !derivative_from_output(act)) {
+            if let Some(tape) = tape.filter(|_| keeps_input(act)) {
                 tape.pre = z.to_vec();
             }
             par_rows(z, width, |_, block| activate(act, block));
@@ -568,26 +556,22 @@ pub fn block_backward(
     norm_grads: Option<&mut NormGrads>,
 ) {
     let Some(norm) = norm else {
-        let from_output = derivative_from_output(act);
+        let input = if keeps_input(act) { &tape.pre[..] } else { out };
         return par_rows(d, width, |first, block| {
-            let rows = first * width..first * width + block.len();
-            if from_output {
-                activation_backward_from_output(act, &out[rows], block);
-            } else {
-                activation_backward(act, &tape.pre[rows], block);
-            }
+            activation_backward(act, &input[first * width..][..block.len()], block);
         });
     };
     let want = norm_grads.is_some();
-    let beta = norm.beta.as_deref();
     // Per block: [Σ dy ⊙ x̂ (γ's gradient), Σ dy (β's)], dy the gradient at the LayerNorm output.
-    let sums = par_rows_sum(d, width, 2 * width, |first, block| {
-        let mut sums = vec![0.0f32; if want { 2 * width } else { 0 }];
+    let len = if want { 2 * width } else { 0 };
+    let sums = par_rows_sum(d, width, len, |first, block| {
+        let mut sums = vec![0.0f32; len];
         let mut pre = vec![0.0f32; width];
         for (i, dy) in block.chunks_exact_mut(width).enumerate() {
             let r = first + i;
             let xhat = &tape.xhat[r * width..(r + 1) * width];
-            simd!(layer_norm_affine(&mut pre, xhat, &norm.gamma, beta));
+            pre.copy_from_slice(xhat);
+            norm.apply(&mut pre);
             activation_backward(act, &pre, dy);
             if want {
                 let (g, b) = sums.split_at_mut(width);
@@ -603,21 +587,6 @@ pub fn block_backward(
         if let Some(b) = g.beta.as_mut() {
             add_to(b, beta);
         }
-    }
-}
-
-/// `pre = x̂ ⊙ γ (+ β)`.
-#[inline(always)]
-fn layer_norm_affine(pre: &mut [f32], xhat: &[f32], gamma: &[f32], beta: Option<&[f32]>) {
-    match beta {
-        Some(beta) => pre
-            .iter_mut()
-            .zip(xhat.iter().zip(gamma).zip(beta))
-            .for_each(|(p, ((x, g), b))| *p = x * g + b),
-        None => pre
-            .iter_mut()
-            .zip(xhat.iter().zip(gamma))
-            .for_each(|(p, (x, g))| *p = x * g),
     }
 }
 

@@ -73,28 +73,9 @@ impl Dense {
             self.w
                 .chunks_exact(self.d_in)
                 .zip(&self.b)
-                .map(|(row, b)| b + dot(row, x)),
+                .map(|(row, b)| b + crate::nn::host::lane_dot(row, x)),
         );
     }
-}
-
-/// Dot product with 8 independent accumulators, so the compiler can vectorise it (a single
-/// running sum is a serial chain of float additions it may not reorder).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// A loaded card: a batched [`Policy`], deterministic (`squash(mean)`) unless made stochastic.
