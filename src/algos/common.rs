@@ -357,9 +357,7 @@ impl Default for NetConfig {
 
 /// Adam with ε = `eps` (the references use PyTorch's / optax's 1e-8; burn's default is 1e-5).
 pub fn adam(eps: f64) -> burn::optim::ModuleOptimizer {
-    burn::optim::AdamConfig::new()
-        .with_epsilon(eps as f32)
-        .init()
+    nn::adam(eps, None)
 }
 
 impl NetConfig {

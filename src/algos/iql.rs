@@ -28,15 +28,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{
-    adam, scalar, soft_update, target_copy, BatchTensors, DataConfig, DataSpec, GaussianActor,
-    NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
+    adam, column, scalar, soft_update, target_copy, BatchTensors, DataConfig, DataSpec,
+    GaussianActor, NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
 };
 use super::{
     load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
 };
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
-use crate::nn::host::HostMlp;
+use crate::nn::host::{HostMlp, TrainingMlp};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -171,30 +171,46 @@ impl Iql {
 
     fn update_tensors(&mut self, b: BatchTensors, step: usize) -> Metrics {
         let cfg = &self.cfg;
-        let next_v = self.v.forward(b.next_obs.clone()).detach();
+        let device = &self.device;
+        let obs_act = Tensor::cat(vec![b.obs.clone(), b.act.clone()], 1);
 
         // 1. V: expectile regression onto the target twin's min.
-        let target_q = self.q_target.min(b.obs.clone(), b.act.clone()).detach();
-        let adv = target_q - self.v.forward(b.obs.clone());
+        let v = TrainingMlp::new(&self.v.net, device);
+        let next_v = column(v.eval(b.next_obs.clone()));
+        let [target_q1, target_q2] =
+            [&self.q_target.q1, &self.q_target.q2].map(|q| TrainingMlp::new(q, device));
+        let target_q = column(target_q1.eval(obs_act.clone()))
+            .min_pair(column(target_q2.eval(obs_act.clone())));
+        let adv = target_q - column(v.forward(b.obs.clone()));
         let weight = (adv.clone().lower_elem(0.0).float() * -1.0 + cfg.expectile).abs();
         let v_loss = (weight * adv.clone().powi_scalar(2)).mean();
-        let grads = GradientsParams::from_grads(v_loss.backward(), &self.v);
+        let mut grads = GradientsParams::new();
+        v.register_grads(&mut v_loss.backward(), &mut grads);
+        drop(v);
         self.v = self.v_optim.step(cfg.critic_lr, self.v.clone(), grads);
 
         // 2. Twin Q: regression onto r + γ (1 − d) V(s').
         let target = b.reward + (b.done * -1.0 + 1.0) * next_v * cfg.discount;
-        let (q1, q2) = self.q.both(b.obs.clone(), b.act.clone());
-        let q_loss = ((q1.clone() - target.clone()).powi_scalar(2).mean()
-            + (q2 - target).powi_scalar(2).mean())
+        let [q1, q2] = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, device));
+        let (q1_value, q2_value) = (
+            column(q1.forward(obs_act.clone())),
+            column(q2.forward(obs_act)),
+        );
+        let q_loss = ((q1_value.clone() - target.clone()).powi_scalar(2).mean()
+            + (q2_value - target).powi_scalar(2).mean())
             * 0.5;
-        let grads = GradientsParams::from_grads(q_loss.backward(), &self.q);
+        let mut grads = GradientsParams::new();
+        let mut q_grads = q_loss.backward();
+        q1.register_grads(&mut q_grads, &mut grads);
+        q2.register_grads(&mut q_grads, &mut grads);
+        drop((q1, q2));
         self.q = self.q_optim.step(cfg.critic_lr, self.q.clone(), grads);
         self.q_target = soft_update(self.q_target.clone(), &self.q, cfg.target_ema);
 
         let mut metrics = vec![
             ("v_loss", scalar(&v_loss)),
             ("q_loss", scalar(&q_loss)),
-            ("q_mean", scalar(&q1.mean())),
+            ("q_mean", scalar(&q1_value.mean())),
             ("adv_mean", scalar(&adv.clone().mean())),
         ];
 

@@ -67,7 +67,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::{Initializer, LinearConfig};
-use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -1016,11 +1016,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
             template,
             &device,
         )?;
-        let adam = || {
-            AdamConfig::new()
-                .with_epsilon(config.adam_eps as f32)
-                .init()
-        };
+        let adam = || crate::nn::adam(config.adam_eps, None);
         Ok(Self {
             optim: adam(),
             log_z_optim: adam(),

@@ -20,6 +20,7 @@
 //! the Gaussian step is not written twice; [`LeafEps`] is the training-side [`EpsModel`].
 
 use std::cell::RefCell;
+use std::ops::{AddAssign, Range};
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Tensor};
@@ -28,7 +29,7 @@ use super::model::{EpsModel, EpsNet};
 use super::schedule::NoiseSchedule;
 use crate::nn::host::{
     self, block_forward, gemm, BlockTape, HostMlp, HostNorm, LinearGrads, Mat, MlpGrads, MlpTape,
-    NormGrads,
+    NormGrads, Shards,
 };
 use crate::nn::{self, Activation};
 
@@ -56,6 +57,24 @@ impl EpsRows<'_> {
     fn state_of(&self, r: usize) -> usize {
         self.state.map_or(r, |s| s[r])
     }
+
+    /// The rows `rows` (with their own states when rows do not share them).
+    pub fn slice(&self, rows: Range<usize>) -> Self {
+        let states = match self.state {
+            Some(_) => self.states,
+            None => {
+                let obs_dim = self.states.len() / self.len().max(1);
+                &self.states[rows.start * obs_dim..rows.end * obs_dim]
+            }
+        };
+        let act_dim = self.x.len() / self.len().max(1);
+        EpsRows {
+            states,
+            state: self.state.map(|s| &s[rows.clone()]),
+            x: &self.x[rows.start * act_dim..rows.end * act_dim],
+            t: &self.t[rows],
+        }
+    }
 }
 
 /// The ε-network as plain buffers; see the module docs.
@@ -77,7 +96,7 @@ pub struct FusedEpsNet {
     activation: Activation,
     trunk: HostMlp,
     /// The last observation batch of [`FusedEpsNet::eps_slice`] and its first-layer state part.
-    state_cache: RefCell<(Vec<f32>, Vec<f32>)>,
+    state_cache: std::sync::Mutex<(Vec<f32>, Vec<f32>)>,
 }
 
 /// What [`FusedEpsNet::backward`] needs from [`FusedEpsNet::forward_tape`].
@@ -92,6 +111,17 @@ pub struct EpsGrads {
     time: Vec<f32>,
     norm: Option<NormGrads>,
     trunk: MlpGrads,
+}
+
+impl AddAssign for EpsGrads {
+    fn add_assign(&mut self, part: Self) {
+        self.input += part.input;
+        host::add_to(&mut self.time, &part.time);
+        if let (Some(norm), Some(part_norm)) = (self.norm.as_mut(), part.norm) {
+            *norm += part_norm;
+        }
+        self.trunk += part.trunk;
+    }
 }
 
 impl EpsGrads {
@@ -146,7 +176,7 @@ impl FusedEpsNet {
             first_norm: net.norm.as_ref().map(HostNorm::from_layer_norm),
             activation: net.activation,
             trunk: HostMlp::from_mlp(&net.trunk),
-            state_cache: RefCell::new((Vec::new(), Vec::new())),
+            state_cache: std::sync::Mutex::new((Vec::new(), Vec::new())),
         }
     }
 
@@ -171,7 +201,6 @@ impl FusedEpsNet {
         if let Some(&t) = rows.t.iter().find(|t| !(1..=steps).contains(*t)) {
             panic!("step {t} outside 1..={steps}");
         }
-        // Borrow the fields: the executor itself is not `Sync` (its state cache).
         let (time_bias, w_act) = (&self.time_bias, &self.w_act);
         let mut z = vec![0.0f32; rows.len() * w];
         host::par_rows(&mut z, w, |first, block| {
@@ -217,7 +246,7 @@ impl FusedEpsNet {
             t: &steps,
         };
         let mut z = {
-            let mut cache = self.state_cache.borrow_mut();
+            let mut cache = self.state_cache.lock().expect("state cache");
             if cache.0 != obs {
                 *cache = (obs.to_vec(), self.state_part(obs));
             }
@@ -372,7 +401,8 @@ pub struct LeafEps<'a> {
 
 struct Recorded {
     leaf: Tensor<2>,
-    tape: EpsTape,
+    shards: Shards,
+    tapes: Vec<EpsTape>,
     states: Vec<f32>,
     state: Option<Vec<usize>>,
     x: Vec<f32>,
@@ -392,11 +422,17 @@ impl<'a> LeafEps<'a> {
 
     /// Record a forward pass of `rows` and return ε̂ as a leaf `[n, act_dim]`.
     pub fn forward(&self, rows: &EpsRows<'_>) -> Tensor<2> {
-        let (out, tape) = self.fused.forward_tape(rows);
-        let leaf = host::leaf(&out, rows.len(), self.fused.act_dim, &self.device);
+        let shards = Shards::of(rows.len());
+        let fused = &self.fused;
+        let (outs, tapes): (Vec<_>, Vec<_>) = shards
+            .map(|_, part| fused.forward_tape(&rows.slice(part)))
+            .into_iter()
+            .unzip();
+        let leaf = host::leaf(&outs.concat(), rows.len(), self.fused.act_dim, &self.device);
         *self.recorded.borrow_mut() = Some(Recorded {
             leaf: leaf.clone(),
-            tape,
+            shards,
+            tapes,
             states: rows.states.to_vec(),
             state: rows.state.map(<[usize]>::to_vec),
             x: rows.x.to_vec(),
@@ -418,9 +454,12 @@ impl<'a> LeafEps<'a> {
             x: &rec.x,
             t: &rec.t,
         };
-        self.fused
-            .backward(&rec.tape, &rows, &d)
-            .register(self.net, into);
+        let (fused, ad) = (&self.fused, self.fused.act_dim);
+        let parts = rec.shards.map(|i, part| {
+            let d = &d[part.start * ad..part.end * ad];
+            fused.backward(&rec.tapes[i], &rows.slice(part), d)
+        });
+        host::sum_shards(parts).register(self.net, into);
     }
 }
 
@@ -574,7 +613,8 @@ mod tests {
             let device = Device::flex().autodiff();
             let (net, schedule, _) = net(act, ln, &device);
             let mut rng = ChaCha8Rng::seed_from_u64(3);
-            let n = 64;
+            // Enough rows for a shard per thread (uneven ones).
+            let n = 157;
             let obs = crate::diffusion::gaussian::normal_vec(&mut rng, n * 5);
             let a0 = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
             let weighting = LossWeighting::MinSnr(5.0);
@@ -631,6 +671,58 @@ mod tests {
                 assert!(max_diff(&a, &b) < 1e-5, "first LayerNorm gamma");
             }
         }
+    }
+
+    /// A sharded [`LeafEps`] pass (rows naming shared states, more rows than a shard) gives the
+    /// gradients of one unsharded backward pass over the whole batch.
+    #[test]
+    fn sharded_leaf_gradients_equal_one_pass() {
+        let device = Device::flex().autodiff();
+        let (net, schedule, _) = net(Activation::Gelu, true, &device);
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let states = crate::diffusion::gaussian::normal_vec(&mut rng, 4 * 5);
+        let n = 4 * 3 * 12; // 4 states × 3 trajectories × 12 rows (steps 1..=6 twice)
+        assert_eq!(Shards::of(n).count(), rayon::current_num_threads().min(2));
+        let x = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
+        let upstream = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
+        let state: Vec<usize> = (0..n).map(|r| (r % 12) / 3).collect();
+        let t: Vec<usize> = (0..n).map(|r| 1 + (r / 12) % 6).collect();
+        let rows = EpsRows {
+            states: &states,
+            state: Some(&state),
+            x: &x,
+            t: &t,
+        };
+        let leaf = LeafEps::new(&net, &schedule, &device);
+        let loss = (leaf.forward(&rows) * nn::tensor2(&upstream, n, 3, &device)).sum();
+        let mut sharded = GradientsParams::new();
+        leaf.gradients(&loss.backward(), &mut sharded);
+
+        let fused = FusedEpsNet::new(&net, &schedule);
+        let (_, tape) = fused.forward_tape(&rows);
+        let mut whole = GradientsParams::new();
+        fused
+            .backward(&tape, &rows, &upstream)
+            .register(&net, &mut whole);
+        for (p, what) in [
+            (&net.input.weight, "input weight"),
+            (&net.time.weight, "time weight"),
+            (&net.trunk.layers[0].weight, "trunk weight"),
+            (&net.trunk.output.weight, "output weight"),
+        ] {
+            let (a, b) = (
+                nn::to_vec(sharded.get::<2>(p.id).unwrap()),
+                nn::to_vec(whole.get::<2>(p.id).unwrap()),
+            );
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(&a, &b) < 1e-5 * scale, "{what}");
+        }
+        let bias = net.input.bias.as_ref().unwrap().id;
+        let (a, b) = (
+            nn::to_vec(sharded.get::<1>(bias).unwrap()),
+            nn::to_vec(whole.get::<1>(bias).unwrap()),
+        );
+        assert!(max_diff(&a, &b) < 1e-4, "input bias");
     }
 
     #[test]

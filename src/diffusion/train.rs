@@ -9,8 +9,7 @@
 //! the run's seed on stream `k`, so it is a function of the step: a resumed run draws exactly what
 //! the uninterrupted run would have (the minibatch sampler is made resumable by `fit`).
 
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -155,13 +154,10 @@ impl PriorConfig {
 
     /// Adam with this config's ε and optional gradient-norm clipping.
     pub fn optimizer(&self) -> ModuleOptimizer {
-        AdamConfig::new()
-            .with_epsilon(self.adam_eps as f32)
-            .with_grad_clipping(
-                (self.grad_clip_norm > 0.0)
-                    .then_some(GradientClippingConfig::Norm(self.grad_clip_norm as f32)),
-            )
-            .init()
+        crate::nn::adam(
+            self.adam_eps,
+            (self.grad_clip_norm > 0.0).then_some(self.grad_clip_norm as f32),
+        )
     }
 }
 

@@ -1,9 +1,11 @@
 //! Network building blocks shared by every model: one MLP, one time embedding.
 
+mod adam;
 pub mod host;
 mod mlp;
 mod time_embedding;
 
+pub use adam::{adam, HostAdam};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use time_embedding::FourierTimeEmbedding;
 
