@@ -34,9 +34,10 @@ use super::common::{
 use super::{
     load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
 };
+use crate::backend;
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
-use crate::nn::host::{HostMlp, TrainingMlp};
+use crate::nn::host::{self, HostMlp, TrainingMlp};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -173,38 +174,55 @@ impl Iql {
         let cfg = &self.cfg;
         let device = &self.device;
         let obs_act = Tensor::cat(vec![b.obs.clone(), b.act.clone()], 1);
+        let (reward, not_done) = (b.reward.clone(), b.done.clone() * -1.0 + 1.0);
 
-        // 1. V: expectile regression onto the target twin's min.
-        let v = TrainingMlp::new(&self.v.net, device);
-        let next_v = column(v.eval(b.next_obs.clone()));
-        let [target_q1, target_q2] =
-            [&self.q_target.q1, &self.q_target.q2].map(|q| TrainingMlp::new(q, device));
-        let target_q = column(target_q1.eval(obs_act.clone()))
-            .min_pair(column(target_q2.eval(obs_act.clone())));
-        let adv = target_q - column(v.forward(b.obs.clone()));
-        let weight = (adv.clone().lower_elem(0.0).float() * -1.0 + cfg.expectile).abs();
-        let v_loss = (weight * adv.clone().powi_scalar(2)).mean();
-        let mut grads = GradientsParams::new();
-        v.register_grads(&mut v_loss.backward(), &mut grads);
-        drop(v);
-        self.v = self.v_optim.step(cfg.critic_lr, self.v.clone(), grads);
-
-        // 2. Twin Q: regression onto r + γ (1 − d) V(s').
-        let target = b.reward + (b.done * -1.0 + 1.0) * next_v * cfg.discount;
-        let [q1, q2] = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, device));
-        let (q1_value, q2_value) = (
-            column(q1.forward(obs_act.clone())),
-            column(q2.forward(obs_act)),
+        // The V and twin-Q updates are independent but for V(s') (from before V's update, as
+        // CORL), which the V task computes first and hands over: on the CPU each task runs on a
+        // thread of its own.
+        let (v_optim, q_optim) = (&mut self.v_optim, &mut self.q_optim);
+        let (next_v_tx, next_v_rx) = std::sync::mpsc::channel();
+        let (v_step, q_step) = host::join(
+            backend::host_kernels(device),
+            || {
+                let v = TrainingMlp::new(&self.v.net, device);
+                let next_v = column(v.eval(b.next_obs.clone()));
+                next_v_tx.send(next_v).expect("the Q task waits for V(s')");
+                // 1. V: expectile regression onto the target twin's min.
+                let [target_q1, target_q2] =
+                    [&self.q_target.q1, &self.q_target.q2].map(|q| TrainingMlp::new(q, device));
+                let target_q = column(target_q1.eval(obs_act.clone()))
+                    .min_pair(column(target_q2.eval(obs_act.clone())));
+                let adv = target_q - column(v.forward(b.obs.clone()));
+                let weight = (adv.clone().lower_elem(0.0).float() * -1.0 + cfg.expectile).abs();
+                let v_loss = (weight * adv.clone().powi_scalar(2)).mean();
+                let mut grads = GradientsParams::new();
+                v.register_grads(&mut v_loss.backward(), &mut grads);
+                let updated = v_optim.step(cfg.critic_lr, self.v.clone(), grads);
+                (updated, v_loss, adv)
+            },
+            || {
+                // 2. Twin Q: regression onto r + γ (1 − d) V(s').
+                let [q1, q2] = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, device));
+                let (q1_value, q2_value) = (
+                    column(q1.forward(obs_act.clone())),
+                    column(q2.forward(obs_act.clone())),
+                );
+                let next_v_rx = next_v_rx; // moved in: a receiver is not shared between threads
+                let next_v = next_v_rx.recv().expect("the V task sends V(s')");
+                let target = reward + not_done * next_v * cfg.discount;
+                let q_loss = ((q1_value.clone() - target.clone()).powi_scalar(2).mean()
+                    + (q2_value - target.clone()).powi_scalar(2).mean())
+                    * 0.5;
+                let mut grads = GradientsParams::new();
+                let mut q_grads = q_loss.backward();
+                q1.register_grads(&mut q_grads, &mut grads);
+                q2.register_grads(&mut q_grads, &mut grads);
+                let updated = q_optim.step(cfg.critic_lr, self.q.clone(), grads);
+                (updated, q_loss, q1_value)
+            },
         );
-        let q_loss = ((q1_value.clone() - target.clone()).powi_scalar(2).mean()
-            + (q2_value - target).powi_scalar(2).mean())
-            * 0.5;
-        let mut grads = GradientsParams::new();
-        let mut q_grads = q_loss.backward();
-        q1.register_grads(&mut q_grads, &mut grads);
-        q2.register_grads(&mut q_grads, &mut grads);
-        drop((q1, q2));
-        self.q = self.q_optim.step(cfg.critic_lr, self.q.clone(), grads);
+        let ((v, v_loss, adv), (q, q_loss, q1_value)) = (v_step, q_step);
+        (self.v, self.q) = (v, q);
         self.q_target = soft_update(self.q_target.clone(), &self.q, cfg.target_ema);
 
         let mut metrics = vec![

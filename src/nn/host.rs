@@ -238,9 +238,14 @@ pub struct Shards(Vec<Range<usize>>);
 
 impl Shards {
     /// The shards of `rows` rows: one per thread, at least [`MIN_SHARD_ROWS`] rows each (one
-    /// shard when the batch is smaller).
+    /// shard when the batch is smaller, or inside [`join`]'s tasks).
     pub fn of(rows: usize) -> Self {
-        let count = (rows / MIN_SHARD_ROWS).clamp(1, rayon::current_num_threads());
+        let threads = if on_one_thread() {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
+        let count = (rows / MIN_SHARD_ROWS).clamp(1, threads);
         let per = rows.div_ceil(count);
         Self(
             (0..count)
@@ -266,6 +271,20 @@ impl Shards {
             .enumerate()
             .map(|(i, rows)| on_this_thread(|| f(i, rows.clone())))
             .collect()
+    }
+}
+
+/// Two independent parts of a training step: with `parallel`, at once, each on a thread of its
+/// own with its kernels unsplit (like a [`Shards`] shard); otherwise one after the other.
+pub fn join<A: Send, B: Send>(
+    parallel: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if parallel {
+        rayon::join(|| on_this_thread(a), || on_this_thread(b))
+    } else {
+        (a(), b())
     }
 }
 
