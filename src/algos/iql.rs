@@ -223,7 +223,15 @@ impl Iql {
         );
         let ((v, v_loss, adv), (q, q_loss, q1_value)) = (v_step, q_step);
         (self.v, self.q) = (v, q);
-        self.q_target = soft_update(self.q_target.clone(), &self.q, cfg.target_ema);
+        let (target_q1, target_q2) = host::join(
+            backend::host_kernels(device),
+            || soft_update(self.q_target.q1.clone(), &self.q.q1, cfg.target_ema),
+            || soft_update(self.q_target.q2.clone(), &self.q.q2, cfg.target_ema),
+        );
+        self.q_target = TwinQ {
+            q1: target_q1,
+            q2: target_q2,
+        };
 
         let mut metrics = vec![
             ("v_loss", scalar(&v_loss)),
