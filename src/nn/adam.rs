@@ -13,7 +13,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{
     Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::host;
@@ -59,7 +59,8 @@ impl Optimizer for HostAdam {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let device = tensor.device();
-        if device.clone().without_autodiff() != Device::flex() {
+        let f32_params = tensor.dtype() == DType::F32 && grad.dtype() == DType::F32;
+        if device.clone().without_autodiff() != Device::flex() || !f32_params {
             return self.reference.step(lr, tensor, grad, state);
         }
         let shape = tensor.shape();
@@ -79,21 +80,12 @@ impl Optimizer for HostAdam {
         let mut param = tensor.into_data();
         let grad = grad.into_data();
         let update = Update::at(time, self.epsilon, lr as f32);
-        let slices = (
-            param.as_mut_slice::<f32>(),
-            grad.as_slice::<f32>(),
-            moment_1.as_mut_slice::<f32>(),
-            moment_2.as_mut_slice::<f32>(),
-        );
-        let (Ok(p), Ok(g), Ok(m1), Ok(m2)) = slices else {
-            // Not f32: burn's own arithmetic.
-            return self.reference.step(
-                lr,
-                Tensor::from_data(param, &device),
-                Tensor::from_data(grad, &device),
-                None,
-            );
-        };
+        // f32 data from tensors (checked above) and the zeros made here: aligned f32 buffers.
+        let as_f32 = "f32 buffers";
+        let p = param.as_mut_slice::<f32>().expect(as_f32);
+        let g = grad.as_slice::<f32>().expect(as_f32);
+        let m1 = moment_1.as_mut_slice::<f32>().expect(as_f32);
+        let m2 = moment_2.as_mut_slice::<f32>().expect(as_f32);
         if p.len() >= PARALLEL_ELEMS {
             let chunk = p.len().div_ceil(4 * rayon::current_num_threads());
             p.par_chunks_mut(chunk)
