@@ -20,9 +20,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use crate::backend;
 use crate::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
-use crate::nn::{self, Mlp, MlpConfig};
+use crate::nn::{self, host, Mlp, MlpConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Data spec
@@ -463,6 +464,18 @@ impl TwinQ {
     pub fn min(&self, obs: Tensor<2>, act: Tensor<2>) -> Tensor<1> {
         let (a, b) = self.both(obs, act);
         a.min_pair(b)
+    }
+
+    /// This twin as a target network moved towards `source` by [`soft_update`]; on the CPU the
+    /// two networks are blended at once, one per thread (each tensor alone is too small to split).
+    pub fn soft_update(self, source: &TwinQ, tau: f64) -> TwinQ {
+        let on_host = backend::host_kernels(&self.q1.output.weight.val().device());
+        let (q1, q2) = host::join(
+            on_host,
+            || soft_update(self.q1, &source.q1, tau),
+            || soft_update(self.q2, &source.q2, tau),
+        );
+        TwinQ { q1, q2 }
     }
 }
 

@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 
 use super::common::{
     adam, column, gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
-    soft_update, target_copy, uniform, xavier_output, DataConfig, DataSpec, NetConfig, RewardNorm,
-    RngState, TwinQ,
+    target_copy, uniform, xavier_output, DataConfig, DataSpec, NetConfig, RewardNorm, RngState,
+    TwinQ,
 };
 use super::{
     load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
@@ -354,7 +354,10 @@ impl OfflineAlgorithm for Cql {
         self.critic = self
             .critic_optim
             .step(cfg.critic_lr, self.critic.clone(), grads);
-        self.critic_target = soft_update(self.critic_target.clone(), &self.critic, cfg.target_ema);
+        self.critic_target = self
+            .critic_target
+            .clone()
+            .soft_update(&self.critic, cfg.target_ema);
         Ok(metrics)
     }
 

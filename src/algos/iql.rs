@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{
-    adam, column, scalar, soft_update, target_copy, BatchTensors, DataConfig, DataSpec,
-    GaussianActor, NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
+    adam, column, scalar, target_copy, BatchTensors, DataConfig, DataSpec, GaussianActor,
+    NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
 };
 use super::{
     load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
@@ -223,15 +223,7 @@ impl Iql {
         );
         let ((v, v_loss, adv), (q, q_loss, q1_value)) = (v_step, q_step);
         (self.v, self.q) = (v, q);
-        let (target_q1, target_q2) = host::join(
-            backend::host_kernels(device),
-            || soft_update(self.q_target.q1.clone(), &self.q.q1, cfg.target_ema),
-            || soft_update(self.q_target.q2.clone(), &self.q.q2, cfg.target_ema),
-        );
-        self.q_target = TwinQ {
-            q1: target_q1,
-            q2: target_q2,
-        };
+        self.q_target = self.q_target.clone().soft_update(&self.q, cfg.target_ema);
 
         let mut metrics = vec![
             ("v_loss", scalar(&v_loss)),

@@ -173,8 +173,10 @@ impl OfflineAlgorithm for Td3Bc {
             self.actor = self
                 .actor_optim
                 .step(cfg.actor_lr, self.actor.clone(), grads);
-            self.critic_target =
-                soft_update(self.critic_target.clone(), &self.critic, cfg.target_ema);
+            self.critic_target = self
+                .critic_target
+                .clone()
+                .soft_update(&self.critic, cfg.target_ema);
             self.actor_target = soft_update(self.actor_target.clone(), &self.actor, cfg.target_ema);
             metrics.push(("actor_loss", scalar(&actor_loss)));
             metrics.push(("bc_mse", scalar(&bc)));

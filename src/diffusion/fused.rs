@@ -29,7 +29,7 @@ use super::model::{EpsModel, EpsNet};
 use super::schedule::NoiseSchedule;
 use crate::nn::host::{
     self, block_forward, gemm, BlockTape, HostMlp, HostNorm, LinearGrads, Mat, MlpGrads, MlpTape,
-    NormGrads, Shards,
+    NormGrads, ShardedLeaf,
 };
 use crate::nn::{self, Activation};
 
@@ -400,9 +400,7 @@ pub struct LeafEps<'a> {
 }
 
 struct Recorded {
-    leaf: Tensor<2>,
-    shards: Shards,
-    tapes: Vec<EpsTape>,
+    pass: ShardedLeaf<EpsTape>,
     states: Vec<f32>,
     state: Option<Vec<usize>>,
     x: Vec<f32>,
@@ -422,17 +420,13 @@ impl<'a> LeafEps<'a> {
 
     /// Record a forward pass of `rows` and return ε̂ as a leaf `[n, act_dim]`.
     pub fn forward(&self, rows: &EpsRows<'_>) -> Tensor<2> {
-        let shards = Shards::of(rows.len());
         let fused = &self.fused;
-        let (outs, tapes): (Vec<_>, Vec<_>) = shards
-            .map(|_, part| fused.forward_tape(&rows.slice(part)))
-            .into_iter()
-            .unzip();
-        let leaf = host::leaf(&outs.concat(), rows.len(), self.fused.act_dim, &self.device);
+        let pass = ShardedLeaf::record(rows.len(), fused.act_dim, &self.device, |part| {
+            fused.forward_tape(&rows.slice(part))
+        });
+        let leaf = pass.leaf();
         *self.recorded.borrow_mut() = Some(Recorded {
-            leaf: leaf.clone(),
-            shards,
-            tapes,
+            pass,
             states: rows.states.to_vec(),
             state: rows.state.map(<[usize]>::to_vec),
             x: rows.x.to_vec(),
@@ -447,19 +441,18 @@ impl<'a> LeafEps<'a> {
         let Some(rec) = self.recorded.borrow_mut().take() else {
             return;
         };
-        let d = host::leaf_grad(&rec.leaf, grads);
         let rows = EpsRows {
             states: &rec.states,
             state: rec.state.as_deref(),
             x: &rec.x,
             t: &rec.t,
         };
-        let (fused, ad) = (&self.fused, self.fused.act_dim);
-        let parts = rec.shards.map(|i, part| {
-            let d = &d[part.start * ad..part.end * ad];
-            fused.backward(&rec.tapes[i], &rows.slice(part), d)
-        });
-        host::sum_shards(parts).register(self.net, into);
+        let fused = &self.fused;
+        rec.pass
+            .backward(grads, |tape, part, d| {
+                fused.backward(tape, &rows.slice(part), d)
+            })
+            .register(self.net, into);
     }
 }
 
@@ -682,7 +675,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(8);
         let states = crate::diffusion::gaussian::normal_vec(&mut rng, 4 * 5);
         let n = 4 * 3 * 12; // 4 states × 3 trajectories × 12 rows (steps 1..=6 twice)
-        assert_eq!(Shards::of(n).count(), rayon::current_num_threads().min(2));
+        assert_eq!(
+            host::Shards::of(n).count(),
+            rayon::current_num_threads().min(2)
+        );
         let x = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
         let upstream = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
         let state: Vec<usize> = (0..n).map(|r| (r % 12) / 3).collect();

@@ -288,17 +288,6 @@ pub fn join<A: Send, B: Send>(
     }
 }
 
-/// The sum of per-shard gradients, added in shard order (the same sum on every run).
-pub fn sum_shards<G: AddAssign>(parts: Vec<G>) -> G {
-    parts
-        .into_iter()
-        .reduce(|mut total, part| {
-            total += part;
-            total
-        })
-        .expect("at least one shard")
-}
-
 /// Lanes of the partial sums below: independent accumulators let the compiler use whole
 /// vectors (one running sum would be a chain of dependent scalar adds).
 const LANES: usize = 16;
@@ -1004,6 +993,64 @@ pub fn leaf_grad(leaf: &Tensor<2>, grads: &Gradients) -> Vec<f32> {
     }
 }
 
+/// A forward pass run in [`Shards`] and entered into the autodiff graph as one [`leaf`], each
+/// shard's tape kept for its backward pass.
+pub struct ShardedLeaf<T> {
+    leaf: Tensor<2>,
+    cols: usize,
+    shards: Shards,
+    tapes: Vec<T>,
+}
+
+impl<T: Send + Sync> ShardedLeaf<T> {
+    /// `forward(rows)` — the output (`[rows, cols]`) and the tape — for each shard of `n` rows;
+    /// the outputs, in order, become a leaf on `device`.
+    pub fn record(
+        n: usize,
+        cols: usize,
+        device: &Device,
+        forward: impl Fn(Range<usize>) -> (Vec<f32>, T) + Sync,
+    ) -> Self {
+        let shards = Shards::of(n);
+        let (outs, tapes): (Vec<_>, Vec<_>) =
+            shards.map(|_, rows| forward(rows)).into_iter().unzip();
+        Self {
+            leaf: leaf(&outs.concat(), n, cols, device),
+            cols,
+            shards,
+            tapes,
+        }
+    }
+
+    /// The recorded output (a leaf: write the loss on it).
+    pub fn leaf(&self) -> Tensor<2> {
+        self.leaf.clone()
+    }
+
+    /// After `loss.backward()`: `backward(tape, rows, d)` for each shard, `d` its rows of the
+    /// leaf's gradient; the shards' parameter gradients summed in shard order (the same sum on
+    /// every run).
+    pub fn backward<G: AddAssign + Send>(
+        &self,
+        grads: &Gradients,
+        backward: impl Fn(&T, Range<usize>, &[f32]) -> G + Sync,
+    ) -> G {
+        let d = leaf_grad(&self.leaf, grads);
+        let cols = self.cols;
+        self.shards
+            .map(|i, rows| {
+                let d = &d[rows.start * cols..rows.end * cols];
+                backward(&self.tapes[i], rows, d)
+            })
+            .into_iter()
+            .reduce(|mut total, part| {
+                total += part;
+                total
+            })
+            .expect("at least one shard")
+    }
+}
+
 /// An [`Mlp`] inside one training step. On the CPU backend ([`crate::backend::host_kernels`])
 /// its passes run on the host, [`Shards`] of the batch on their own threads, and a recorded
 /// forward pass enters the autodiff graph as a [`leaf`]; elsewhere it is burn's module. The loss
@@ -1011,13 +1058,7 @@ pub fn leaf_grad(leaf: &Tensor<2>, grads: &Gradients) -> Vec<f32> {
 pub struct TrainingMlp<'a> {
     mlp: &'a Mlp,
     host: Option<HostMlp>,
-    recorded: RefCell<Option<RecordedPass>>,
-}
-
-struct RecordedPass {
-    leaf: Tensor<2>,
-    shards: Shards,
-    tapes: Vec<MlpTape>,
+    recorded: RefCell<Option<ShardedLeaf<MlpTape>>>,
 }
 
 impl<'a> TrainingMlp<'a> {
@@ -1038,19 +1079,11 @@ impl<'a> TrainingMlp<'a> {
         };
         let (device, [n, d_in]) = (x.device(), x.dims());
         let x = super::to_vec(x);
-        let shards = Shards::of(n);
-        let (outs, tapes): (Vec<_>, Vec<_>) = shards
-            .map(|_, rows| {
-                host.forward_tape(x[rows.start * d_in..rows.end * d_in].to_vec(), rows.len())
-            })
-            .into_iter()
-            .unzip();
-        let leaf = leaf(&outs.concat(), n, host.d_out(), &device);
-        *self.recorded.borrow_mut() = Some(RecordedPass {
-            leaf: leaf.clone(),
-            shards,
-            tapes,
+        let pass = ShardedLeaf::record(n, host.d_out(), &device, |rows| {
+            host.forward_tape(x[rows.start * d_in..rows.end * d_in].to_vec(), rows.len())
         });
+        let leaf = pass.leaf();
+        *self.recorded.borrow_mut() = Some(pass);
         leaf
     }
 
@@ -1072,17 +1105,14 @@ impl<'a> TrainingMlp<'a> {
         if self.host.is_none() {
             return self.mlp.visit(&mut TakeGradients { grads, into });
         }
-        let (Some(host), Some(rec)) = (&self.host, self.recorded.borrow_mut().take()) else {
+        let (Some(host), Some(pass)) = (&self.host, self.recorded.borrow_mut().take()) else {
             return;
         };
-        let d = leaf_grad(&rec.leaf, grads);
-        let d_out = host.d_out();
-        let parts = rec.shards.map(|i, rows| {
-            let d = &d[rows.start * d_out..rows.end * d_out];
-            let (_, g) = host.backward(&rec.tapes[i], d, false, true);
+        pass.backward(grads, |tape, _, d| {
+            let (_, g) = host.backward(tape, d, false, true);
             g.expect("parameter gradients")
-        });
-        sum_shards(parts).register(self.mlp, into);
+        })
+        .register(self.mlp, into);
     }
 }
 
