@@ -564,12 +564,13 @@ mod tests {
     }
 
     /// Known answer: on the chain, learned V(k) and Q(k, a) match the analytic expectile values
-    /// (backward induction through γ) within 0.05 (rewards are O(1)); for τ = 0.9 V(k) sits well
-    /// above the mean and below the max of the in-support Q, as analytic.
+    /// (backward induction through γ) within 0.01 (rewards are O(1)); for τ = 0.9 V(k) sits well
+    /// above the mean and below the max of the in-support Q, as analytic. 5000 full-batch steps:
+    /// at 2500 the τ = 0.9 expectile V is still 0.009–0.014 short of converged.
     #[test]
     fn critic_matches_analytic_expectile_values_on_a_chain() {
         for tau in [0.7, 0.9] {
-            let iql = train_chain(test_config(tau, 2500), 1);
+            let iql = train_chain(test_config(tau, 5000), 1);
             let (q, v) = critic_values(&iql.critic());
             let (q_star, v_star) = analytic(tau);
             for k in 0..3 {
