@@ -20,6 +20,7 @@
 //! the Gaussian step is not written twice; [`LeafEps`] is the training-side [`EpsModel`].
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::{AddAssign, Range};
 
 use burn::optim::GradientsParams;
@@ -183,14 +184,10 @@ impl FusedEpsNet {
     /// `states · W_s`: `[n_states, width]`.
     fn state_part(&self, states: &[f32]) -> Vec<f32> {
         let n = states.len() / self.obs_dim;
-        let mut out = vec![0.0f32; n * self.width];
-        gemm(
-            &mut out,
+        host::product(
             Mat::new(states, n, self.obs_dim),
             Mat::new(&self.w_obs, self.obs_dim, self.width),
-            false,
-        );
-        out
+        )
     }
 
     /// First-layer pre-activations `[n, width]`: state part + time part (with the bias) +
@@ -202,8 +199,7 @@ impl FusedEpsNet {
             panic!("step {t} outside 1..={steps}");
         }
         let (time_bias, w_act) = (&self.time_bias, &self.w_act);
-        let mut z = vec![0.0f32; rows.len() * w];
-        host::par_rows(&mut z, w, |first, block| {
+        let fill = |first: usize, block: &mut [MaybeUninit<f32>]| {
             for (i, row) in block.chunks_exact_mut(w).enumerate() {
                 let r = first + i;
                 let (s, t) = (rows.state_of(r), rows.t[r]);
@@ -214,8 +210,9 @@ impl FusedEpsNet {
                 let x = &rows.x[r * ad..(r + 1) * ad];
                 first_layer_row(row, state, time, x, w_act);
             }
-        });
-        z
+        };
+        // SAFETY: `first_layer_row` writes every element of each row.
+        unsafe { host::new_rows(rows.len(), w, fill) }
     }
 
     /// ε̂ for `rows` (inference).
@@ -228,6 +225,7 @@ impl FusedEpsNet {
         block_forward(
             z,
             self.width,
+            None,
             self.first_norm.as_ref(),
             self.activation,
             None,
@@ -263,6 +261,7 @@ impl FusedEpsNet {
         block_forward(
             &mut z,
             self.width,
+            None,
             self.first_norm.as_ref(),
             self.activation,
             Some(&mut first),
@@ -339,17 +338,27 @@ impl FusedEpsNet {
     }
 }
 
-/// `row = state + time + Σ_k x_k · W_x[k]`.
-fn first_layer_row(row: &mut [f32], state: &[f32], time: &[f32], x: &[f32], w_act: &[f32]) {
+/// `row = state + time + Σ_k x_k · W_x[k]`, writing every element of `row`.
+fn first_layer_row(
+    row: &mut [MaybeUninit<f32>],
+    state: &[f32],
+    time: &[f32],
+    x: &[f32],
+    w_act: &[f32],
+) {
     let w = row.len();
-    host::simd!({
-        for ((v, s), t) in row.iter_mut().zip(state).zip(time) {
-            *v = s + t;
-        }
-        for (k, &xv) in x.iter().enumerate() {
-            for (v, wv) in row.iter_mut().zip(&w_act[k * w..(k + 1) * w]) {
-                *v += xv * wv;
-            }
+    assert!(
+        state.len() == w && time.len() == w,
+        "first-layer row widths differ"
+    );
+    host::simd!(for ((v, s), t) in row.iter_mut().zip(state).zip(time) {
+        v.write(s + t);
+    });
+    // SAFETY: every element was written just above (the lengths are equal, asserted).
+    let row = unsafe { &mut *(std::ptr::from_mut(row) as *mut [f32]) };
+    host::simd!(for (k, &xv) in x.iter().enumerate() {
+        for (v, wv) in row.iter_mut().zip(&w_act[k * w..(k + 1) * w]) {
+            *v += xv * wv;
         }
     })
 }

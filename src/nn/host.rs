@@ -13,6 +13,7 @@
 //! forward and autodiff to float rounding (tested at 1e-5).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::{AddAssign, Range};
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -96,15 +97,46 @@ const PARALLEL_MACS: usize = 1 << 21;
 
 /// `out = a · b`, or `out += a · b` with `accumulate`; `out` is row-major `[m, n]`.
 pub fn gemm(out: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    let ((m, _), (_, n)) = (a.shape(), b.shape());
+    assert_eq!(out.len(), m * n, "output is not [{m}, {n}]");
+    // SAFETY: `out` holds m × n initialised elements (asserted) and, being a unique borrow,
+    // aliases neither input.
+    unsafe { gemm_raw(out.as_mut_ptr(), a, b, accumulate) }
+}
+
+/// `a · b` in a new row-major `[m, n]` buffer. The product is written straight into fresh
+/// memory: no zero-fill first (a whole extra pass over the output at the training shapes).
+pub fn product(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
+    let ((m, k), (_, n)) = (a.shape(), b.shape());
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: the buffer has room for m × n elements; with k > 0 and `accumulate` false the
+    // GEMM writes every one of them without reading any (its destination is never read when
+    // not accumulating), so all are initialised when the length is set.
+    unsafe {
+        gemm_raw(out.spare_capacity_mut().as_mut_ptr().cast(), a, b, false);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `out (+)= a · b` through a pointer to row-major `[m, n]` storage.
+///
+/// # Safety
+/// `out` must be valid for writes of m × n elements (and reads, with `accumulate`) and alias
+/// neither input.
+unsafe fn gemm_raw(out: *mut f32, a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     let ((m, k), (k2, n)) = (a.shape(), b.shape());
     assert_eq!(k, k2, "inner dimensions differ");
-    assert_eq!(out.len(), m * n, "output is not [{m}, {n}]");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            out.fill(0.0);
+            // SAFETY: valid for m × n writes (the caller's contract).
+            unsafe { std::ptr::write_bytes(out, 0, m * n) };
         }
         return;
     }
@@ -115,14 +147,13 @@ pub fn gemm(out: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     };
     let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
     // SAFETY: `Mat::new` checked that each buffer holds its rows × cols elements and the strides
-    // describe exactly that layout (or its transpose); `out` holds m × n elements (asserted) and,
-    // being a unique borrow, aliases neither input.
+    // describe exactly that layout (or its transpose); `out` is the caller's m × n buffer.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             n as isize,
             accumulate,
@@ -149,6 +180,14 @@ fn add_column_sums(out: &mut [f32], x: &[f32], cols: usize) {
     }
 }
 
+/// `row += b` for every row of `block` (rows of `b.len()`).
+#[inline]
+fn add_rows(block: &mut [f32], b: &[f32]) {
+    for row in block.chunks_exact_mut(b.len()) {
+        add_to(row, b);
+    }
+}
+
 /// `dst += src`, element-wise.
 #[inline]
 pub fn add_to(dst: &mut [f32], src: &[f32]) {
@@ -162,13 +201,30 @@ const PARALLEL_ELEMS: usize = 1 << 15;
 /// Runs `f(first_row, block)` over blocks of whole rows of `z` (rows of `width`), on rayon's
 /// pool when `z` is large. The GEMMs already use every core; without this the LayerNorm,
 /// activation and bias passes between them ran on one.
-pub(crate) fn par_rows(z: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn par_rows<T: Send>(z: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let Some(per_task) = rows_per_task(z.len() / width.max(1), width) else {
         return f(0, z);
     };
     z.par_chunks_mut(per_task * width)
         .enumerate()
         .for_each(|(i, block)| f(i * per_task, block));
+}
+
+/// A new row-major `[rows, width]` buffer whose rows `f(first_row, block)` writes (on the pool
+/// when large, as [`par_rows`]), with no zero-fill before.
+///
+/// # Safety
+/// `f` must initialise every element of each block it is given.
+pub(crate) unsafe fn new_rows(
+    rows: usize,
+    width: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * width);
+    par_rows(&mut out.spare_capacity_mut()[..rows * width], width, f);
+    // SAFETY: `f` initialised every element (the caller's contract).
+    unsafe { out.set_len(rows * width) };
+    out
 }
 
 /// Rows per task of a pass over `rows` rows of `width`, or `None` when the pass should stay on
@@ -480,18 +536,20 @@ impl HostLinear {
 
     /// `x · W (+ b)` for `n` rows.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        // The bias goes in first and the product is accumulated onto it: one pass fewer.
-        let mut out = match &self.b {
-            Some(b) => b.repeat(n),
-            None => vec![0.0f32; n * self.d_out],
-        };
-        gemm(
-            &mut out,
+        let mut out = self.product(x, n);
+        if let Some(b) = &self.b {
+            par_rows(&mut out, self.d_out, |_, block| simd!(add_rows(block, b)));
+        }
+        out
+    }
+
+    /// `x · W` for `n` rows, without the bias: [`block_forward`] adds it while it has each row in
+    /// cache anyway.
+    pub fn product(&self, x: &[f32], n: usize) -> Vec<f32> {
+        product(
             Mat::new(x, n, self.d_in),
             Mat::new(&self.w, self.d_in, self.d_out),
-            self.b.is_some(),
-        );
-        out
+        )
     }
 
     /// Parameter gradients from the layer's input `x` and the gradient `dz` at its output.
@@ -513,14 +571,10 @@ impl HostLinear {
 
     /// The gradient at the layer's input, `dz · Wᵀ`.
     fn input_grad(&self, dz: &[f32], n: usize) -> Vec<f32> {
-        let mut dx = vec![0.0f32; n * self.d_in];
-        gemm(
-            &mut dx,
+        product(
             Mat::new(dz, n, self.d_out),
             Mat::new(&self.w, self.d_in, self.d_out).t(),
-            false,
-        );
-        dx
+        )
     }
 }
 
@@ -569,32 +623,40 @@ fn keeps_input(act: Activation) -> bool {
     !matches!(act, Activation::Relu)
 }
 
-/// A hidden block after its linear layer, in place on `z` (`[n, width]`): LayerNorm (when
-/// given), then the activation. Fills `tape` when given. Each row is normalised, recorded and
+/// A hidden block after its linear layer's product, in place on `z` (`[n, width]`): the bias
+/// and LayerNorm (each when given), then the activation. Fills `tape` when given. Each row is normalised, recorded and
 /// activated while it is in cache: one pass over memory.
 pub fn block_forward(
     z: &mut [f32],
     width: usize,
+    bias: Option<&[f32]>,
     norm: Option<&HostNorm>,
     act: Activation,
     tape: Option<&mut BlockTape>,
 ) {
     let rows = z.len() / width;
+    let add_bias = |row: &mut [f32]| {
+        if let Some(b) = bias {
+            add_to(row, b);
+        }
+    };
     match (norm, tape) {
         (Some(norm), None) => par_rows(z, width, |_, block| {
             for row in block.chunks_exact_mut(width) {
+                simd!(add_bias(row));
                 simd!(normalize_row(row));
                 norm.apply(row);
             }
             activate(act, block);
         }),
         (Some(norm), Some(tape)) => {
-            let mut xhat = vec![0.0f32; z.len()];
+            // x̂ is written row by row below: no zero-fill first.
+            let mut xhat = Vec::with_capacity(z.len());
             let mut rstd = vec![0.0f32; rows];
             par_rows_with(
                 z,
                 width,
-                &mut xhat,
+                &mut xhat.spare_capacity_mut()[..rows * width],
                 width,
                 &mut rstd,
                 |block, xhat, rstd| {
@@ -602,22 +664,34 @@ pub fn block_forward(
                         .chunks_exact_mut(width)
                         .zip(xhat.chunks_exact_mut(width));
                     for ((row, xhat), inv) in rows.zip(rstd) {
+                        simd!(add_bias(row));
                         *inv = simd!(normalize_row(row)).0;
-                        xhat.copy_from_slice(row);
+                        simd!(xhat.iter_mut().zip(&*row).for_each(|(d, v)| {
+                            d.write(*v);
+                        }));
                         norm.apply(row);
                     }
                     activate(act, block);
                 },
             );
+            // SAFETY: the blocks cover all rows × width elements, each written above.
+            unsafe { xhat.set_len(rows * width) };
             tape.xhat = xhat;
             tape.rstd = rstd;
         }
-        (None, tape) => {
-            if let Some(tape) = tape.filter(|_| keeps_input(act)) {
-                tape.pre = z.to_vec();
+        (None, Some(tape)) if keeps_input(act) => {
+            if let Some(b) = bias {
+                par_rows(z, width, |_, block| simd!(add_rows(block, b)));
             }
+            tape.pre = z.to_vec();
             par_rows(z, width, |_, block| activate(act, block));
         }
+        (None, _) => par_rows(z, width, |_, block| {
+            if let Some(b) = bias {
+                simd!(add_rows(block, b));
+            }
+            activate(act, block);
+        }),
     }
 }
 
@@ -827,10 +901,11 @@ impl MlpTape {
 /// The rows `rows` of a row-major buffer of `n` rows (empty stays empty).
 fn gather_rows(x: &[f32], n: usize, rows: &[usize]) -> Vec<f32> {
     let width = x.len() / n.max(1);
-    rows.iter()
-        .flat_map(|&r| &x[r * width..(r + 1) * width])
-        .copied()
-        .collect()
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &r in rows {
+        out.extend_from_slice(&x[r * width..(r + 1) * width]);
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -897,8 +972,16 @@ impl HostMlp {
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut h: Option<Vec<f32>> = None;
         for (linear, norm) in &self.hidden {
-            let mut z = linear.forward(h.as_deref().unwrap_or(x), n);
-            block_forward(&mut z, linear.d_out, norm.as_ref(), self.activation, None);
+            let mut z = linear.product(h.as_deref().unwrap_or(x), n);
+            let bias = linear.b.as_deref();
+            block_forward(
+                &mut z,
+                linear.d_out,
+                bias,
+                norm.as_ref(),
+                self.activation,
+                None,
+            );
             h = Some(z);
         }
         self.output.forward(h.as_deref().unwrap_or(x), n)
@@ -909,11 +992,12 @@ impl HostMlp {
         let mut inputs = vec![x];
         let mut blocks = Vec::with_capacity(self.hidden.len());
         for (linear, norm) in &self.hidden {
-            let mut z = linear.forward(inputs.last().expect("input"), n);
+            let mut z = linear.product(inputs.last().expect("input"), n);
             let mut tape = BlockTape::default();
             block_forward(
                 &mut z,
                 linear.d_out,
+                linear.b.as_deref(),
                 norm.as_ref(),
                 self.activation,
                 Some(&mut tape),
@@ -1157,6 +1241,31 @@ mod tests {
             worst <= tol * scale,
             "{what}: max diff {worst} (scale {scale})"
         );
+    }
+
+    /// `product` writes into fresh memory without reading it: recycled memory full of NaN
+    /// (freed just before, the allocator hands it back) must not leak into the result, and the
+    /// result equals `gemm` into zeros, bit for bit, for either operand layout.
+    #[test]
+    fn product_ignores_what_fresh_memory_held() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for (m, k, n) in [(300, 37, 256), (257, 256, 3), (5, 1, 7)] {
+            let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            for transposed in [false, true] {
+                let rhs = if transposed {
+                    Mat::new(&bt, n, k).t()
+                } else {
+                    Mat::new(&b, k, n)
+                };
+                let mut expected = vec![0.0f32; m * n];
+                gemm(&mut expected, Mat::new(&a, m, k), rhs, false);
+                drop(vec![f32::NAN; m * n]);
+                let got = product(Mat::new(&a, m, k), rhs);
+                assert!(got.iter().all(|v| v.is_finite()), "{m}x{k}x{n}: NaN leaked");
+                assert_eq!(got, expected, "{m}x{k}x{n} (transposed {transposed})");
+            }
+        }
     }
 
     #[test]
