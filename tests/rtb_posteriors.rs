@@ -694,7 +694,7 @@ fn host_reward_gradient_equals_autodiff() {
     let critic = Iql::new(IqlConfig::default(), data.clone(), &device, 4)
         .unwrap()
         .critic();
-    let n = 50;
+    let n = 150; // a row shard per thread (at least 64 rows each)
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let o = tensor2(
         &offrl::diffusion::normal_vec(&mut rng, n * 3),

@@ -37,7 +37,7 @@ use super::{
 use crate::backend;
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
-use crate::nn::host::{self, HostMlp, TrainingMlp};
+use crate::nn::host::{self, HostMlp, Shards, TrainingMlp};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -314,6 +314,30 @@ pub struct IqlCritic {
     host_q: OnceLock<Option<(HostMlp, HostMlp)>>,
 }
 
+/// `∇ₓ min(Q1, Q2)` at the rows of `x` (`[n, d_in]`). The minimum passes the gradient of the
+/// smaller network (the first on ties): each row goes back through that network only, half the
+/// backward work of sending a zero gradient through the other.
+fn min_q_input_grad(q1: &HostMlp, q2: &HostMlp, x: &[f32]) -> Vec<f32> {
+    let d_in = q1.d_in();
+    let n = x.len() / d_in;
+    let (v1, tape1) = q1.forward_tape(x.to_vec(), n);
+    let (v2, tape2) = q2.forward_tape(x.to_vec(), n);
+    let (rows1, rows2): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| v1[i] <= v2[i]);
+    let mut grad = vec![0.0f32; n * d_in];
+    for (net, tape, rows) in [(q1, &tape1, &rows1), (q2, &tape2, &rows2)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let ones = vec![1.0f32; rows.len()];
+        let (g, _) = net.backward(&tape.select(rows), &ones, true, false);
+        let g = g.expect("the input gradient was asked for");
+        for (&row, g) in rows.iter().zip(g.chunks_exact(d_in)) {
+            grad[row * d_in..(row + 1) * d_in].copy_from_slice(g);
+        }
+    }
+    grad
+}
+
 impl IqlCritic {
     fn from_parts(q: TwinQ, v: ValueNet, spec: DataSpec, device: &Device) -> Self {
         Self {
@@ -350,27 +374,16 @@ impl IqlCritic {
                     .copied()
             })
             .collect();
-        let (v1, tape1) = q1.forward_tape(x.clone(), n);
-        let (v2, tape2) = q2.forward_tape(x, n);
-        // The minimum passes the gradient of the smaller network (the first on ties): each row
-        // goes back through that network only, half the backward work of sending a zero
-        // gradient through the other.
-        let (rows1, rows2): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| v1[i] <= v2[i]);
+        // Each thread takes its block of rows through both networks and back (kernels unsplit).
+        let d_in = od + ad;
+        let g = Shards::of(n)
+            .map(|_, rows| min_q_input_grad(q1, q2, &x[rows.start * d_in..rows.end * d_in]))
+            .concat();
         let (_, half) = self.spec.action_affine();
-        let mut grad = vec![0.0f32; n * ad];
-        for (net, tape, rows) in [(q1, &tape1, &rows1), (q2, &tape2, &rows2)] {
-            if rows.is_empty() {
-                continue;
-            }
-            let ones = vec![1.0f32; rows.len()];
-            let (g, _) = net.backward(&tape.select(rows), &ones, true, false);
-            let g = g?;
-            for (row, g) in rows.iter().zip(g.chunks_exact(od + ad)) {
-                for (j, out) in grad[row * ad..(row + 1) * ad].iter_mut().enumerate() {
-                    *out = g[od + j] / half[j];
-                }
-            }
-        }
+        let grad = g
+            .chunks_exact(d_in)
+            .flat_map(|g| g[od..].iter().zip(&half).map(|(g, h)| g / h))
+            .collect();
         Some(grad)
     }
 

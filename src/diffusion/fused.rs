@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::{AddAssign, Range};
+use std::sync::Arc;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Tensor};
@@ -30,7 +31,7 @@ use super::model::{EpsModel, EpsNet};
 use super::schedule::NoiseSchedule;
 use crate::nn::host::{
     self, block_forward, gemm, BlockTape, HostMlp, HostNorm, LinearGrads, Mat, MlpGrads, MlpTape,
-    NormGrads, ShardedLeaf,
+    NormGrads, ShardedLeaf, Shards,
 };
 use crate::nn::{self, Activation};
 
@@ -97,7 +98,7 @@ pub struct FusedEpsNet {
     activation: Activation,
     trunk: HostMlp,
     /// The last observation batch of [`FusedEpsNet::eps_slice`] and its first-layer state part.
-    state_cache: std::sync::Mutex<(Vec<f32>, Vec<f32>)>,
+    state_cache: std::sync::Mutex<(Vec<f32>, Arc<Vec<f32>>)>,
 }
 
 /// What [`FusedEpsNet::backward`] needs from [`FusedEpsNet::forward_tape`].
@@ -177,7 +178,7 @@ impl FusedEpsNet {
             first_norm: net.norm.as_ref().map(HostNorm::from_layer_norm),
             activation: net.activation,
             trunk: HostMlp::from_mlp(&net.trunk),
-            state_cache: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            state_cache: std::sync::Mutex::new((Vec::new(), Arc::new(Vec::new()))),
         }
     }
 
@@ -217,8 +218,31 @@ impl FusedEpsNet {
 
     /// ε̂ for `rows` (inference).
     pub fn forward_rows(&self, rows: &EpsRows<'_>) -> Vec<f32> {
-        let mut z = self.first_layer(rows, &self.state_part(rows.states));
-        self.finish(&mut z, rows.len())
+        self.forward_sharded(rows, &self.state_part(rows.states))
+    }
+
+    /// ε̂ for `rows` from their states' first-layer part, in row [`Shards`]: each thread takes
+    /// its block of rows through the whole network, kernels unsplit (one hand-off per call
+    /// instead of one per GEMM and row pass). Small batches stay one shard on this thread.
+    fn forward_sharded(&self, rows: &EpsRows<'_>, state_part: &[f32]) -> Vec<f32> {
+        let w = self.width;
+        let shards = Shards::of(rows.len());
+        if shards.count() == 1 {
+            // Latency-bound sampling (a few states): no shard bookkeeping.
+            let mut z = self.first_layer(rows, state_part);
+            return self.finish(&mut z, rows.len());
+        }
+        shards
+            .map(|_, range| {
+                // Rows with their own states index `state_part` by row.
+                let part = match rows.state {
+                    Some(_) => state_part,
+                    None => &state_part[range.start * w..range.end * w],
+                };
+                let mut z = self.first_layer(&rows.slice(range.clone()), part);
+                self.finish(&mut z, range.len())
+            })
+            .concat()
     }
 
     fn finish(&self, z: &mut [f32], n: usize) -> Vec<f32> {
@@ -243,14 +267,16 @@ impl FusedEpsNet {
             x,
             t: &steps,
         };
-        let mut z = {
+        // The lock is released before the pass: its shards run on the pool, and a thread
+        // waiting there may pick up another call of this network.
+        let state_part = {
             let mut cache = self.state_cache.lock().expect("state cache");
             if cache.0 != obs {
-                *cache = (obs.to_vec(), self.state_part(obs));
+                *cache = (obs.to_vec(), Arc::new(self.state_part(obs)));
             }
-            self.first_layer(&rows, &cache.1)
+            Arc::clone(&cache.1)
         };
-        self.finish(&mut z, n)
+        self.forward_sharded(&rows, &state_part)
     }
 
     /// [`FusedEpsNet::forward_rows`] keeping what the backward pass needs.
@@ -565,10 +591,11 @@ mod tests {
         let fused = FusedEpsNet::new(&net, &schedule);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let states = crate::diffusion::gaussian::normal_vec(&mut rng, 4 * 5);
-        let (n, k) = (4 * 3 * 6, 3); // 4 states × 3 trajectories × 6 steps
+        // 4 states × 3 trajectories × 12 rows (steps 1..=6 twice): a row shard per thread.
+        let (n, k) = (4 * 3 * 12, 3);
         let x = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
         let state: Vec<usize> = (0..n).map(|r| (r % 12) / k).collect();
-        let t: Vec<usize> = (0..n).map(|r| 1 + r / 12).collect();
+        let t: Vec<usize> = (0..n).map(|r| 1 + (r / 12) % 6).collect();
         let repeated: Vec<f32> = state
             .iter()
             .flat_map(|&s| states[s * 5..(s + 1) * 5].to_vec())
