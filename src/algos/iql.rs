@@ -377,8 +377,7 @@ impl IqlCritic {
         // Each thread takes its block of rows through both networks and back (kernels unsplit).
         let d_in = od + ad;
         let g = Shards::of(n)
-            .map(|_, rows| min_q_input_grad(q1, q2, &x[rows.start * d_in..rows.end * d_in]))
-            .concat();
+            .map_concat(|_, rows| min_q_input_grad(q1, q2, &x[rows.start * d_in..rows.end * d_in]));
         let (_, half) = self.spec.action_affine();
         let grad = g
             .chunks_exact(d_in)

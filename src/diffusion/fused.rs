@@ -151,13 +151,10 @@ impl FusedEpsNet {
         let b_in = net.input.bias.as_ref().map(|b| nn::to_vec(b.val()));
         let w_time = nn::to_vec(net.time.weight.val());
         let steps = schedule.steps();
-        let mut time_bias = vec![0.0f32; steps * width];
         // Same arithmetic as the module: the projection of the features, then the bias.
-        gemm(
-            &mut time_bias,
+        let mut time_bias = host::product(
             Mat::new(&net.time_features, steps, net.time_dim),
             Mat::new(&w_time, net.time_dim, width),
-            false,
         );
         if let Some(b) = &b_in {
             for row in time_bias.chunks_exact_mut(width) {
@@ -226,23 +223,15 @@ impl FusedEpsNet {
     /// instead of one per GEMM and row pass). Small batches stay one shard on this thread.
     fn forward_sharded(&self, rows: &EpsRows<'_>, state_part: &[f32]) -> Vec<f32> {
         let w = self.width;
-        let shards = Shards::of(rows.len());
-        if shards.count() == 1 {
-            // Latency-bound sampling (a few states): no shard bookkeeping.
-            let mut z = self.first_layer(rows, state_part);
-            return self.finish(&mut z, rows.len());
-        }
-        shards
-            .map(|_, range| {
-                // Rows with their own states index `state_part` by row.
-                let part = match rows.state {
-                    Some(_) => state_part,
-                    None => &state_part[range.start * w..range.end * w],
-                };
-                let mut z = self.first_layer(&rows.slice(range.clone()), part);
-                self.finish(&mut z, range.len())
-            })
-            .concat()
+        Shards::of(rows.len()).map_concat(|_, range| {
+            // Rows with their own states index `state_part` by row.
+            let part = match rows.state {
+                Some(_) => state_part,
+                None => &state_part[range.start * w..range.end * w],
+            };
+            let mut z = self.first_layer(&rows.slice(range.clone()), part);
+            self.finish(&mut z, range.len())
+        })
     }
 
     fn finish(&self, z: &mut [f32], n: usize) -> Vec<f32> {
@@ -340,12 +329,9 @@ impl FusedEpsNet {
             Mat::new(&d, n, w),
             false,
         );
-        let mut time = vec![0.0f32; self.time_dim * w];
-        gemm(
-            &mut time,
+        let time = host::product(
             Mat::new(&self.time_features, steps, self.time_dim).t(),
             Mat::new(&per_step, steps, w),
-            false,
         );
         // Every row's gradient reaches the bias once: it is the per-step sums' total.
         let b = self.has_bias.then(|| {

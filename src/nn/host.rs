@@ -328,6 +328,18 @@ impl Shards {
             .map(|(i, rows)| on_this_thread(|| f(i, rows.clone())))
             .collect()
     }
+
+    /// [`Shards::map`] for row outputs: the shards' rows, in order, in one buffer. One shard's
+    /// output is returned as it is (no copy: a few rows are latency-bound).
+    pub fn map_concat<T: Clone + Send>(
+        &self,
+        f: impl Fn(usize, Range<usize>) -> Vec<T> + Sync,
+    ) -> Vec<T> {
+        match &self.0[..] {
+            [rows] => f(0, rows.clone()),
+            _ => self.map(f).concat(),
+        }
+    }
 }
 
 /// Two independent parts of a training step: with `parallel`, at once, each on a thread of its
@@ -554,13 +566,7 @@ impl HostLinear {
 
     /// Parameter gradients from the layer's input `x` and the gradient `dz` at its output.
     fn grads(&self, x: &[f32], dz: &[f32], n: usize) -> LinearGrads {
-        let mut w = vec![0.0f32; self.d_in * self.d_out];
-        gemm(
-            &mut w,
-            Mat::new(x, n, self.d_in).t(),
-            Mat::new(dz, n, self.d_out),
-            false,
-        );
+        let w = product(Mat::new(x, n, self.d_in).t(), Mat::new(dz, n, self.d_out));
         let b = self.b.as_ref().map(|_| {
             let mut b = vec![0.0f32; self.d_out];
             add_column_sums(&mut b, dz, self.d_out);
@@ -624,8 +630,8 @@ fn keeps_input(act: Activation) -> bool {
 }
 
 /// A hidden block after its linear layer's product, in place on `z` (`[n, width]`): the bias
-/// and LayerNorm (each when given), then the activation. Fills `tape` when given. Each row is normalised, recorded and
-/// activated while it is in cache: one pass over memory.
+/// and LayerNorm (each when given), then the activation. Fills `tape` when given. Each row is
+/// biased, normalised, recorded and activated while it is in cache: one pass over memory.
 pub fn block_forward(
     z: &mut [f32],
     width: usize,
@@ -1178,9 +1184,9 @@ impl<'a> TrainingMlp<'a> {
         };
         let (device, [n, d_in]) = (x.device(), x.dims());
         let x = super::to_vec(x);
-        let outs = Shards::of(n)
-            .map(|_, rows| host.forward(&x[rows.start * d_in..rows.end * d_in], rows.len()));
-        super::tensor2(&outs.concat(), n, host.d_out(), &device)
+        let out = Shards::of(n)
+            .map_concat(|_, rows| host.forward(&x[rows.start * d_in..rows.end * d_in], rows.len()));
+        super::tensor2(&out, n, host.d_out(), &device)
     }
 
     /// After `loss.backward()`: the gradients of the network's parameters, registered into
