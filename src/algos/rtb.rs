@@ -679,11 +679,15 @@ impl Rollout {
     }
 }
 
-/// At most this many rows per network call in the no-gradient passes over many steps. A hidden
-/// layer's buffer is then 16 MiB, below glibc's largest mmap threshold (32 MiB): larger ones are
-/// mapped and page-faulted afresh on every call (measured at the paper shape: the off-policy
-/// rollout took 3.4–3.9 s at 32 768 rows per call, 1.9 s at 16 384).
-const MAX_ROWS_PER_CALL: usize = 16_384;
+/// At most this many rows per network call in the off-policy rollout's no-gradient passes
+/// (several steps per call for small batches, one step per call at the paper shape). Smaller
+/// buffers are faster: a hidden layer of 4096 rows is 4 MiB, of which each thread's shard stays
+/// in its caches between the GEMM and the row passes. Measured at the paper shape
+/// (`rtb_memory paper 128 2`, same minutes): 16 384 rows per call 1.54–1.64 s per off-policy
+/// update and 192–197 MiB peak RSS, 4096 rows 1.44–1.49 s and 130–133 MiB (32 768 rows, whose
+/// buffers exceed glibc's mmap threshold and are page-faulted afresh on every call, took twice
+/// as long as 16 384 in an earlier measurement).
+const MAX_ROWS_PER_CALL: usize = 4096;
 
 /// Sample `k` trajectories per state from π without gradient (noise order as the prior's sampler:
 /// `x_T`, then one block per step), recording the frozen terms and both log-likelihoods.
