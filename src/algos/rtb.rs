@@ -82,8 +82,8 @@ use super::{
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::fused::{EpsRows, FusedEpsNet, LeafEps};
 use crate::diffusion::{
-    forward_noise_trajectory, normal_noise, reverse_step, sample_actions, sample_start,
-    DiffusionPrior, EpsModel, EpsNet, NetConfig, NoiseSchedule, PriorSpec,
+    forward_noise_trajectory, normal_noise, reverse_log_prob_rows, reverse_step, sample_actions,
+    sample_start, DiffusionPrior, EpsModel, EpsNet, NetConfig, NoiseSchedule, PriorSpec,
 };
 use crate::error::{Error, Result};
 use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
@@ -808,7 +808,8 @@ where
 }
 
 /// `(Σ_t log π, Σ_t log μ)` of the rollout's rows `rows`, `[rows.len()]` each; `log π` is
-/// differentiable through `correction` (all T steps of the rows in one network call).
+/// differentiable through `correction` (all T steps of the rows in one network call, and their
+/// densities in one [`reverse_log_prob_rows`] each).
 pub fn log_likelihoods(
     schedule: &NoiseSchedule,
     correction: &Correction,
@@ -818,34 +819,38 @@ pub fn log_likelihoods(
 ) -> (Tensor<1>, Tensor<1>) {
     let t_max = schedule.steps();
     let m = rows.len();
-    let part = |v: &Tensor<2>| v.clone().slice(rows.clone());
+    // The rows of every step stacked, block j = step t_max − j (the layout of `block_steps`).
+    let stack = |list: &[Tensor<2>]| {
+        Tensor::cat(
+            list.iter().map(|v| v.clone().slice(rows.clone())).collect(),
+            0,
+        )
+    };
     let steps = block_steps(t_max, m);
-    let g = rollout
-        .langevin
-        .as_ref()
-        .map(|list| Tensor::cat(list.iter().map(part).collect(), 0));
+    let x_t = stack(&rollout.xs[..t_max]);
+    let g = rollout.langevin.as_deref().map(stack);
     let corr = match fused {
-        Some(leaf) => correction.with_langevin(fused_nn(leaf, rollout, rows.clone()), &steps, g),
+        Some(leaf) => {
+            let nn = fused_nn(leaf, rollout, rows.clone(), &x_t);
+            correction.with_langevin(nn, &steps, g)
+        }
         None => {
-            let x_in = Tensor::cat(rollout.xs[..t_max].iter().map(part).collect(), 0);
-            let obs_in = part(&rollout.obs).repeat_dim(0, t_max);
-            correction.forward_rows(obs_in, x_in, &steps, g)
+            let obs_in = rollout.obs.clone().slice(rows.clone()).repeat_dim(0, t_max);
+            correction.forward_rows(obs_in, x_t.clone(), &steps, g)
         }
     };
-    let mut log_pi: Option<Tensor<1>> = None;
-    let mut log_mu: Option<Tensor<1>> = None;
-    for j in 0..t_max {
-        let t = t_max - j;
-        let x_t = part(&rollout.xs[j]);
-        let x_prev = part(&rollout.xs[j + 1]);
-        let e_mu = part(&rollout.eps_prior[j]);
-        let e_pi = e_mu.clone() + corr.clone().slice(j * m..(j + 1) * m);
-        let lp = reverse_step(schedule, x_t.clone(), e_pi, t).log_prob(x_prev.clone());
-        let lm = reverse_step(schedule, x_t, e_mu, t).log_prob(x_prev);
-        log_pi = Some(add(log_pi, lp));
-        log_mu = Some(add(log_mu, lm));
-    }
-    (log_pi.expect("T >= 1"), log_mu.expect("T >= 1"))
+    let x_prev = stack(&rollout.xs[1..]);
+    let e_mu = stack(&rollout.eps_prior);
+    let per_row = |v: Tensor<1>| v.reshape([t_max, m]).sum_dim(0).reshape([m]);
+    let log_pi = reverse_log_prob_rows(
+        schedule,
+        x_t.clone(),
+        e_mu.clone() + corr,
+        x_prev.clone(),
+        &steps,
+    );
+    let log_mu = reverse_log_prob_rows(schedule, x_t, e_mu, x_prev, &steps);
+    (per_row(log_pi), per_row(log_mu))
 }
 
 /// The steps of `t_max` blocks of `m` rows, block `j` at step `t_max − j` (the layout of the
@@ -856,24 +861,25 @@ fn block_steps(t_max: usize, m: usize) -> Vec<usize> {
         .collect()
 }
 
-/// NN(s, x_t, t) for the rollout's `rows` at all T steps (block `j` = `xs[j]`), by the fused
-/// executor as a leaf of the autodiff graph. Each state's first-layer part is computed once for
-/// its k trajectories and T steps.
-fn fused_nn(leaf: &LeafEps<'_>, rollout: &Rollout, rows: Range<usize>) -> Tensor<2> {
+/// NN(s, x_t, t) for the rollout's `rows` at all T steps (`x_t`: their chain states stacked,
+/// block `j` = `xs[j]`), by the fused executor as a leaf of the autodiff graph. Each state's
+/// first-layer part is computed once for its k trajectories and T steps.
+fn fused_nn(
+    leaf: &LeafEps<'_>,
+    rollout: &Rollout,
+    rows: Range<usize>,
+    x_t: &Tensor<2>,
+) -> Tensor<2> {
     let (k, m, t_max) = (rollout.k, rows.len(), rollout.xs.len() - 1);
     let od = rollout.obs.dims()[1];
     // Rows are state-major and chunks hold whole states: one observation per k rows.
-    let obs = crate::nn::to_vec(rollout.obs.clone().slice(rows.clone()));
+    let obs = crate::nn::to_vec(rollout.obs.clone().slice(rows));
     let states: Vec<f32> = obs.chunks_exact(od).step_by(k).flatten().copied().collect();
     let state: Vec<usize> = (0..t_max * m).map(|r| (r % m) / k).collect();
-    let x: Vec<f32> = rollout.xs[..t_max]
-        .iter()
-        .flat_map(|x| crate::nn::to_vec(x.clone().slice(rows.clone())))
-        .collect();
     leaf.forward(&EpsRows {
         states: &states,
         state: Some(&state),
-        x: &x,
+        x: &crate::nn::to_vec(x_t.clone()),
         t: &block_steps(t_max, m),
     })
 }

@@ -5,7 +5,9 @@
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
 
-use super::gaussian::{forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_step};
+use super::gaussian::{
+    forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,
+};
 use super::model::EpsModel;
 use super::schedule::NoiseSchedule;
 
@@ -120,8 +122,8 @@ const MAX_ROWS_PER_CALL: usize = 1 << 15;
 /// the model (the trajectory itself is data). The start term is separate ([`start_log_prob`]).
 ///
 /// The ε-network is evaluated for several steps in one call (rows `[x_t for t in a block]`), which
-/// is what makes this cheaper than T separate calls; the densities are the same
-/// [`reverse_step`] + [`gaussian_log_prob`] the sampler uses.
+/// is what makes this cheaper than T separate calls; the densities are [`reverse_step`]'s (the
+/// sampler's), a block of steps at once by [`reverse_log_prob_rows`].
 pub fn trajectory_log_prob<M: EpsModel + ?Sized>(
     model: &M,
     obs: Tensor<2>,
@@ -149,18 +151,16 @@ pub fn trajectory_log_prob<M: EpsModel + ?Sized>(
         } else {
             obs.clone().repeat_dim(0, len)
         };
-        let eps = model.eps_rows(obs_in, x_in, &steps);
-        for j in 0..len {
-            let i = k + j;
-            let t = t_max - i;
-            let eps_t = eps.clone().slice(j * n..(j + 1) * n);
-            let step = reverse_step(schedule, traj.xs[i].clone(), eps_t, t);
-            let lp = step.log_prob(traj.xs[i + 1].clone());
-            total = Some(match total {
-                Some(acc) => acc + lp,
-                None => lp,
-            });
-        }
+        let eps = model.eps_rows(obs_in, x_in.clone(), &steps);
+        let x_prev = Tensor::cat(traj.xs[k + 1..k + len + 1].to_vec(), 0);
+        let lp = reverse_log_prob_rows(schedule, x_in, eps, x_prev, &steps)
+            .reshape([len, n])
+            .sum_dim(0)
+            .reshape([n]);
+        total = Some(match total {
+            Some(acc) => acc + lp,
+            None => lp,
+        });
         k += len;
     }
     total.expect("T >= 1")

@@ -44,6 +44,33 @@ pub fn reverse_step(
     }
 }
 
+/// `log p(x_prev | x_t)` under [`reverse_step`] for rows at their own steps `t` (`[rows]`): the
+/// same density as `reverse_step(schedule, x_t, eps, t).log_prob(x_prev)` for each row, with the
+/// step's coefficients as columns, so that a stack of many steps' rows is a few tensor operations
+/// instead of a few per step.
+pub fn reverse_log_prob_rows(
+    schedule: &NoiseSchedule,
+    x_t: Tensor<2>,
+    eps: Tensor<2>,
+    x_prev: Tensor<2>,
+    t: &[usize],
+) -> Tensor<1> {
+    let [rows, cols] = x_t.dims();
+    let device = x_t.device();
+    let column = |f: &dyn Fn(usize) -> f64| {
+        let values: Vec<f32> = t.iter().map(|&s| f(s) as f32).collect();
+        crate::nn::tensor2(&values, rows, 1, &device)
+    };
+    let mean =
+        x_t * column(&|s| schedule.mean_coef_xt[s]) - eps * column(&|s| schedule.mean_coef_eps[s]);
+    let half_precision = column(&|s| 0.5 / (schedule.std[s] * schedule.std[s]));
+    let log_norm =
+        column(&|s| cols as f64 * (schedule.std[s].ln() + 0.5 * (2.0 * std::f64::consts::PI).ln()));
+    ((x_prev - mean).square().sum_dim(1) * half_precision + log_norm)
+        .neg()
+        .reshape([rows])
+}
+
 /// The forward transition `q(x_t | x_{t-1}) = N(√α_t x_{t-1}, β_t I)`.
 pub fn forward_step(schedule: &NoiseSchedule, x_prev: Tensor<2>, t: usize) -> Transition {
     Transition {
@@ -79,4 +106,43 @@ pub fn normal_noise<R: Rng + ?Sized>(
     device: &Device,
 ) -> Tensor<2> {
     crate::nn::tensor2(&normal_vec(rng, rows * cols), rows, cols, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::schedule::ScheduleConfig;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn rows_at_their_own_steps_have_the_single_step_density() {
+        let device = Device::flex();
+        let schedule = NoiseSchedule::new(&ScheduleConfig {
+            steps: 10,
+            ..Default::default()
+        })
+        .unwrap();
+        let steps = [1, 10, 5, 5, 3, 1, 8];
+        let (n, d) = (steps.len(), 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let x_t = normal_noise(&mut rng, n, d, &device);
+        let eps = normal_noise(&mut rng, n, d, &device);
+        let x_prev = normal_noise(&mut rng, n, d, &device);
+        let rows =
+            reverse_log_prob_rows(&schedule, x_t.clone(), eps.clone(), x_prev.clone(), &steps);
+        let rows = crate::nn::to_vec(rows);
+        for (i, &t) in steps.iter().enumerate() {
+            let one = |v: &Tensor<2>| v.clone().slice(i..i + 1);
+            let single = reverse_step(&schedule, one(&x_t), one(&eps), t).log_prob(one(&x_prev));
+            let single = crate::nn::to_vec(single)[0];
+            // Step 1's σ is small: its densities are large, compare relatively.
+            let tol = 1e-5 * single.abs().max(1.0);
+            assert!(
+                (rows[i] - single).abs() <= tol,
+                "row {i} (t = {t}): {} vs {single}",
+                rows[i]
+            );
+        }
+    }
 }

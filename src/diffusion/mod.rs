@@ -20,6 +20,7 @@
 //!   it too and gets everything below for free.
 //! - The one Gaussian step: [`reverse_step`]`(schedule, x_t, ε̂, t) -> Transition { mean, std }`
 //!   and the one density [`gaussian_log_prob`]`(x, mean, std) -> [n]` (summed over action dims);
+//!   [`reverse_log_prob_rows`] the step's density for rows at their own steps (stacked chains);
 //!   [`forward_step`] for `q(x_t | x_{t-1})`.
 //! - [`sample_trajectory`]`(model, obs, rng) -> Trajectory { xs: [x_T … x_0] }` (detached; repeat
 //!   `obs` rows for k samples per state), [`sample_actions`] (only `x_0`),
@@ -50,7 +51,8 @@ pub use chain::{
     sample_trajectory, start_log_prob, trajectory_log_prob, LossWeighting, Trajectory,
 };
 pub use gaussian::{
-    forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_step, Transition,
+    forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,
+    Transition,
 };
 pub use model::{EpsModel, EpsNet, NetConfig};
 pub use prior::{DiffusionPolicy, DiffusionPrior, PriorSpec};
