@@ -64,8 +64,7 @@ pub fn reverse_log_prob_rows(
     let mean =
         x_t * column(&|s| schedule.mean_coef_xt[s]) - eps * column(&|s| schedule.mean_coef_eps[s]);
     let half_precision = column(&|s| 0.5 / (schedule.std[s] * schedule.std[s]));
-    let log_norm =
-        column(&|s| cols as f64 * (schedule.std[s].ln() + 0.5 * (2.0 * std::f64::consts::PI).ln()));
+    let log_norm = column(&|s| log_normaliser(cols, schedule.std[s]));
     ((x_prev - mean).square().sum_dim(1) * half_precision + log_norm)
         .neg()
         .reshape([rows])
@@ -82,13 +81,18 @@ pub fn forward_step(schedule: &NoiseSchedule, x_prev: Tensor<2>, t: usize) -> Tr
 /// `log N(x; mean, std² I)` summed over the columns: `[rows]`.
 pub fn gaussian_log_prob(x: Tensor<2>, mean: Tensor<2>, std: f64) -> Tensor<1> {
     let [rows, cols] = x.dims();
-    let log_norm = cols as f64 * (std.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln());
+    let log_norm = log_normaliser(cols, std);
     (x - mean)
         .square()
         .sum_dim(1)
         .reshape([rows])
         .mul_scalar(-0.5 / (std * std))
         .sub_scalar(log_norm)
+}
+
+/// `log((2π)^{d/2} σ^d)`: the normalising constant of an isotropic d-dimensional Gaussian.
+fn log_normaliser(dims: usize, std: f64) -> f64 {
+    dims as f64 * (std.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln())
 }
 
 /// `len` standard-normal f32 draws.
