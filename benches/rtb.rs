@@ -17,30 +17,41 @@ use offrl::nn::host::{gemm, Mat};
 mod support;
 use support::{batch, build, flops, SHAPES};
 
-/// `[rows, 256] · [256, 256]`: the shape of the hidden layers' products in an RTB update.
+/// `[rows, 256] · [256, 256]`: the shape of the hidden layers' products in an RTB update; and the
+/// thin products of the action head (`[4800, 256] · [256, 3]`, one thread's shard of a gradient
+/// chunk, and its weight gradient `[4800, 256]ᵀ · [4800, 3]`), which run on a kernel of their
+/// own on AVX-512 CPUs (`nn::host`).
 fn bench_gemm_peak(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm_peak");
     group
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for rows in [4096usize, 38_400] {
-        let a = vec![0.5f32; rows * 256];
-        let w = vec![0.25f32; 256 * 256];
-        let mut out = vec![0.0f32; rows * 256];
-        let flop = 2.0 * (rows * 256 * 256) as f64;
+    // (name, lhs [rows, cols], its layout transposed?, rhs [rows, cols])
+    let cases = [
+        ("4096x256x256", (4096, 256), false, (256, 256)),
+        ("38400x256x256", (38_400, 256), false, (256, 256)),
+        ("4800x256x3", (4800, 256), false, (256, 3)),
+        ("256x4800x3_weight_gradient", (4800, 256), true, (4800, 3)),
+    ];
+    for (name, (ar, ac), transposed, (br, bc)) in cases {
+        let a = vec![0.5f32; ar * ac];
+        let b_data = vec![0.25f32; br * bc];
+        let lhs = if transposed {
+            Mat::new(&a, ar, ac).t()
+        } else {
+            Mat::new(&a, ar, ac)
+        };
+        let rows = if transposed { ac } else { ar };
+        let mut out = vec![0.0f32; rows * bc];
+        let flop = 2.0 * (ar * ac * bc) as f64;
         group.throughput(Throughput::Elements(flop as u64));
         let mut seconds = Vec::new();
-        group.bench_function(format!("{rows}x256x256"), |b| {
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    gemm(
-                        &mut out,
-                        Mat::new(&a, rows, 256),
-                        Mat::new(&w, 256, 256),
-                        false,
-                    );
+                    gemm(&mut out, lhs, Mat::new(&b_data, br, bc), false);
                 }
                 let t = start.elapsed();
                 seconds.push(t.as_secs_f64() / iters as f64);
@@ -48,7 +59,7 @@ fn bench_gemm_peak(c: &mut Criterion) {
             })
         });
         if let Some(median) = median(&mut seconds) {
-            eprintln!("gemm {rows}x256x256: {:.1} GFLOP/s", flop / median / 1e9);
+            eprintln!("gemm {name}: {:.1} GFLOP/s", flop / median / 1e9);
         }
     }
     group.finish();

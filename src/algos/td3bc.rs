@@ -162,7 +162,7 @@ impl OfflineAlgorithm for Td3Bc {
         ];
 
         // Delayed actor: −λ Q1(s, π(s)) + BC, then all targets.
-        if (step + 1) % cfg.policy_freq == 0 {
+        if (step + 1).is_multiple_of(cfg.policy_freq) {
             let pi = self.actor.forward(b.obs.clone());
             let x = Tensor::cat(vec![b.obs, pi.clone()], 1);
             let q = column(self.critic.q1.forward(x));

@@ -42,7 +42,7 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// Per-column mean and population standard deviation of row-major `[n, dim]` data (f64
 /// accumulation). Errors on empty or non-finite data, naming `what`, the row and the column.
 pub fn column_stats(data: &[f32], dim: usize, what: &str) -> Result<(Vec<f32>, Vec<f32>)> {
-    if dim == 0 || data.is_empty() || data.len() % dim != 0 {
+    if dim == 0 || data.is_empty() || !data.len().is_multiple_of(dim) {
         return Err(Error::InvalidData(format!(
             "{what}: cannot compute statistics of {} values in rows of {dim}",
             data.len()
