@@ -20,13 +20,15 @@ import time
 # the GEMM peak), "info" (no target in issue 8).
 RTB_PAPER_GFLOP = 2 * 64 * 64 * 75 * (135424 + 2 * 138752 + 3 * 135424) / 1e9
 RTB_CPU_GFLOP = 2 * 32 * 16 * 20 * (135424 + 2 * 138752 + 3 * 135424) / 1e9
+# One ε-network forward per chain and step (benches/support `eps_macs`: 135 424 multiply-adds).
+SAMPLE_4096_GFLOP = 2 * 4096 * 75 * 135424 / 1e9
 ROWS = [
     ("IQL critic step, batch 256", "iql_critic/step_batch256_hopper", "iql_step", "latency", None),
     ("Prior training step, batch 512", "prior_train/step_batch512_hopper", "prior_step", "latency", None),
     ("Sampling: one action for 10 states (T = 75)", "prior_sample_T75/states_10", "sample_10", "latency", None),
     ("Evaluation, Pendulum-v1 x 10 envs (per env step)", "eval_10envs/Pendulum-v1", "eval_Pendulum-v1", "latency", None),
     ("Evaluation, Hopper-v5 x 10 envs (per env step)", "eval_10envs/Hopper-v5", "eval_Hopper-v5", "latency", None),
-    ("Sampling: 4096 chains (T = 75)", "prior_sample_T75/states_4096", "sample_4096", "throughput", None),
+    ("Sampling: 4096 chains (T = 75)", "prior_sample_T75/states_4096", "sample_4096", "throughput", SAMPLE_4096_GFLOP),
     ("RTB on-policy update, 64 x 64 x T=75", "rtb_paper_64x64xT75/on_policy", "rtb_64x64xT75_on_policy", "throughput", RTB_PAPER_GFLOP),
     ("RTB off-policy update, 64 x 64 x T=75", "rtb_paper_64x64xT75/off_policy", "rtb_64x64xT75_off_policy", "throughput", RTB_PAPER_GFLOP),
     ("RTB on-policy update, 32 x 16 x T=20 (CPU profile)", "rtb_cpu_32x16xT20/on_policy", "rtb_32x16xT20_on_policy", "throughput", RTB_CPU_GFLOP),
