@@ -786,13 +786,17 @@ where
         }
         j += len;
     }
-    let log_mu = (0..t_max)
-        .map(|j| {
-            let (x_t, x_prev) = (traj.xs[j].clone(), traj.xs[j + 1].clone());
-            reverse_step(schedule, x_t, eps_prior[j].clone(), t_max - j).log_prob(x_prev)
-        })
-        .reduce(|a, b| a + b)
-        .expect("T >= 1");
+    // All steps' densities at once (block j = step t_max − j), summed per row.
+    let log_mu = reverse_log_prob_rows(
+        schedule,
+        Tensor::cat(traj.xs[..t_max].to_vec(), 0),
+        Tensor::cat(eps_prior.clone(), 0),
+        Tensor::cat(traj.xs[1..].to_vec(), 0),
+        &block_steps(t_max, n),
+    )
+    .reshape([t_max, n])
+    .sum_dim(0)
+    .reshape([n]);
     let log_r = crate::nn::to_vec(reward.log_reward(obs.clone(), traj.x0().clone()));
     // log π is left to the gradient pass, which computes it anyway (saves one network pass).
     Rollout {

@@ -201,7 +201,8 @@ mod narrow {
     use super::Mat;
 
     /// The output widths handled here (a single column, a matrix-vector product, is as fast
-    /// through the `gemm` crate: 46 µs against 58 for `[4800, 256] · [256, 1]`).
+    /// through the `gemm` crate: 46 µs against 58 for `[4800, 256] · [256, 1]` on one core, in a
+    /// one-off timing loop when these kernels were written).
     pub const COLS: std::ops::RangeInclusive<usize> = 2..=4;
 
     /// Lanes of one register.
@@ -226,45 +227,53 @@ mod narrow {
                 *v = b.at(r, j);
             }
         }
-        // The products, `[m, n]` (dot form) or `[n, m]` (rank-one updates).
-        let mut sums = vec![0.0f32; m * n];
-        // SAFETY (both): AVX-512F is there (this function's contract); the buffers have the
-        // sizes the kernels index.
-        unsafe {
-            if a.transposed {
-                match n {
-                    2 => rank_updates::<2>(&mut sums, a.data, m, &bt),
-                    3 => rank_updates::<3>(&mut sums, a.data, m, &bt),
-                    _ => rank_updates::<4>(&mut sums, a.data, m, &bt),
-                }
-            } else {
-                match n {
-                    2 => dot_rows::<4, 2>(&mut sums, a.data, k, &bt),
-                    3 => dot_rows::<4, 3>(&mut sums, a.data, k, &bt),
-                    _ => dot_rows::<4, 4>(&mut sums, a.data, k, &bt),
-                }
-            }
-        }
         // SAFETY: `out` is valid for m × n writes, and reads when accumulating (the caller's
         // contract); it is read only then.
         let out = unsafe { std::slice::from_raw_parts_mut(out.cast::<MaybeUninit<f32>>(), m * n) };
-        for i in 0..m {
-            for j in 0..n {
-                let v = if a.transposed {
-                    sums[j * m + i]
-                } else {
-                    sums[i * n + j]
-                };
-                let o = &mut out[i * n + j];
-                // SAFETY: initialised when accumulating (the caller's contract).
-                let before = if accumulate {
-                    unsafe { o.assume_init() }
-                } else {
-                    0.0
-                };
-                o.write(before + v);
+        // SAFETY (both kernels): AVX-512F is there (this function's contract); the buffers have
+        // the sizes the kernels index.
+        if !a.transposed {
+            // Each output is written once, straight into `out`.
+            unsafe {
+                match n {
+                    2 => dot_rows::<4, 2>(out, a.data, k, &bt, accumulate),
+                    3 => dot_rows::<4, 3>(out, a.data, k, &bt, accumulate),
+                    _ => dot_rows::<4, 4>(out, a.data, k, &bt, accumulate),
+                }
+            }
+            return;
+        }
+        // Rank-one updates accumulate along contiguous rows of `x`: into `[n, m]` sums (a weight
+        // gradient's size), transposed into `out` at the end.
+        let mut sums = vec![0.0f32; n * m];
+        unsafe {
+            match n {
+                2 => rank_updates::<2>(&mut sums, a.data, m, &bt),
+                3 => rank_updates::<3>(&mut sums, a.data, m, &bt),
+                _ => rank_updates::<4>(&mut sums, a.data, m, &bt),
             }
         }
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: initialised when accumulating (the caller's contract).
+                unsafe { store(&mut out[i * n + j], sums[j * m + i], accumulate) };
+            }
+        }
+    }
+
+    /// `o = v`, or `o += v` with `accumulate`.
+    ///
+    /// # Safety
+    /// With `accumulate`, `o` is initialised.
+    #[inline(always)]
+    unsafe fn store(o: &mut MaybeUninit<f32>, v: f32, accumulate: bool) {
+        // SAFETY: the contract.
+        let before = if accumulate {
+            unsafe { o.assume_init() }
+        } else {
+            0.0
+        };
+        o.write(before + v);
     }
 
     /// Mask of the first `len` lanes of a chunk (all of them for `len ≥ LANES`).
@@ -277,14 +286,18 @@ mod narrow {
         }
     }
 
-    /// `out[i, j] = Σ_c a[i, c] · bt[j, c]`, `a` `[m, k]` and `bt` `[N, k]`, `out` `[m, N]`,
+    /// `out[i, j] (+)= Σ_c a[i, c] · bt[j, c]`, `a` `[m, k]` and `bt` `[N, k]`, `out` `[m, N]`,
     /// `R` rows at a time.
+    ///
+    /// # Safety
+    /// AVX-512F; with `accumulate`, `out` is initialised.
     #[target_feature(enable = "avx512f")]
     unsafe fn dot_rows<const R: usize, const N: usize>(
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         a: &[f32],
         k: usize,
         bt: &[f32],
+        accumulate: bool,
     ) {
         let m = a.len() / k;
         assert!(out.len() == m * N && bt.len() == N * k);
@@ -292,11 +305,12 @@ mod narrow {
         while i < m {
             // SAFETY: rows i .. i + R of `a` and row i .. i + R of `out` exist.
             unsafe {
+                let (a_i, out_i) = (a[i * k..].as_ptr(), &mut out[i * N..]);
                 if i + R <= m {
-                    dot_block::<R, N>(&mut out[i * N..], a[i * k..].as_ptr(), k, bt.as_ptr());
+                    dot_block::<R, N>(out_i, a_i, k, bt.as_ptr(), accumulate);
                     i += R;
                 } else {
-                    dot_block::<1, N>(&mut out[i * N..], a[i * k..].as_ptr(), k, bt.as_ptr());
+                    dot_block::<1, N>(out_i, a_i, k, bt.as_ptr(), accumulate);
                     i += 1;
                 }
             }
@@ -306,13 +320,15 @@ mod narrow {
     /// The `R × N` dot products of `R` rows of `a` (from `a`, `k` apart) with those of `bt`.
     ///
     /// # Safety
-    /// AVX-512F; `a` valid for `R · k` reads, `bt` for `N · k`; `out` at least `R · N` long.
+    /// AVX-512F; `a` valid for `R · k` reads, `bt` for `N · k`; `out` at least `R · N` long and
+    /// initialised with `accumulate`.
     #[inline(always)]
     unsafe fn dot_block<const R: usize, const N: usize>(
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         a: *const f32,
         k: usize,
         bt: *const f32,
+        accumulate: bool,
     ) {
         // SAFETY: every load is masked to the `k` elements of its row (the contract).
         unsafe {
@@ -334,7 +350,7 @@ mod narrow {
             }
             for (r, acc) in acc.iter().enumerate() {
                 for (j, &acc) in acc.iter().enumerate() {
-                    out[r * N + j] = _mm512_reduce_add_ps(acc);
+                    store(&mut out[r * N + j], _mm512_reduce_add_ps(acc), accumulate);
                 }
             }
         }
@@ -622,8 +638,8 @@ fn gelu_grad(x: f32) -> f32 {
 /// erf(x) = x·P(x²)/Q(x²) on [−4, 4] (±1 beyond, to f32 precision): the minimax rational
 /// approximation used by Eigen and XLA for single precision (max error ≈ 1e-7, tested below).
 /// Horner steps are fused multiply-adds: one instruction each under AVX2 / AVX-512 (half the
-/// arithmetic of a multiply and an add; GELU's passes are compute-bound), the same values from
-/// libm's `fmaf` on CPUs without FMA.
+/// arithmetic of a multiply and an add; GELU's passes are compute-bound), the same values (more
+/// slowly) from libm's `fmaf` on CPUs without FMA.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
