@@ -2,9 +2,10 @@
 //! and one off-policy update (sampling / noising, frozen terms, chunked backward, Adam) at the
 //! paper's shape (64 states × 64 trajectories × T = 75, prior and correction 3 × 256, c(t) 2 × 128,
 //! twin Q 2 × 256) and at the CPU profile's (`configs/rtb-cpu.toml`: 32 × 16 × T = 20), and the
-//! GEMM peak of this machine the achieved FLOP rate is compared with.
+//! GEMM peak of this machine the achieved FLOP rate is compared with, and the ceiling above that:
+//! the vector units' multiply-add rate with every operand in registers.
 //!
-//! `cargo bench --bench rtb` (add `-- paper`, `-- cpu` or `-- gemm` to pick). Each update is
+//! `cargo bench --bench rtb` (add `-- paper`, `-- cpu`, `-- gemm` or `-- fma` to pick). Each update is
 //! seconds long, so criterion's sample count is at its minimum (10). The achieved GFLOP/s are
 //! printed from the FLOP count of `support::flops`; `benches/reference/rtb_torch.py` is the
 //! PyTorch side (the same shapes and math, 2 threads). Peak memory: `examples/rtb_memory.rs`.
@@ -65,6 +66,124 @@ fn bench_gemm_peak(c: &mut Criterion) {
     group.finish();
 }
 
+/// Multiply-adds the vector units can retire with no memory traffic at all: every core runs 16
+/// independent chains of fused multiply-adds on full-width registers (AVX-512 where the CPU has
+/// it, else AVX2 + FMA). No product, however well blocked, exceeds this; the GEMM peak above is
+/// measured against it.
+fn bench_fma_ceiling(c: &mut Criterion) {
+    let Some(kernel) = fma_chains::kernel() else {
+        eprintln!("fma_ceiling: skipped (no FMA vector unit detected)");
+        return;
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // 2^22 rounds of 16 chains per thread, about 8 ms per iteration on this machine: long enough
+    // that starting the threads is below the noise.
+    let rounds = 1u64 << 22;
+    let flop = 2.0 * (threads as u64 * rounds * 16 * kernel.lanes) as f64;
+    let mut group = c.benchmark_group("fma_ceiling");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(flop as u64));
+    let mut seconds = Vec::new();
+    group.bench_function(format!("{threads}_threads"), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|_| scope.spawn(|| (kernel.run)(rounds)))
+                        .collect();
+                    for h in handles {
+                        std::hint::black_box(h.join().expect("FMA thread panicked"));
+                    }
+                });
+            }
+            let t = start.elapsed();
+            seconds.push(t.as_secs_f64() / iters as f64);
+            t
+        })
+    });
+    if let Some(median) = median(&mut seconds) {
+        eprintln!(
+            "fma ceiling ({threads} threads): {:.1} GFLOP/s",
+            flop / median / 1e9
+        );
+    }
+    group.finish();
+}
+
+mod fma_chains {
+    pub struct Kernel {
+        pub lanes: u64,
+        pub run: fn(u64) -> f32,
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub fn kernel() -> Option<Kernel> {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY (both): the feature was detected on this CPU.
+            Some(Kernel {
+                lanes: 16,
+                run: |r| unsafe { avx512(r) },
+            })
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            Some(Kernel {
+                lanes: 8,
+                run: |r| unsafe { avx2(r) },
+            })
+        } else {
+            None
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn kernel() -> Option<Kernel> {
+        None
+    }
+
+    /// 16 accumulators, each one multiply-add per round: enough independent chains to cover the
+    /// FMA latency on both pipes. The multiplier keeps the values finite for any round count.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(rounds: u64) -> f32 {
+        use std::arch::x86_64::*;
+        let m = _mm512_set1_ps(0.999_999);
+        let a = _mm512_set1_ps(1e-7);
+        let mut acc = [_mm512_set1_ps(1.0); 16];
+        for _ in 0..rounds {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, a);
+            }
+        }
+        let total = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
+        _mm512_reduce_add_ps(total)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(rounds: u64) -> f32 {
+        use std::arch::x86_64::*;
+        let m = _mm256_set1_ps(0.999_999);
+        let a = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(1.0); 16];
+        for _ in 0..rounds {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, m, a);
+            }
+        }
+        let total = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &v| _mm256_add_ps(s, v));
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), total);
+        lanes.iter().sum()
+    }
+}
+
 fn median(seconds: &mut [f64]) -> Option<f64> {
     seconds.sort_by(f64::total_cmp);
     seconds.get(seconds.len() / 2).copied()
@@ -120,5 +239,5 @@ fn bench_updates(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_gemm_peak, bench_updates);
+criterion_group!(benches, bench_fma_ceiling, bench_gemm_peak, bench_updates);
 criterion_main!(benches);

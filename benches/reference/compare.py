@@ -87,6 +87,15 @@ def table(medians, refs, tch=None):
     tch = tch or {}
     lines = ["| benchmark | offrl (flex) | PyTorch 2.9 | speed-up | target | offrl GFLOP/s | PyTorch GFLOP/s | offrl (tch) |",
              "|---|---|---|---|---|---|---|---|"]
+    # The vector units' multiply-add rate with everything in registers (benches/rtb.rs
+    # `fma_ceiling`): no product can exceed it; the GEMM rows say how close they come.
+    ceiling = None
+    for cid, (seconds, elements) in medians.items():
+        if cid.startswith("fma_ceiling/") and elements:
+            ceiling = elements / seconds / 1e9
+            threads = cid.split("/", 1)[1].replace("_", " ")
+            lines.append(f"| Vector FMA ceiling (registers only, {threads}) | {fmt_time(seconds)} | — | — | "
+                         f"hardware | {rate(ceiling)} | — | — |")
     peak = None
     for label, cid, key, n in GEMM:
         ours = medians.get(cid, (None, None))[0]
@@ -94,8 +103,9 @@ def table(medians, refs, tch=None):
         flop = 2 * n * 256 * 256 / 1e9
         ours_rate = flop / ours if ours else None
         peak = max(filter(None, [peak, ours_rate, flop / theirs if theirs else None]), default=None)
+        of_ceiling = f" ({100 * ours_rate / ceiling:.0f} % of ceiling)" if ours_rate and ceiling else ""
         lines.append(f"| {label} | {fmt_time(ours)} | {fmt_time(theirs)} | {ratio(theirs, ours)} | peak | "
-                     f"{rate(ours_rate)} | {rate(flop / theirs if theirs else None)} | — |")
+                     f"{rate(ours_rate)}{of_ceiling} | {rate(flop / theirs if theirs else None)} | — |")
     for label, cid, key, kind, gflop in ROWS:
         ours, elements = medians.get(cid, (None, None))
         if ours is not None and elements and key.startswith("eval_"):

@@ -367,18 +367,13 @@ impl<Q: QFunction> LogReward for QReward<Q> {
         let Some(dq) = self.q.action_gradient(&raw, &a, n) else {
             return reward_gradient(self, obs, x);
         };
-        let jacobian = self.tanh_jacobian && self.spaces.pre_tanh;
-        let grad: Vec<f32> = (0..n * ad)
-            .map(|i| {
-                let g = dq[i] * da[i] / self.alpha as f32;
-                // d/dx Σ log(1 − tanh² x) = −2 tanh x.
-                if jacobian {
-                    g - 2.0 * xv[i].tanh()
-                } else {
-                    g
-                }
-            })
-            .collect();
+        let inv_alpha = 1.0 / self.alpha as f32;
+        let mut grad: Vec<f32> = dq.iter().zip(&da).map(|(q, d)| q * d * inv_alpha).collect();
+        if self.tanh_jacobian && self.spaces.pre_tanh {
+            // d/dx Σ log(1 − tanh² x) = −2 tanh x.
+            let tanh = crate::nn::host::tanh_all(&xv);
+            grad.iter_mut().zip(tanh).for_each(|(g, t)| *g -= 2.0 * t);
+        }
         crate::nn::tensor2(&grad, n, ad, &device)
     }
 }
@@ -415,18 +410,31 @@ pub struct LangevinScale {
     pub time_features: Vec<f32>,
     #[module(skip)]
     pub time_dim: usize,
+    /// `c(t)` for every step, computed once by [`Correction::frozen`] for inference copies (a
+    /// sampling chain asks for it at every step); `None` on the trained module, whose table
+    /// must stay in the autodiff graph.
+    #[module(skip)]
+    frozen_table: Option<Tensor<2>>,
 }
 
 impl LangevinScale {
-    /// `[rows, act_dim]` scales for per-row steps.
-    fn rows(&self, t: &[usize], device: &Device) -> Tensor<2> {
+    /// `[T, act_dim]`: `c(t)` of every step, row `t − 1`.
+    fn table(&self, device: &Device) -> Tensor<2> {
+        if let Some(table) = &self.frozen_table {
+            return table.clone();
+        }
         let steps = self.time_features.len() / self.time_dim;
-        let table = self.mlp.forward(crate::nn::tensor2(
+        self.mlp.forward(crate::nn::tensor2(
             &self.time_features,
             steps,
             self.time_dim,
             device,
-        ));
+        ))
+    }
+
+    /// `[rows, act_dim]` scales for per-row steps.
+    fn rows(&self, t: &[usize], device: &Device) -> Tensor<2> {
+        let table = self.table(device);
         if t.iter().all(|&s| s == t[0]) {
             return table.slice(t[0] - 1..t[0]); // broadcast over rows
         }
@@ -498,9 +506,20 @@ impl Correction {
                 mlp,
                 time_features,
                 time_dim: embedding.dim(),
+                frozen_table: None,
             }
         });
         Ok(Self { net, langevin })
+    }
+
+    /// The inference copy ([`burn::module::AutodiffModule::valid`]) with `c(t)`'s table computed once.
+    pub fn frozen(&self) -> Correction {
+        let mut copy = self.valid();
+        if let Some(scale) = copy.langevin.as_mut() {
+            let device = scale.mlp.output.weight.device();
+            scale.frozen_table = Some(scale.table(&device));
+        }
+        copy
     }
 
     /// `ε_π − ε_μ` for rows with per-row steps `t`; `grad` is the clamped reward gradient at `x_t`
@@ -1065,7 +1084,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
 
     /// The inference copy of the correction and, on the CPU backend, its fused executor.
     fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
-        let correction = self.model.correction.valid();
+        let correction = self.model.correction.frozen();
         let fused = crate::backend::host_kernels(&self.device)
             .then(|| FusedEpsNet::new(&correction.net, self.prior.schedule()));
         (correction, fused)
@@ -1122,7 +1141,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     /// Start the learned log Z at the batch estimate (its output bias), so that it does not
     /// have to travel from 0 to |Q/α| ~ 10³ first.
     fn init_log_z(&mut self, rollout: &Rollout) {
-        let correction = self.model.correction.valid();
+        let correction = self.model.correction.frozen();
         let mean = rollout.mean_log_z(self.prior.schedule(), &correction);
         if let Some(net) = self.model.log_z.as_mut() {
             let bias = burn::module::Param::from_tensor(tensor1(&[mean as f32], &self.device));

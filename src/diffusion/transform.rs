@@ -69,8 +69,7 @@ impl PriorSpec {
     /// Model space → environment actions (within the bounds).
     pub fn action_to_env(&self, x: &[f32]) -> Vec<f32> {
         if self.pre_tanh {
-            let unit: Vec<f32> = x.iter().map(|v| v.tanh()).collect();
-            self.data.action_from_unit(&unit)
+            self.data.action_from_unit(&crate::nn::host::tanh_all(x))
         } else {
             self.data.action_from_unit(x)
         }
@@ -82,22 +81,26 @@ impl PriorSpec {
     pub fn action_to_env_and_derivative(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (center, half) = self.data.action_affine();
         let d = self.act_dim();
+        if self.pre_tanh {
+            let unit = crate::nn::host::tanh_all(x);
+            let derivative = unit
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| half[i % d] * (1.0 - y * y))
+                .collect();
+            return (self.data.action_from_unit(&unit), derivative);
+        }
         let derivative = x
             .iter()
             .enumerate()
             .map(|(i, &v)| {
                 let j = i % d;
-                if self.pre_tanh {
-                    let y = v.tanh();
-                    half[j] * (1.0 - y * y)
+                let a = center[j] + half[j] * v;
+                let inside = a >= self.data.action_low[j] && a <= self.data.action_high[j];
+                if inside {
+                    half[j]
                 } else {
-                    let a = center[j] + half[j] * v;
-                    let inside = a >= self.data.action_low[j] && a <= self.data.action_high[j];
-                    if inside {
-                        half[j]
-                    } else {
-                        0.0
-                    }
+                    0.0
                 }
             })
             .collect();
