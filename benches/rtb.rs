@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use offrl::nn::host::{gemm, Mat};
+use offrl::nn::host::{gemm, panel_product_into, Mat, Panels};
 
 mod support;
 use support::{batch, build, flops, SHAPES};
@@ -61,6 +61,37 @@ fn bench_gemm_peak(c: &mut Criterion) {
         });
         if let Some(median) = median(&mut seconds) {
             eprintln!("gemm {name}: {:.1} GFLOP/s", flop / median / 1e9);
+        }
+    }
+    // The hidden layers' products as the networks run them at these sizes: weights packed once
+    // (`nn::host::Panels`, AVX-512 CPUs only), activations read in place.
+    for rows in [4096, 38_400] {
+        let a = vec![0.5f32; rows * 256];
+        let w = vec![0.25f32; 256 * 256];
+        let mut out = vec![std::mem::MaybeUninit::new(0.0f32); rows * 256];
+        let Some(panels) = Panels::pack(Mat::new(&w, 256, 256)) else {
+            eprintln!("gemm_peak/{rows}x256x256_packed: skipped (no panel kernel on this CPU)");
+            continue;
+        };
+        let flop = 2.0 * (rows * 256 * 256) as f64;
+        group.throughput(Throughput::Elements(flop as u64));
+        let mut seconds = Vec::new();
+        group.bench_function(format!("{rows}x256x256_packed"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    panel_product_into(&mut out, &a, rows, &panels);
+                }
+                let t = start.elapsed();
+                seconds.push(t.as_secs_f64() / iters as f64);
+                t
+            })
+        });
+        if let Some(median) = median(&mut seconds) {
+            eprintln!(
+                "gemm {rows}x256x256_packed: {:.1} GFLOP/s",
+                flop / median / 1e9
+            );
         }
     }
     group.finish();
