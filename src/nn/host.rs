@@ -282,9 +282,10 @@ pub fn panel_product_into(out: &mut [MaybeUninit<f32>], a: &[f32], m: usize, w: 
 /// The kernel of [`panel_product`]: tiles of [`panel::ROWS`] rows × [`panel::COLS`] columns
 /// whose 24 accumulators stay in registers over the whole inner dimension, with the rows of `a`
 /// read in place (no packing) and `W` packed once per weight update instead of once per call
-/// (the `gemm` crate packs it at every product: ≈ 4 % of an RTB update went to packing). One
-/// thread runs 98 % of this CPU's register-only FMA rate at `[2052, 256] · [256, 256]`, against
-/// 93 % for the `gemm` crate (a one-off comparison when this was written).
+/// (the `gemm` crate packs it at every product: ≈ 4 % of an RTB update went to packing). On one
+/// thread, `[2052, 256] · [256, 256]`: 262–277 GFLOP/s against 258–264 for the `gemm` crate, in
+/// a one-off comparison when this was written (this CPU's register-only FMA rate: ≈ 283 per
+/// core); `cargo bench --bench rtb -- gemm_peak` compares the two on both threads.
 #[cfg(target_arch = "x86_64")]
 mod panel {
     use std::arch::x86_64::*;
