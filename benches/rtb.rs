@@ -12,7 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use offrl::nn::host::{gemm, panel_product_into, Mat, Panels};
 
 mod support;
@@ -47,19 +48,9 @@ fn bench_gemm_peak(c: &mut Criterion) {
         let mut out = vec![0.0f32; rows * bc];
         let flop = 2.0 * (ar * ac * bc) as f64;
         group.throughput(Throughput::Elements(flop as u64));
-        let mut seconds = Vec::new();
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    gemm(&mut out, lhs, Mat::new(&b_data, br, bc), false);
-                }
-                let t = start.elapsed();
-                seconds.push(t.as_secs_f64() / iters as f64);
-                t
-            })
-        });
-        if let Some(median) = median(&mut seconds) {
+        let rhs = Mat::new(&b_data, br, bc);
+        let run = || gemm(&mut out, lhs, rhs, false);
+        if let Some(median) = median_seconds(&mut group, name, run) {
             eprintln!("gemm {name}: {:.1} GFLOP/s", flop / median / 1e9);
         }
     }
@@ -75,23 +66,10 @@ fn bench_gemm_peak(c: &mut Criterion) {
         };
         let flop = 2.0 * (rows * 256 * 256) as f64;
         group.throughput(Throughput::Elements(flop as u64));
-        let mut seconds = Vec::new();
-        group.bench_function(format!("{rows}x256x256_packed"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    panel_product_into(&mut out, &a, rows, &panels);
-                }
-                let t = start.elapsed();
-                seconds.push(t.as_secs_f64() / iters as f64);
-                t
-            })
-        });
-        if let Some(median) = median(&mut seconds) {
-            eprintln!(
-                "gemm {rows}x256x256_packed: {:.1} GFLOP/s",
-                flop / median / 1e9
-            );
+        let name = format!("{rows}x256x256_packed");
+        let run = || panel_product_into(&mut out, &a, rows, &panels);
+        if let Some(median) = median_seconds(&mut group, &name, run) {
+            eprintln!("gemm {name}: {:.1} GFLOP/s", flop / median / 1e9);
         }
     }
     group.finish();
@@ -117,26 +95,17 @@ fn bench_fma_ceiling(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements(flop as u64));
-    let mut seconds = Vec::new();
-    group.bench_function(format!("{threads}_threads"), |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = (0..threads)
-                        .map(|_| scope.spawn(|| (kernel.run)(rounds)))
-                        .collect();
-                    for h in handles {
-                        std::hint::black_box(h.join().expect("FMA thread panicked"));
-                    }
-                });
+    let run_all = || {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| (kernel.run)(rounds)))
+                .collect();
+            for h in handles {
+                std::hint::black_box(h.join().expect("FMA thread panicked"));
             }
-            let t = start.elapsed();
-            seconds.push(t.as_secs_f64() / iters as f64);
-            t
         })
-    });
-    if let Some(median) = median(&mut seconds) {
+    };
+    if let Some(median) = median_seconds(&mut group, &format!("{threads}_threads"), run_all) {
         eprintln!(
             "fma ceiling ({threads} threads): {:.1} GFLOP/s",
             flop / median / 1e9
@@ -215,7 +184,25 @@ mod fma_chains {
     }
 }
 
-fn median(seconds: &mut [f64]) -> Option<f64> {
+/// Benchmark `run` as `name` in `group` and return the median of criterion's samples in seconds
+/// per call (`None` when the name is filtered out on the command line), for the GFLOP/s lines.
+fn median_seconds(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    mut run: impl FnMut(),
+) -> Option<f64> {
+    let mut seconds = Vec::new();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                run();
+            }
+            let t = start.elapsed();
+            seconds.push(t.as_secs_f64() / iters as f64);
+            t
+        })
+    });
     seconds.sort_by(f64::total_cmp);
     seconds.get(seconds.len() / 2).copied()
 }
@@ -239,23 +226,14 @@ fn bench_updates(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(1));
         for on_policy in [true, false] {
             let label = if on_policy { "on_policy" } else { "off_policy" };
-            let mut seconds = Vec::new();
-            group.bench_function(label, |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        if on_policy {
-                            rtb.on_policy_update(obs.clone(), &mut rng);
-                        } else {
-                            rtb.off_policy_update(obs.clone(), act.clone(), &mut rng);
-                        }
-                    }
-                    let t = start.elapsed();
-                    seconds.push(t.as_secs_f64() / iters as f64);
-                    t
-                })
-            });
-            let Some(median) = median(&mut seconds) else {
+            let update = || {
+                if on_policy {
+                    rtb.on_policy_update(obs.clone(), &mut rng);
+                } else {
+                    rtb.off_policy_update(obs.clone(), act.clone(), &mut rng);
+                }
+            };
+            let Some(median) = median_seconds(&mut group, label, update) else {
                 continue; // filtered out on the command line
             };
             let f = flops(shape);

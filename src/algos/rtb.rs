@@ -363,16 +363,18 @@ impl<Q: QFunction> LogReward for QReward<Q> {
             .spaces
             .data
             .denormalize_obs(&crate::nn::to_vec(obs.clone()));
-        let (a, da) = self.spaces.action_to_env_and_derivative(&xv);
-        let Some(dq) = self.q.action_gradient(&raw, &a, n) else {
+        let map = self.spaces.action_map(&xv);
+        let Some(dq) = self.q.action_gradient(&raw, &map.env, n) else {
             return reward_gradient(self, obs, x);
         };
         let inv_alpha = 1.0 / self.alpha as f32;
-        let mut grad: Vec<f32> = dq.iter().zip(&da).map(|(q, d)| q * d * inv_alpha).collect();
-        if self.tanh_jacobian && self.spaces.pre_tanh {
+        let mut grad: Vec<f32> = (dq.iter().zip(&map.derivative))
+            .map(|(q, d)| q * d * inv_alpha)
+            .collect();
+        // The Jacobian term exists only for pre-tanh actions (where `tanh` is there).
+        if let Some(tanh) = map.tanh.as_ref().filter(|_| self.tanh_jacobian) {
             // d/dx Σ log(1 − tanh² x) = −2 tanh x.
-            let tanh = crate::nn::host::tanh_all(&xv);
-            grad.iter_mut().zip(tanh).for_each(|(g, t)| *g -= 2.0 * t);
+            (grad.iter_mut().zip(tanh)).for_each(|(g, t)| *g -= 2.0 * t);
         }
         crate::nn::tensor2(&grad, n, ad, &device)
     }
@@ -512,7 +514,7 @@ impl Correction {
         Ok(Self { net, langevin })
     }
 
-    /// The inference copy ([`burn::module::AutodiffModule::valid`]) with `c(t)`'s table computed once.
+    /// The inference copy (`valid()`) with the table of `c(t)` computed once.
     pub fn frozen(&self) -> Correction {
         let mut copy = self.valid();
         if let Some(scale) = copy.langevin.as_mut() {

@@ -14,6 +14,18 @@ use super::schedule::{ScheduleConfig, StartDistribution};
 use crate::algos::common::DataSpec;
 use crate::error::{Error, Result};
 
+/// [`PriorSpec::action_map`] of chain outputs `x` (row-major `[n, act_dim]`), per element.
+#[derive(Debug, Clone)]
+pub struct ActionMap {
+    /// The environment actions, [`PriorSpec::action_to_env`].
+    pub env: Vec<f32>,
+    /// `∂a/∂x` (the map acts per dimension): `half · (1 − tanh² x)` in pre-tanh space, else
+    /// `half` inside the bounds and 0 where the clip holds the action.
+    pub derivative: Vec<f32>,
+    /// `tanh x` in pre-tanh space (the tanh Jacobian's gradient is `−2 tanh x`), `None` else.
+    pub tanh: Option<Vec<f32>>,
+}
+
 impl PriorSpec {
     /// A spec (starting from `N(0, I)`; see [`super::NoiseSchedule::start_for`]), checked:
     /// `pre_tanh` needs finite action bounds and a clip in (0, 1).
@@ -75,10 +87,8 @@ impl PriorSpec {
         }
     }
 
-    /// [`PriorSpec::action_to_env`] and its element-wise derivative `∂a/∂x` (the map acts per
-    /// dimension): `half · (1 − tanh² x)` in pre-tanh space, else `half` inside the bounds and 0
-    /// where the clip holds the action.
-    pub fn action_to_env_and_derivative(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// [`PriorSpec::action_to_env`] with what the chain rule through it needs (see [`ActionMap`]).
+    pub fn action_map(&self, x: &[f32]) -> ActionMap {
         let (center, half) = self.data.action_affine();
         let d = self.act_dim();
         if self.pre_tanh {
@@ -88,7 +98,11 @@ impl PriorSpec {
                 .enumerate()
                 .map(|(i, &y)| half[i % d] * (1.0 - y * y))
                 .collect();
-            return (self.data.action_from_unit(&unit), derivative);
+            return ActionMap {
+                env: self.data.action_from_unit(&unit),
+                derivative,
+                tanh: Some(unit),
+            };
         }
         let derivative = x
             .iter()
@@ -104,7 +118,11 @@ impl PriorSpec {
                 }
             })
             .collect();
-        (self.action_to_env(x), derivative)
+        ActionMap {
+            env: self.action_to_env(x),
+            derivative,
+            tanh: None,
+        }
     }
 
     /// [`PriorSpec::action_to_env`] on a `[n, act_dim]` tensor, differentiable (for rewards

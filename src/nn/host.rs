@@ -189,10 +189,9 @@ unsafe fn gemm_raw(out: *mut f32, a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     }
 }
 
-/// A weight matrix `[k, n]` (or `Wᵀ`) repacked once for [`panel_product`]: column panels of
-/// [`panel::COLS`] columns, each `[k, COLS]` contiguous. Only on AVX-512 CPUs and for `n` a
-/// multiple of the panel width (the hidden layers); `None` otherwise, and the `gemm` crate runs
-/// the product.
+/// A weight matrix `[k, n]` (or `Wᵀ`) repacked once for [`panel_product`]: column panels of 32
+/// columns, each `[k, 32]` contiguous. Only on AVX-512 CPUs and for `n` a multiple of the panel
+/// width (the hidden layers); `None` otherwise, and the `gemm` crate runs the product.
 #[derive(Debug, Clone)]
 pub struct Panels {
     data: Vec<f32>,
@@ -267,7 +266,10 @@ pub fn panel_product_into(out: &mut [MaybeUninit<f32>], a: &[f32], m: usize, w: 
             panel::product(block.as_mut_ptr().cast(), a, rows, w)
         };
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no panels off x86-64 ({a:?})");
+        {
+            let _ = (a, rows);
+            unreachable!("`Panels::pack` makes none off x86-64");
+        }
     };
     if rows_per_task >= m {
         run((0, out));
@@ -1746,6 +1748,25 @@ mod tests {
         }
     }
 
+    /// `a · b` in f64 (`a` row-major `[m, k]`, `b` `[k, n]`), the reference for the kernels.
+    fn reference_product(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        (0..m * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                (0..k)
+                    .map(|c| f64::from(a[i * k + c]) * f64::from(b[c * n + j]))
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// The transpose of row-major `[rows, cols]` `x`, stored row-major `[cols, rows]`.
+    fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|e| x[(e % rows) * cols + e / rows])
+            .collect()
+    }
+
     /// Thin products (two to four output columns, the kernels of `narrow` on AVX-512 CPUs,
     /// the `gemm` crate elsewhere) equal an f64 reference: forward-pass layout (`x · W`) and
     /// weight-gradient layout (`xᵀ · dz`), rows and depths that are not multiples of the
@@ -1762,17 +1783,13 @@ mod tests {
         ] {
             let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
             let start = random(&mut rng, m * n);
-            let reference: Vec<f32> = (0..m * n)
-                .map(|e| {
-                    let (i, j) = (e / n, e % n);
-                    let dot: f64 = (0..k)
-                        .map(|c| f64::from(a[i * k + c]) * f64::from(b[c * n + j]))
-                        .sum();
-                    (f64::from(start[e]) + dot) as f32
-                })
+            let reference: Vec<f32> = reference_product(&a, &b, m, k, n)
+                .iter()
+                .zip(&start)
+                .map(|(dot, &s)| (f64::from(s) + dot) as f32)
                 .collect();
             // `a` as stored, and as the transpose of its own transposed copy.
-            let at: Vec<f32> = (0..k * m).map(|e| a[(e % m) * k + e / m]).collect();
+            let at = transposed(&a, m, k);
             for (lhs, layout) in [
                 (Mat::new(&a, m, k), "x·W"),
                 (Mat::new(&at, k, m).t(), "xᵀ·dz"),
@@ -1804,16 +1821,12 @@ mod tests {
             (25, 1, 32),
         ] {
             let (a, w) = (random(&mut rng, m * k), random(&mut rng, k * n));
-            let reference: Vec<f32> = (0..m * n)
-                .map(|e| {
-                    let (i, j) = (e / n, e % n);
-                    (0..k)
-                        .map(|c| f64::from(a[i * k + c]) * f64::from(w[c * n + j]))
-                        .sum::<f64>() as f32
-                })
+            let reference: Vec<f32> = reference_product(&a, &w, m, k, n)
+                .into_iter()
+                .map(|v| v as f32)
                 .collect();
             // `W` as stored, and as the transpose of its transposed copy (an input gradient).
-            let wt: Vec<f32> = (0..n * k).map(|e| w[(e % k) * n + e / k]).collect();
+            let wt = transposed(&w, k, n);
             for (b, layout) in [(Mat::new(&w, k, n), "W"), (Mat::new(&wt, n, k).t(), "Wᵀ")] {
                 let Some(panels) = Panels::pack(b) else {
                     // Not an AVX-512 CPU: the gemm crate runs these products.
