@@ -45,6 +45,19 @@ pub fn resolve<T: Serialize + DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| Error::Config(format!("{e}")))
 }
 
+/// `patch` (e.g. a config recorded by an older version, which lacks newer keys) over `base`
+/// (e.g. today's defaults); every key of the patch must exist in the base.
+pub fn overlay(base: &Value, patch: Value, origin: &str) -> Result<Value> {
+    let mut value = base.clone();
+    merge(&mut value, patch, "", origin)?;
+    Ok(value)
+}
+
+/// `serde(default)` of settings added after checkpoints were first written, whose default is 1.
+pub fn one() -> f64 {
+    1.0
+}
+
 /// Merge `patch` into `base`; every key of the patch must exist in the base (typo protection).
 fn merge(base: &mut Value, patch: Value, prefix: &str, origin: &str) -> Result<()> {
     match (base, patch) {

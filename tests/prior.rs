@@ -352,6 +352,77 @@ fn resumed_run_continues_the_same_run() {
     assert!(err.contains("different config"), "{err}");
 }
 
+/// With a moving average of the weights: training is the same run (the average only watches
+/// it), the checkpoint's prior and the policy act with the average, a resumed run ends exactly
+/// where the uninterrupted one does, and every checkpoint logs the held-out probes.
+#[test]
+fn weight_average_acts_and_resumes_exactly() {
+    let data = mixture_dataset(500, 4);
+    let plain = tiny_config(12, 6);
+    let ema = PriorConfig {
+        ema_decay: 0.9,
+        ..plain.clone()
+    };
+    let (plain_dir, full_dir, killed_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    train(&data, &plain, plain_dir.path(), 5).unwrap();
+    let algo = train(&data, &ema, full_dir.path(), 5).unwrap();
+    train(&data, &ema, killed_dir.path(), 5).unwrap();
+    std::fs::remove_dir_all(killed_dir.path().join("checkpoints/step-00000012")).unwrap();
+    train(&data, &ema, killed_dir.path(), 5).unwrap();
+
+    let device = Device::flex();
+    let load = |dir: &Path| DiffusionPrior::load(dir, &device).unwrap();
+    let probe = |prior: &DiffusionPrior| sample_at(prior, &[0.1, 0.9], 5, 3);
+    assert_eq!(
+        probe(&load(full_dir.path())),
+        probe(&load(killed_dir.path()))
+    );
+    assert_ne!(
+        probe(&load(full_dir.path())),
+        probe(&load(plain_dir.path())),
+        "the checkpoint's prior is the average, not the last weights"
+    );
+    let obs = [0.3f32, -0.5, 0.3, -0.5];
+    let a = algo.policy().unwrap().act(&obs, 4).unwrap();
+    let b = DiffusionPolicy::new(&load(full_dir.path()), 5)
+        .act(&obs, 4)
+        .unwrap();
+    assert_eq!(a, b, "the policy acts with the average");
+
+    let metrics = |dir: &Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics(full_dir.path()), metrics(killed_dir.path()));
+    let losses = |dir: &Path| -> Vec<f64> {
+        metrics(dir)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(
+        losses(full_dir.path()),
+        losses(plain_dir.path()),
+        "same training"
+    );
+    for line in metrics(full_dir.path()).lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = row["step"].as_u64().unwrap();
+        let has = |k: &str| row.get(k).and_then(|v| v.as_f64()).is_some();
+        let probed = ["diag/heldout_loss", "diag/mse_to_data", "diag/out_of_range"];
+        assert_eq!(
+            probed.iter().all(|k| has(k)),
+            step.is_multiple_of(6),
+            "step {step}: {row}"
+        );
+    }
+}
+
 /// A diverging run stops with an error naming the step and the loss.
 #[test]
 fn nan_loss_stops_training_naming_step_and_loss() {

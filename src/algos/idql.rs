@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::iql::IqlCritic;
 use crate::diffusion::prior::{DiffusionPolicy, DiffusionPrior};
 use crate::error::{Error, Result};
-use crate::nn;
+pub use crate::policy::ActionScorer;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -42,26 +42,6 @@ pub enum Selection {
     Greedy,
     /// A proposal drawn with probability ∝ exp(Q / temperature).
     Softmax { temperature: f64 },
-}
-
-/// Scores `n` (observation, action) pairs; higher is better.
-pub trait ActionScorer {
-    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>>;
-}
-
-/// An IQL critic as a scorer: Q(s, a) = min of the twin target heads.
-pub struct CriticScorer {
-    pub critic: IqlCritic,
-    pub device: Device,
-}
-
-impl ActionScorer for CriticScorer {
-    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>> {
-        let spec = self.critic.spec();
-        let obs = nn::tensor2(obs, n, spec.obs_dim, &self.device);
-        let act = nn::tensor2(act, n, spec.act_dim, &self.device);
-        Ok(nn::to_vec(self.critic.q(obs, act)))
-    }
 }
 
 /// Proposals from `proposals`, chosen by `scorer`.
@@ -164,7 +144,7 @@ pub fn load_policy(
     config: IdqlConfig,
     device: &Device,
     seed: u64,
-) -> Result<IdqlPolicy<DiffusionPolicy, CriticScorer>> {
+) -> Result<IdqlPolicy<DiffusionPolicy, IqlCritic>> {
     let prior = DiffusionPrior::load(&Checkpoint::resolve(prior)?, device)?;
     let critic = IqlCritic::load(critic, device)?;
     let (ps, cs) = (&prior.spec, critic.spec());
@@ -179,11 +159,8 @@ pub fn load_policy(
     }
     let obs_dim = ps.obs_dim();
     let proposals = DiffusionPolicy::new(&prior, seed);
-    let scorer = CriticScorer {
-        critic,
-        device: device.clone(),
-    };
-    IdqlPolicy::new(proposals, scorer, obs_dim, config, seed)
+
+    IdqlPolicy::new(proposals, critic, obs_dim, config, seed)
 }
 
 #[cfg(test)]

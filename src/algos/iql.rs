@@ -32,13 +32,15 @@ use super::common::{
     NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
 };
 use super::{
-    load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
+    load_optim, module_parts, policy_diagnostics, AlgoKind, LoopConfig, Metrics, NetPolicy,
+    OfflineAlgorithm, Snapshot,
 };
 use crate::backend;
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
+use crate::eval::probe::Probe;
 use crate::nn::host::{self, HostMlp, Shards, TrainingMlp};
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 use crate::train::checkpoint::Checkpoint;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +277,14 @@ impl OfflineAlgorithm for Iql {
         )))
     }
 
+    /// A critic-only run has no policy to probe.
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        if !self.cfg.train_actor {
+            return Ok(Metrics::new());
+        }
+        policy_diagnostics(self, probe)
+    }
+
     fn snapshot(&self) -> Result<Snapshot> {
         let mut parts = module_parts("q", &self.q, Some(&self.q_optim))?;
         parts.extend(module_parts("q_target", &self.q_target, None)?);
@@ -417,6 +427,11 @@ impl IqlCritic {
             .min(self.maps.normalize_obs(obs), self.maps.action_to_unit(act))
     }
 
+    /// The device of its parameters.
+    pub fn device(&self) -> Device {
+        self.q.q1.output.weight.val().device()
+    }
+
     /// `V(s)`, `[n]`, for raw observations `[n, obs_dim]`.
     pub fn v(&self, obs: Tensor<2>) -> Tensor<1> {
         self.v.forward(self.maps.normalize_obs(obs))
@@ -429,6 +444,17 @@ impl IqlCritic {
 
     pub fn spec(&self) -> &DataSpec {
         &self.spec
+    }
+}
+
+/// The critic as a scorer of (raw observation, environment action) pairs: `Q(s, a)`, the min of
+/// the twin heads (what IDQL chooses proposals by and the probes report).
+impl ActionScorer for IqlCritic {
+    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>> {
+        let device = self.device();
+        let obs = crate::nn::tensor2(obs, n, self.spec.obs_dim, &device);
+        let act = crate::nn::tensor2(act, n, self.spec.act_dim, &device);
+        Ok(crate::nn::to_vec(self.q(obs, act)))
     }
 }
 
@@ -523,6 +549,7 @@ mod tests {
                 log_every: 100,
                 checkpoint_every: 0,
                 eval_every: 0,
+                holdout: 0.0,
             },
             ..IqlConfig::default()
         }

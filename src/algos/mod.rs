@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 use crate::dataset::sampler::Sampler;
 use crate::dataset::{Batch, Dataset, Metadata, ReferenceScores};
 use crate::error::{Error, Result};
+use crate::eval::probe::{Probe, POLICY_NAMES, PROBE_ROWS};
 use crate::policy::Policy;
 use crate::train::checkpoint::{module_bytes, Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
 use crate::train::{self, RunDir};
@@ -57,6 +58,11 @@ pub struct LoopConfig {
     pub checkpoint_every: usize,
     /// Call the evaluation hook every this many updates (0: never).
     pub eval_every: usize,
+    /// Fraction of the dataset's episodes kept out of training (drawn with the run's seed); the
+    /// `diag/*` probes logged at every checkpoint read their states there. 0: all episodes train,
+    /// and the probes read training states.
+    #[serde(default)]
+    pub holdout: f64,
 }
 
 impl Default for LoopConfig {
@@ -68,6 +74,7 @@ impl Default for LoopConfig {
             log_every: 1000,
             checkpoint_every: 100_000,
             eval_every: 0,
+            holdout: 0.0,
         }
     }
 }
@@ -98,6 +105,23 @@ pub trait OfflineAlgorithm {
     fn prepare(&mut self, _data: &Dataset) -> Result<()> {
         Ok(())
     }
+    /// Measures of the current model on a probe of dataset states, logged as `diag/*` metrics
+    /// at every checkpoint. Default: the policy's actions against the data's
+    /// ([`policy_diagnostics`]); models add their own (held-out loss, Q of their actions).
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        policy_diagnostics(self, probe)
+    }
+}
+
+/// How far the policy's actions at the probe's states are from the dataset's, and how often
+/// they leave the data's action range or sit at the bounds ([`crate::eval::probe::ActionStats`]).
+pub fn policy_diagnostics<A: OfflineAlgorithm + ?Sized>(
+    algo: &A,
+    probe: &Probe,
+) -> Result<Metrics> {
+    let mut policy = algo.policy()?;
+    let actions = probe.act(policy.as_mut())?;
+    Ok(probe.stats(&actions).metrics(POLICY_NAMES))
 }
 
 /// The algorithms, by name.
@@ -387,6 +411,16 @@ pub fn fit(
     if data.is_empty() {
         return Err(Error::InvalidData("the dataset has no transitions".into()));
     }
+    // Held-out episodes: a function of the seed, so a resumed run holds out the same ones.
+    let split;
+    // A dataset of one episode has nothing to hold out: its probes read training states.
+    let (data, held_out) = if cfg.holdout > 0.0 && data.episodes().len() >= 2 {
+        split = data.split_episodes(cfg.holdout, block_seed(seed, usize::MAX))?;
+        (&split.0, Some(&split.1))
+    } else {
+        (data, None)
+    };
+    let probe = Probe::new(held_out.unwrap_or(data), data, PROBE_ROWS, seed)?;
     let block = |step: usize| match cfg.checkpoint_every {
         0 => 0,
         every => step / every,
@@ -408,14 +442,18 @@ pub fn fit(
                 metrics.extend(hook(done, &*algo)?);
             }
         }
-        if done % cfg.log_every == 0 || done == cfg.steps {
+        let checkpoint_now =
+            (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps;
+        if checkpoint_now {
+            metrics.extend(algo.diagnostics(&probe)?);
+        }
+        if done % cfg.log_every == 0 || checkpoint_now {
             run.log(done, &metrics)?;
             if let Some((name, value)) = metrics.first() {
                 bar.set_message(format!("{name} {value:.4}"));
             }
         }
-        let checkpoint_now = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
-        if checkpoint_now || done == cfg.steps {
+        if checkpoint_now {
             save_checkpoint(algo, run, run_config, &DatasetInfo::of(&data.meta), done)?;
             run.plot()?;
         }

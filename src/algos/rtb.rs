@@ -82,10 +82,12 @@ use super::{
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::fused::{EpsRows, FusedEpsNet, LeafEps};
 use crate::diffusion::{
-    forward_noise_trajectory, normal_noise, reverse_log_prob_rows, reverse_step, sample_actions,
-    sample_start, DiffusionPrior, EpsModel, EpsNet, NetConfig, NoiseSchedule, PriorSpec,
+    forward_noise_trajectory, normal_noise, reverse_log_prob_rows, reverse_step,
+    sample_actions_scaled, sample_start, DiffusionPolicy, DiffusionPrior, EpsModel, EpsNet,
+    NetConfig, NoiseSchedule, PriorSpec,
 };
 use crate::error::{Error, Result};
+use crate::eval::probe::{Probe, POLICY_NAMES, PRIOR_NAMES};
 use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
@@ -125,6 +127,14 @@ pub struct RtbConfig {
     /// Add the tanh Jacobian to the reward when the prior models pre-tanh actions (see the module
     /// docs).
     pub tanh_jacobian: bool,
+    /// When acting, repeat the final denoising step (t = 1, with its noise and reward gradient)
+    /// this many more times: the paper's code's `--extra` (20 steps; off by default there).
+    #[serde(default)]
+    pub eval_extra_steps: usize,
+    /// When acting, multiply the chain's noise draws by this (1 samples π; below 1 acts at a
+    /// lower temperature, towards π's modes).
+    #[serde(default = "crate::config::one")]
+    pub act_noise_scale: f64,
     pub data: DataConfig,
     pub train: LoopConfig,
 }
@@ -146,6 +156,8 @@ impl Default for RtbConfig {
             log_z: LogZConfig::default(),
             correction: CorrectionConfig::default(),
             tanh_jacobian: true,
+            eval_extra_steps: 0,
+            act_noise_scale: 1.0,
             // Observations are normalised with the prior's statistics, Q has its own: the
             // data spec only checks dimensions.
             data: DataConfig {
@@ -158,6 +170,7 @@ impl Default for RtbConfig {
                 log_every: 100,
                 checkpoint_every: 5000,
                 eval_every: 5000,
+                holdout: 0.0,
             },
         }
     }
@@ -258,6 +271,12 @@ impl RtbConfig {
         }
         if self.correction.langevin_clip.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return bad("correction.langevin_clip must be positive".into());
+        }
+        if !(self.act_noise_scale >= 0.0 && self.act_noise_scale.is_finite()) {
+            return bad(format!(
+                "act_noise_scale must be a non-negative number, got {}",
+                self.act_noise_scale
+            ));
         }
         Ok(())
     }
@@ -930,6 +949,9 @@ pub struct UpdateStats {
     pub log_r: f64,
     /// Mean `log π(τ) − log μ(τ)` (on-policy: a KL(π‖μ) estimate).
     pub log_ratio: f64,
+    /// Mean over states of the variance over their k trajectories of
+    /// `log π(τ) − log μ(τ) − log r` (0 when π is the target posterior).
+    pub log_ratio_var: f64,
 }
 
 /// Gradients of the batch loss `½ mean_i δ_i²`, `δ = log Z + log π − log μ − log r`, accumulated
@@ -990,6 +1012,9 @@ pub fn chunked_gradients(
         let loss = delta.square().sum().mul_scalar(0.5 / n as f64);
         stats.loss += scalar(&loss);
         stats.log_z += scalar(&log_z.sum()) / n as f64;
+        let ratio = log_pi.clone().without_autodiff() - log_mu.clone() - log_r.clone();
+        stats.log_ratio_var +=
+            scalar(&ratio.reshape([m / k, k]).var_bias(1).sum()) * k as f64 / n as f64;
         stats.log_r += scalar(&log_r.sum()) / n as f64;
         stats.log_ratio += scalar(&(log_pi - log_mu).sum()) / n as f64;
         let mut grads = loss.backward();
@@ -1278,6 +1303,7 @@ impl OfflineAlgorithm for RtbAlgo {
                 ("log_z", s.log_z),
                 ("log_r", s.log_r),
                 ("kl", s.log_ratio),
+                ("log_ratio_var", s.log_ratio_var),
             ];
         }
         for _ in 0..self.rtb.config.off_policy {
@@ -1295,6 +1321,23 @@ impl OfflineAlgorithm for RtbAlgo {
 
     fn policy(&self) -> Result<Box<dyn Policy>> {
         Ok(Box::new(RtbPolicy::new(&self.rtb, self.seed)))
+    }
+
+    /// The probes of π's and of μ's actions, and the critic's mean Q of the data's, π's and μ's
+    /// actions at the same states: a policy whose Q rises far above the data's while its actions
+    /// leave the data's range is exploiting the critic.
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        let critic = &self.rtb.reward.q;
+        let a_pi = probe.act(self.policy()?.as_mut())?;
+        let a_mu = probe.act(&mut DiffusionPolicy::new(&self.rtb.prior, self.seed))?;
+        let mut metrics = probe.stats(&a_pi).metrics(POLICY_NAMES);
+        metrics.extend(probe.stats(&a_mu).metrics(PRIOR_NAMES));
+        metrics.extend([
+            ("diag/q_data", probe.mean_score(critic, &probe.actions)?),
+            ("diag/q_policy", probe.mean_score(critic, &a_pi)?),
+            ("diag/q_prior", probe.mean_score(critic, &a_mu)?),
+        ]);
+        Ok(metrics)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -1326,6 +1369,8 @@ pub struct RtbPolicy {
     fused: Option<(FusedEpsNet, FusedEpsNet)>,
     reward: QReward<IqlCritic>,
     langevin_clip: f64,
+    extra_steps: usize,
+    noise_scale: f64,
     device: Device,
     rng: ChaCha8Rng,
 }
@@ -1339,6 +1384,8 @@ impl RtbPolicy {
             correction,
             reward: rtb.reward.clone(),
             langevin_clip: rtb.config.correction.langevin_clip,
+            extra_steps: rtb.config.eval_extra_steps,
+            noise_scale: rtb.config.act_noise_scale,
             device: rtb.device().clone().without_autodiff(),
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -1366,7 +1413,14 @@ impl Policy for RtbPolicy {
             reward: &self.reward,
             langevin_clip: self.langevin_clip,
         };
-        let x0 = sample_actions(&posterior, x, &mut self.rng);
+        let mut x0 = sample_actions_scaled(&posterior, x.clone(), &mut self.rng, self.noise_scale);
+        let schedule = self.prior.schedule();
+        for _ in 0..self.extra_steps {
+            let eps = posterior.eps(x.clone(), x0.clone(), 1);
+            let noise = normal_noise(&mut self.rng, n, self.prior.act_dim(), &self.device)
+                .mul_scalar(self.noise_scale);
+            x0 = reverse_step(schedule, x0, eps, 1).sample(noise);
+        }
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }

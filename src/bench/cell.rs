@@ -120,6 +120,25 @@ fn curve_value(report: &EvalReport) -> f64 {
     report.normalized.unwrap_or(report.mean)
 }
 
+/// The `diag/*` values of the newest metrics line of a run directory that has them (the final
+/// checkpoint's probes), without the prefix.
+pub fn last_diagnostics(run_dir: &Path) -> Result<BTreeMap<String, f64>> {
+    let path = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    for line in text.lines().rev() {
+        let row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| Error::format(&path, e.to_string()))?;
+        let diag: BTreeMap<String, f64> = row
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("diag/")?.to_string(), v.as_f64()?)))
+            .collect();
+        if !diag.is_empty() {
+            return Ok(diag);
+        }
+    }
+    Ok(BTreeMap::new())
+}
+
 /// Run one cell to completion (resuming its training if interrupted) and write `result.json`.
 pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
     let started = Instant::now();
@@ -129,9 +148,17 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
     let eval_seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(17);
     let mut curve: Vec<(f64, f64)> = Vec::new();
     let run_dir = spec.dir.join("run");
+    let diagnostics;
+    let cell_config;
 
     let report = match spec.algo {
-        "idql" => super::diffusion_cells::run(spec, &data, eval_seed, &mut curve)?,
+        "idql" => {
+            let (report, config, diag) =
+                super::diffusion_cells::run(spec, &data, eval_seed, &mut curve)?;
+            cell_config = config;
+            diagnostics = diag;
+            report
+        }
         name => {
             // Diffusion-BC is the trained prior acting alone.
             let kind = match name {
@@ -156,6 +183,7 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             let every = (steps / profile.evaluations.max(1)).max(1);
             let mut config = config;
             config["train"]["eval_every"] = every.into();
+            cell_config = config.clone();
             let mut hook = |step: usize, algo: &dyn OfflineAlgorithm| -> Result<algos::Metrics> {
                 if step >= steps {
                     return Ok(vec![]); // the final evaluation is done below, with more episodes
@@ -190,6 +218,7 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
                 eval_seed,
             )?;
             curve.push((steps as f64, curve_value(&r)));
+            diagnostics = last_diagnostics(&run_dir)?;
             r
         }
     };
@@ -203,7 +232,11 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
         std_return: report.std,
         episodes: report.returns.len(),
         wall_seconds: started.elapsed().as_secs_f64(),
+        returns: report.returns.clone(),
+        commit: env!("OFFRL_COMMIT").to_string(),
+        config: cell_config,
         curve,
+        diagnostics,
     };
     let json = serde_json::to_vec_pretty(&result).expect("result serialises");
     crate::train::write_atomic(&spec.dir.join("result.json"), &json)?;

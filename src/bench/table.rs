@@ -20,9 +20,22 @@ pub struct CellResult {
     pub episodes: usize,
     /// Wall time of the whole cell (training + evaluation), seconds.
     pub wall_seconds: f64,
+    /// Undiscounted return of each episode of the final evaluation, in episode order.
+    #[serde(default)]
+    pub returns: Vec<f64>,
+    /// The source revision of the binary that ran the cell (`git describe --dirty`).
+    #[serde(default)]
+    pub commit: String,
+    /// The cell's resolved config (the algorithm's, with the profile's and `--set` overrides).
+    #[serde(default)]
+    pub config: serde_json::Value,
     /// Learning curve: (training step, normalised score or return).
     #[serde(default)]
     pub curve: Vec<(f64, f64)>,
+    /// The final `diag/*` probes (`crate::eval::probe`): the trained model's last checkpoint, or
+    /// for IDQL its proposals and choices.
+    #[serde(default)]
+    pub diagnostics: std::collections::BTreeMap<String, f64>,
 }
 
 impl CellResult {
@@ -192,7 +205,11 @@ mod tests {
             std_return: 0.0,
             episodes: 10,
             wall_seconds: 2.0,
+            returns: vec![],
+            commit: String::new(),
+            config: serde_json::Value::Null,
             curve: vec![],
+            diagnostics: Default::default(),
         }
     }
 

@@ -230,14 +230,7 @@ pub fn summary(data: &Dataset, file: Option<&Path>) -> String {
         "reward:        min {lo:.4} / mean {mean:.4} / max {hi:.4}"
     );
     let ad = m.act_dim;
-    let mut amin = vec![f32::INFINITY; ad];
-    let mut amax = vec![f32::NEG_INFINITY; ad];
-    for row in data.actions.chunks_exact(ad) {
-        for j in 0..ad {
-            amin[j] = amin[j].min(row[j]);
-            amax[j] = amax[j].max(row[j]);
-        }
-    }
+    let (amin, amax) = data.action_range();
     let _ = writeln!(s, "action min:    {}", fmt_vec(&amin));
     let _ = writeln!(s, "action max:    {}", fmt_vec(&amax));
     let _ = writeln!(

@@ -48,7 +48,9 @@ pub struct EvalArgs {
     /// checkpoint, evaluate the IDQL policy (prior proposals, critic selection).
     #[arg(long)]
     pub critic: Option<PathBuf>,
-    /// IDQL setting, e.g. `--set samples=64` or `--set selection.kind=greedy` (with --critic).
+    /// With --critic, an IDQL setting (`--set samples=64`, `--set selection.kind=greedy`);
+    /// without, a patch of the model's recorded config for acting, e.g. `--set
+    /// act_noise_scale=0.5` or `--set eval_extra_steps=20` (the weights are the checkpoint's).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Also write the report as JSON to this file (written atomically).
@@ -78,9 +80,6 @@ struct EvalOutput<'a> {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if args.critic.is_none() && !args.set.is_empty() {
-        bail!("--set configures IDQL and needs --critic (an IQL critic run or checkpoint)");
-    }
     if !args.checkpoint.exists() {
         bail!(
             "--checkpoint {}: no such file or directory",
@@ -192,7 +191,20 @@ type Built = (Box<dyn Policy>, (usize, usize), Option<IdqlConfig>);
 fn build_policy(args: &EvalArgs, ck: &Checkpoint) -> anyhow::Result<Built> {
     let Some(critic) = &args.critic else {
         let device = args.backend.train_device()?;
-        let algo = algos::load_checkpoint(ck, &device)?;
+        let mut ck = ck.clone();
+        if !args.set.is_empty() {
+            // Today's defaults under the recorded config: older runs lack newer (acting) keys.
+            let kind = AlgoKind::from_name(&ck.meta.kind)?;
+            let recorded = ck.meta.config.get("config").cloned().unwrap_or_default();
+            let config = crate::config::overlay(
+                &kind.default_config(),
+                recorded,
+                &ck.dir.display().to_string(),
+            )?;
+            ck.meta.config["config"] = crate::config::resolve(&config, None, &args.set)
+                .with_context(|| format!("--set on the config of {}", ck.dir.display()))?;
+        }
+        let algo = algos::load_checkpoint(&ck, &device)?;
         let spec = algo.spec();
         let dims = (spec.obs_dim, spec.act_dim);
         let policy = algo.policy().with_context(|| {

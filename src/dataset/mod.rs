@@ -229,6 +229,75 @@ impl Dataset {
             .collect()
     }
 
+    /// Per-dimension minimum and maximum of the actions (±∞ for an empty dataset).
+    pub fn action_range(&self) -> (Vec<f32>, Vec<f32>) {
+        let ad = self.act_dim();
+        let mut low = vec![f32::INFINITY; ad];
+        let mut high = vec![f32::NEG_INFINITY; ad];
+        for row in self.actions.chunks_exact(ad) {
+            for j in 0..ad {
+                low[j] = low[j].min(row[j]);
+                high[j] = high[j].max(row[j]);
+            }
+        }
+        (low, high)
+    }
+
+    /// The rows of `episodes` (row ranges, e.g. from [`Dataset::episodes`]), in the given order.
+    pub fn select(&self, episodes: &[Range<usize>]) -> Dataset {
+        let n = episodes.iter().map(|r| r.len()).sum();
+        let (od, ad) = (self.obs_dim(), self.act_dim());
+        let mut out = Dataset::with_capacity(self.meta.clone(), n);
+        for r in episodes {
+            out.observations
+                .extend_from_slice(&self.observations[r.start * od..r.end * od]);
+            out.actions
+                .extend_from_slice(&self.actions[r.start * ad..r.end * ad]);
+            out.rewards.extend_from_slice(&self.rewards[r.clone()]);
+            out.next_observations
+                .extend_from_slice(&self.next_observations[r.start * od..r.end * od]);
+            out.terminals.extend_from_slice(&self.terminals[r.clone()]);
+            out.timeouts.extend_from_slice(&self.timeouts[r.clone()]);
+        }
+        out
+    }
+
+    /// Hold out whole episodes: `(train, held_out)` with `round(fraction × episodes)` episodes
+    /// (at least one when `fraction > 0`, at most all but one) drawn with `seed` in `held_out`.
+    /// Episodes, not rows, so that held-out states are not neighbours of training states.
+    pub fn split_episodes(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::Config(format!(
+                "the held-out fraction must be in [0, 1), got {fraction}"
+            )));
+        }
+        let episodes = self.episodes();
+        if episodes.len() < 2 && fraction > 0.0 {
+            return Err(Error::InvalidData(format!(
+                "cannot hold out episodes of a dataset with {} episode(s)",
+                episodes.len()
+            )));
+        }
+        let held = if fraction > 0.0 {
+            ((fraction * episodes.len() as f64).round() as usize).clamp(1, episodes.len() - 1)
+        } else {
+            0
+        };
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut chosen = rand::seq::index::sample(&mut rng, episodes.len(), held).into_vec();
+        chosen.sort_unstable();
+        let (mut train, mut test) = (Vec::new(), Vec::new());
+        for (i, r) in episodes.into_iter().enumerate() {
+            if chosen.binary_search(&i).is_ok() {
+                test.push(r);
+            } else {
+                train.push(r);
+            }
+        }
+        Ok((self.select(&train), self.select(&test)))
+    }
+
     /// D4RL-normalised score of a return, if the metadata has reference scores.
     pub fn normalized_score(&self, ret: f64) -> Option<f64> {
         self.meta.reference_scores.map(|r| r.normalize(ret))

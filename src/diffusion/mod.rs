@@ -47,8 +47,9 @@ pub mod train;
 pub mod transform;
 
 pub use chain::{
-    denoising_loss, forward_log_prob, forward_noise_trajectory, sample_actions, sample_start,
-    sample_trajectory, start_log_prob, trajectory_log_prob, LossWeighting, Trajectory,
+    denoising_loss, forward_log_prob, forward_noise_trajectory, sample_actions,
+    sample_actions_scaled, sample_start, sample_trajectory, start_log_prob, trajectory_log_prob,
+    LossWeighting, Trajectory,
 };
 pub use gaussian::{
     forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::chain::sample_actions;
+use super::chain::sample_actions_scaled;
 use super::fused::FusedEpsNet;
 use super::model::{EpsModel, EpsNet, NetConfig};
 use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
@@ -21,6 +21,8 @@ use crate::train::checkpoint::Checkpoint;
 
 /// Checkpoint part holding the ε-network.
 pub const MODEL_PART: &str = "model";
+/// Checkpoint part holding the moving average of the ε-network's weights (`ema_decay > 0`).
+pub const EMA_PART: &str = "ema";
 
 /// Everything besides the network weights that defines a prior: the data spaces
 /// (normalisation, action bounds), the chain, the network shape and the action parameterisation.
@@ -86,7 +88,13 @@ impl DiffusionPrior {
             serde_json::from_value(meta.extra.get("state").cloned().unwrap_or_default())
                 .map_err(|e| bad(format!("unreadable prior state: {e}")))?;
         let fresh = Self::new(config.spec(data)?, device)?.with_start(state.start);
-        let net = ck.load_module(MODEL_PART, fresh.net.clone())?;
+        // The weights that acted in training: the moving average when the run kept one.
+        let part = if config.ema_decay > 0.0 {
+            EMA_PART
+        } else {
+            MODEL_PART
+        };
+        let net = ck.load_module(part, fresh.net.clone())?;
         Ok(Self { net, ..fresh })
     }
 
@@ -131,6 +139,8 @@ impl EpsModel for DiffusionPrior {
 /// fused executor ([`super::fused`]); the chain itself is the one sampler either way.
 pub struct DiffusionPolicy {
     pub prior: DiffusionPrior,
+    /// Multiplies the chain's noise draws (1: sample μ; below 1: act at a lower temperature).
+    pub noise_scale: f64,
     fused: Option<FusedEpsNet>,
     device: Device,
     rng: ChaCha8Rng,
@@ -143,6 +153,7 @@ impl DiffusionPolicy {
         Self {
             fused: prior.fused(),
             prior,
+            noise_scale: 1.0,
             device,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -163,7 +174,7 @@ impl Policy for DiffusionPolicy {
             Some(fused) => fused,
             None => &self.prior,
         };
-        let x0 = sample_actions(model, obs, &mut self.rng);
+        let x0 = sample_actions_scaled(model, obs, &mut self.rng, self.noise_scale);
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }

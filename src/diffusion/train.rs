@@ -18,15 +18,17 @@ use serde_json::Value;
 
 use super::chain::{denoising_loss, LossWeighting};
 use super::fused::LeafEps;
-use super::model::NetConfig;
-use super::prior::{DiffusionPolicy, DiffusionPrior, PriorSpec, MODEL_PART};
+use super::model::{EpsModel, EpsNet, NetConfig};
+use super::prior::{DiffusionPolicy, DiffusionPrior, PriorSpec, EMA_PART, MODEL_PART};
 use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
-use crate::algos::common::{DataConfig, DataSpec, RewardNorm};
+use crate::algos::common::{soft_update, target_copy, DataConfig, DataSpec, RewardNorm};
 use crate::algos::{
-    load_optim, module_parts, AlgoKind, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
+    load_optim, module_parts, policy_diagnostics, AlgoKind, LoopConfig, Metrics, OfflineAlgorithm,
+    Snapshot,
 };
 use crate::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
+use crate::eval::probe::Probe;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
@@ -68,6 +70,17 @@ pub struct PriorConfig {
     pub adam_eps: f64,
     /// Clip the global gradient norm to this; 0 disables (the paper does not clip).
     pub grad_clip_norm: f64,
+    /// Decay of an exponential moving average of the network's weights, updated every step
+    /// with the warm-up `min(decay, (1 + step) / (10 + step))`; the policy, the checkpoint's
+    /// prior and everything built on it (IDQL, RTB) use the average. 0 = off (the RTB paper's
+    /// code); IDQL uses 0.999 (`actor_tau = 0.001`), Diffusion-QL 0.995.
+    #[serde(default)]
+    pub ema_decay: f64,
+    /// Diffusion-BC acting: the chain's noise draws multiplied by this (1 samples μ, as the
+    /// papers evaluate; below 1 acts at a lower temperature, towards μ's modes). Proposals
+    /// for IDQL and RTB's prior are always μ itself.
+    #[serde(default = "crate::config::one")]
+    pub act_noise_scale: f64,
     /// Observation normalisation (`reward_norm` is unused by the prior).
     pub data: DataConfig,
     pub train: LoopConfig,
@@ -86,6 +99,8 @@ impl Default for PriorConfig {
             lr_schedule: LrSchedule::Constant,
             adam_eps: 1e-8,
             grad_clip_norm: 0.0,
+            ema_decay: 0.0,
+            act_noise_scale: 1.0,
             data: DataConfig {
                 normalize_obs: true,
                 reward_norm: RewardNorm::None,
@@ -96,6 +111,7 @@ impl Default for PriorConfig {
                 log_every: 1000,
                 checkpoint_every: 50_000,
                 eval_every: 0,
+                holdout: 0.05,
             },
         }
     }
@@ -112,6 +128,18 @@ impl PriorConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.act_noise_scale >= 0.0 && self.act_noise_scale.is_finite()) {
+            return bad(format!(
+                "act_noise_scale must be a non-negative number, got {}",
+                self.act_noise_scale
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad(format!(
+                "ema_decay must be in [0, 1), got {}",
+                self.ema_decay
+            ));
         }
         if self.loss_weighting == Weighting::MinSnr && self.min_snr_gamma <= 0.0 {
             return bad(format!(
@@ -152,6 +180,12 @@ impl PriorConfig {
         }
     }
 
+    /// The weight of the new parameters in the moving average after update `step` (0-based).
+    pub fn ema_rate(&self, step: usize) -> f64 {
+        let warm = (1.0 + step as f64) / (10.0 + step as f64);
+        1.0 - self.ema_decay.min(warm)
+    }
+
     /// Adam with this config's ε and optional gradient-norm clipping.
     pub fn optimizer(&self) -> ModuleOptimizer {
         crate::nn::adam(
@@ -168,9 +202,39 @@ pub struct PriorState {
     pub start: StartDistribution,
 }
 
+/// Noise of the held-out loss (fixed: the diagnostic compares weights, not draws).
+const HELDOUT_NOISE_SEED: u64 = 0x5eed_4e1d;
+
+impl PriorAlgo {
+    /// A network of the prior's shape (values to be overwritten), for the moving average.
+    fn fresh_net(&self) -> EpsNet {
+        let spec = &self.prior.spec;
+        EpsNet::new(
+            &spec.net,
+            spec.obs_dim(),
+            spec.act_dim(),
+            &self.prior.schedule,
+            &self.device,
+        )
+    }
+
+    /// The prior that acts: the moving average of the weights when there is one.
+    pub fn acting(&self) -> DiffusionPrior {
+        match &self.ema {
+            Some(ema) => DiffusionPrior {
+                net: ema.clone(),
+                ..self.prior.clone()
+            },
+            None => self.prior.clone(),
+        }
+    }
+}
+
 /// The prior as a trainable [`OfflineAlgorithm`].
 pub struct PriorAlgo {
     pub prior: DiffusionPrior,
+    /// The moving average of `prior.net` (when `ema_decay > 0`): what acts and is loaded.
+    ema: Option<EpsNet>,
     optim: ModuleOptimizer,
     cfg: PriorConfig,
     seed: u64,
@@ -186,6 +250,9 @@ impl PriorAlgo {
         let prior = DiffusionPrior::new(cfg.spec(spec)?, device)?;
         Ok(Self {
             prior,
+            // Made at the first update: building a network draws from the device's generator,
+            // which must first initialise the prior exactly as without the average.
+            ema: None,
             optim: cfg.optimizer(),
             cfg,
             seed,
@@ -256,19 +323,50 @@ impl OfflineAlgorithm for PriorAlgo {
             &mut rng,
         );
         self.prior = prior;
+        if self.cfg.ema_decay > 0.0 {
+            let rate = self.cfg.ema_rate(step);
+            self.ema = Some(match self.ema.take() {
+                Some(ema) => soft_update(ema, &self.prior.net, rate),
+                None => target_copy(self.fresh_net(), &self.prior.net),
+            });
+        }
         Ok(vec![("loss", loss)])
     }
 
     fn policy(&self) -> Result<Box<dyn Policy>> {
-        Ok(Box::new(DiffusionPolicy::new(&self.prior, self.seed)))
+        let mut policy = DiffusionPolicy::new(&self.acting(), self.seed);
+        policy.noise_scale = self.cfg.act_noise_scale;
+        Ok(Box::new(policy))
+    }
+
+    /// The policy's probe plus `diag/heldout_loss`: the denoising loss of the acting weights on
+    /// the probe's (held-out) transitions, with the same `t` and `ε` at every checkpoint so that
+    /// its curve moves only with the weights.
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        let mut metrics = policy_diagnostics(self, probe)?;
+        let (prior, device) = crate::nn::inference_copy(&self.acting());
+        let spec = &prior.spec;
+        let obs = prior.obs_tensor(&probe.obs, probe.n, &device);
+        let actions = spec.action_to_model(&probe.actions);
+        let mut rng = ChaCha8Rng::seed_from_u64(HELDOUT_NOISE_SEED);
+        let loss = match prior.fused() {
+            Some(fused) => denoising_loss(&fused, obs, &actions, self.cfg.weighting(), &mut rng),
+            None => denoising_loss(&prior, obs, &actions, self.cfg.weighting(), &mut rng),
+        };
+        metrics.push(("diag/heldout_loss", f64::from(loss.into_scalar::<f32>())));
+        Ok(metrics)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
         let state = PriorState {
             start: self.prior.spec.start.clone(),
         };
+        let mut parts = module_parts(MODEL_PART, &self.prior.net, Some(&self.optim))?;
+        if let Some(ema) = &self.ema {
+            parts.extend(module_parts(EMA_PART, ema, None)?);
+        }
         Ok(Snapshot {
-            parts: module_parts(MODEL_PART, &self.prior.net, Some(&self.optim))?,
+            parts,
             state: serde_json::to_value(state).expect("state serialises"),
         })
     }
@@ -280,6 +378,9 @@ impl OfflineAlgorithm for PriorAlgo {
                 message: format!("unreadable prior state: {e}"),
             })?;
         let net = ck.load_module(MODEL_PART, self.prior.net.clone())?;
+        if self.cfg.ema_decay > 0.0 {
+            self.ema = Some(ck.load_module(EMA_PART, self.fresh_net())?);
+        }
         self.prior = DiffusionPrior {
             net,
             ..self.prior.clone().with_start(state.start)

@@ -8,6 +8,8 @@
 //! whatever `n_envs` is: with a deterministic policy the returns do not depend on `n_envs`,
 //! and `seed = 0` reproduces the "seeds 0..N" convention of the behaviour-policy cards.
 
+pub mod probe;
+
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::ReferenceScores;

@@ -18,6 +18,12 @@ pub trait Policy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>>;
 }
 
+/// Scores `n` (raw observation, environment action) pairs, row-major; higher is better (a
+/// critic's Q, say). What IDQL chooses proposals by and what the action probes report.
+pub trait ActionScorer {
+    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>>;
+}
+
 impl<P: Policy + ?Sized> Policy for Box<P> {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         (**self).act(obs, n)

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Render Markdown tables from committed benchmark results (results/<study>/**/*.json).
+
+Each JSON file is one cell or one evaluation: `algo`, `dataset`, `seed`, `variant` (what differs
+from the study's base settings; "" for the base), `normalized_score`, `returns` (per episode),
+`commit`, `config` or `settings`, `wall_seconds` and, for trained cells, `curve` and
+`diagnostics`. The table is algorithms (with variants) × datasets, mean ± std over seeds, with
+the number of seeds and episodes, so a grid can be filled over several sittings and re-rendered
+by anyone:
+
+    python3 scripts/render_results.py results/fidelity            # Markdown to stdout
+    python3 scripts/render_results.py results/fidelity --curves    # + learning-curve points
+
+Standard library only (runs on a fresh machine without the project's venv).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(folder: Path):
+    cells = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            cell = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            sys.exit(f"{path}: not JSON ({e})")
+        for key in ("algo", "dataset", "seed", "normalized_score", "returns"):
+            if key not in cell:
+                sys.exit(f"{path}: no `{key}` field")
+        cell["_path"] = path
+        cells.append(cell)
+    if not cells:
+        sys.exit(f"{folder}: no result files")
+    return cells
+
+
+def fmt(values):
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {statistics.pstdev(values):.1f}"
+
+
+def table(cells):
+    datasets = sorted({c["dataset"] for c in cells})
+    rows = defaultdict(lambda: defaultdict(list))
+    episodes = defaultdict(set)
+    for c in cells:
+        name = c["algo"] + (f" [{c['variant']}]" if c.get("variant") else "")
+        rows[name][c["dataset"]].append(c)
+        episodes[name].add(len(c["returns"]))
+    short = [d.split("/")[-1] for d in datasets]
+    out = ["| algorithm [variant] | " + " | ".join(short) + " | seeds × episodes |"]
+    out.append("|" + "---|" * (len(datasets) + 2))
+    for name in sorted(rows):
+        scores = [fmt([c["normalized_score"] for c in rows[name][d]]) for d in datasets]
+        seeds = max(len(rows[name][d]) for d in datasets)
+        eps = "/".join(str(e) for e in sorted(episodes[name]))
+        out.append(f"| {name} | " + " | ".join(scores) + f" | {seeds} × {eps} |")
+    return "\n".join(out)
+
+
+def curves(cells):
+    out = []
+    for c in cells:
+        if c.get("curve"):
+            pts = ", ".join(f"{int(s)}: {v:.1f}" for s, v in c["curve"])
+            out.append(f"- {c['dataset']} {c['algo']} seed {c['seed']}: {pts}")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--curves", action="store_true", help="also list learning-curve points")
+    args = ap.parse_args()
+    cells = load(args.folder)
+    print(table(cells))
+    commits = sorted({c.get("commit", "?") for c in cells})
+    print(f"\n{len(cells)} results; commits: {', '.join(commits)}")
+    if args.curves:
+        print("\nLearning curves (training step: normalised score, curve episodes per point):")
+        print(curves(cells))
+
+
+if __name__ == "__main__":
+    main()
