@@ -55,7 +55,8 @@ def table(cells):
     for c in cells:
         name = c["algo"] + (f" [{c['variant']}]" if c.get("variant") else "")
         rows[name][c["dataset"]].append(c)
-        episodes[name].add(len(c["returns"]))
+        # Results from before per-episode returns were kept carry only their count.
+        episodes[name].add(len(c["returns"]) or c.get("episodes", 0))
     short = [d.split("/")[-1] for d in datasets]
     out = ["| algorithm [variant] | " + " | ".join(short) + " | seeds × episodes |"]
     out.append("|" + "---|" * (len(datasets) + 2))
