@@ -151,9 +151,15 @@ fn trains_checkpoints_resumes_and_reloads_exactly() {
     let prior = prior_checkpoint(root.path(), &data);
     let critic = critic_run(root.path(), &data);
     let device = Device::flex().autodiff();
-    for kind in [rtb::LogZKind::Vargrad, rtb::LogZKind::Learned] {
+    // The learned log Z also runs with α in units of the critic's spread, measured at the first
+    // update and kept in the checkpoint: resuming must not measure it again.
+    for (kind, scale) in [
+        (rtb::LogZKind::Vargrad, rtb::AlphaScale::Absolute),
+        (rtb::LogZKind::Learned, rtb::AlphaScale::QSpread),
+    ] {
         let mut cfg = config(&prior, &critic);
         cfg.log_z.kind = kind;
+        cfg.alpha_scale = scale;
         let full_dir = root.path().join(format!("full-{kind:?}"));
         let full = rtb::train(&cfg, &data, &full_dir, 3, &device, None).unwrap();
 
@@ -165,6 +171,18 @@ fn trains_checkpoints_resumes_and_reloads_exactly() {
             assert!(series.iter().all(|(_, v)| v.is_finite()));
         }
         assert!(full_dir.join("plots/loss_on.png").is_file());
+        // σ_Q is measured once and is positive; α is the config's, times σ_Q under q_spread.
+        let series = |name: &str| &metrics.iter().find(|(n, _)| n == name).unwrap().1;
+        let spread = series("q_spread")[0].1;
+        assert!(spread > 0.0 && spread.is_finite(), "{spread}");
+        assert!(series("q_spread").iter().all(|(_, v)| *v == spread));
+        let want = match scale {
+            rtb::AlphaScale::Absolute => cfg.alpha,
+            rtb::AlphaScale::QSpread => cfg.alpha * spread,
+        };
+        assert!(series("alpha")
+            .iter()
+            .all(|(_, v)| (v - want).abs() <= 1e-12 * want));
         // π starts at μ (log π − log μ exactly 0 at the first update) and moves.
         let kl = &metrics.iter().find(|(n, _)| n == "kl").unwrap().1;
         assert_eq!(kl[0].1, 0.0);

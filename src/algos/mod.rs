@@ -413,14 +413,15 @@ pub fn fit(
     }
     // Held-out episodes: a function of the seed, so a resumed run holds out the same ones.
     let split;
-    // A dataset of one episode has nothing to hold out: its probes read training states.
-    let (data, held_out) = if cfg.holdout > 0.0 && data.episodes().len() >= 2 {
+    let (data, held_out) = if cfg.holdout > 0.0 {
         split = data.split_episodes(cfg.holdout, block_seed(seed, usize::MAX))?;
-        (&split.0, Some(&split.1))
+        (&split.0, &split.1)
     } else {
-        (data, None)
+        (data, data)
     };
-    let probe = Probe::new(held_out.unwrap_or(data), data, PROBE_ROWS, seed)?;
+    // No held-out episodes (none asked, or a one-episode dataset): the probes read training states.
+    let probes_from = if held_out.is_empty() { data } else { held_out };
+    let probe = Probe::new(probes_from, data, PROBE_ROWS, seed)?;
     let block = |step: usize| match cfg.checkpoint_every {
         0 => 0,
         every => step / every,

@@ -59,8 +59,15 @@
 //! Cost: one more forward pass of the correction than keeping the whole graph (the paper's code),
 //! in exchange for memory that does not grow with k · T.
 //!
-//! Differences from the paper's code, besides the initialisation: its extra 20 Langevin steps at
-//! `t = 1` at evaluation (`--extra`) are not implemented.
+//! **Temperature units.** The paper sets α per task in the reward's units, so the same α tilts
+//! μ strongly on a task whose Q varies widely across actions and hardly at all on another.
+//! `alpha_scale = "q_spread"` measures α in units of the critic's spread instead: at the first
+//! update, `σ_Q` = the mean over the batch's states of the standard deviation of `Q(s, a)` over
+//! [`Q_SPREAD_SAMPLES`] actions `a ~ μ(·|s)`; then `log r = Q/(α σ_Q)`, so that with α = 1 the
+//! log-weights `log r` of μ's actions at a state have a standard deviation of about one nat on
+//! every task. `σ_Q` is kept in the checkpoint (a resumed run does not measure it again).
+//!
+//! The paper's extra Langevin steps at `t = 1` at evaluation (`--extra`) are `eval_extra_steps`.
 
 use std::ops::Range;
 use std::path::Path;
@@ -106,8 +113,13 @@ pub struct RtbConfig {
     pub prior: String,
     /// The critic Q: a checkpoint folder or run directory of `offrl train critic` / `iql`.
     pub critic: String,
-    /// Temperature α of `log r = Q/α` (the paper tunes it per task in 0.05 – 0.5).
+    /// Temperature α of `log r = Q/α` (the paper tunes it per task in 0.05 – 0.5), in the units
+    /// of `alpha_scale`.
     pub alpha: f64,
+    /// What α is measured in: the reward's own units (the paper) or the critic's spread over the
+    /// prior's actions (see the module docs, "Temperature units").
+    #[serde(default)]
+    pub alpha_scale: AlphaScale,
     /// Trajectories per state, k.
     pub trajectories: usize,
     /// Trajectories per backward pass (bounds memory; 0 = the whole batch at once). The gradient
@@ -147,6 +159,7 @@ impl Default for RtbConfig {
             prior: String::new(),
             critic: String::new(),
             alpha: 0.1,
+            alpha_scale: AlphaScale::Absolute,
             trajectories: 64,
             chunk: 128,
             lr: 5e-4,
@@ -174,6 +187,35 @@ impl Default for RtbConfig {
             },
         }
     }
+}
+
+/// The units of RTB's temperature α.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlphaScale {
+    /// `log r = Q/α` (the paper).
+    #[default]
+    Absolute,
+    /// `log r = Q/(α σ_Q)` with `σ_Q` the critic's spread over the prior's actions.
+    QSpread,
+}
+
+/// Actions drawn from μ per state to measure the critic's spread `σ_Q`.
+pub const Q_SPREAD_SAMPLES: usize = 16;
+
+/// The mean over states of the (population) standard deviation of `q`, which holds `k`
+/// consecutive values per state.
+pub fn mean_spread(q: &[f32], k: usize) -> f64 {
+    let states = q.len() / k;
+    let sd = |row: &[f32]| {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / k as f64;
+        (row.iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / k as f64)
+            .sqrt()
+    };
+    q.chunks(k).map(sd).sum::<f64>() / states as f64
 }
 
 /// How `log Z(s)` is obtained.
@@ -272,12 +314,7 @@ impl RtbConfig {
         if self.correction.langevin_clip.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return bad("correction.langevin_clip must be positive".into());
         }
-        if !(self.act_noise_scale >= 0.0 && self.act_noise_scale.is_finite()) {
-            return bad(format!(
-                "act_noise_scale must be a non-negative number, got {}",
-                self.act_noise_scale
-            ));
-        }
+        crate::diffusion::check_noise_scale(self.act_noise_scale)?;
         Ok(())
     }
 }
@@ -1228,6 +1265,9 @@ pub struct RtbAlgo {
     spec: DataSpec,
     rng: ChaCha8Rng,
     seed: u64,
+    /// The critic's spread over μ's actions, measured at the first update (every run logs it;
+    /// `alpha_scale = "q_spread"` divides α by it).
+    q_spread: Option<f64>,
 }
 
 impl RtbAlgo {
@@ -1275,7 +1315,39 @@ impl RtbAlgo {
             spec,
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
+            q_spread: None,
         })
+    }
+
+    /// `σ_Q` at the raw states `obs` (`n` rows): [`mean_spread`] of the critic's Q over
+    /// [`Q_SPREAD_SAMPLES`] of μ's actions per state, drawn with their own generator so that
+    /// measuring leaves the training's random stream as it was.
+    fn measure_q_spread(&self, obs: &[f32], n: usize) -> Result<f64> {
+        let k = Q_SPREAD_SAMPLES;
+        let repeated: Vec<f32> = obs
+            .chunks(self.spec.obs_dim)
+            .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
+            .collect();
+        let mut mu = DiffusionPolicy::new(&self.rtb.prior, self.seed ^ 0x5152_5350);
+        let actions = mu.act(&repeated, n * k)?;
+        let q = crate::policy::ActionScorer::score(&self.rtb.reward.q, &repeated, &actions, n * k)?;
+        Ok(mean_spread(&q, k))
+    }
+
+    /// Record `σ_Q` and, under `alpha_scale = "q_spread"`, set the reward's temperature from it.
+    fn set_q_spread(&mut self, spread: f64) -> Result<()> {
+        let config = &self.rtb.config;
+        if config.alpha_scale == AlphaScale::QSpread {
+            if !(spread > 0.0 && spread.is_finite()) {
+                return Err(Error::InvalidData(format!(
+                    "rtb: alpha_scale = \"q_spread\", but the critic's spread over the prior's actions is {spread}: \
+                     Q does not tell μ's actions apart at these states; set alpha in absolute units"
+                )));
+            }
+            self.rtb.reward.alpha = config.alpha * spread;
+        }
+        self.q_spread = Some(spread);
+        Ok(())
     }
 }
 
@@ -1295,6 +1367,10 @@ impl OfflineAlgorithm for RtbAlgo {
         let obs = prior.obs_tensor(&batch.observations, n, &plain);
         let a0 = prior.spec.action_to_model(&batch.actions);
         let a0 = crate::nn::tensor2(&a0, n, batch.act_dim, &plain);
+        if self.q_spread.is_none() {
+            let spread = self.measure_q_spread(&batch.observations, n)?;
+            self.set_q_spread(spread)?;
+        }
         let mut metrics = Metrics::new();
         for _ in 0..self.rtb.config.on_policy {
             let s = self.rtb.on_policy_update(obs.clone(), &mut self.rng);
@@ -1316,10 +1392,18 @@ impl OfflineAlgorithm for RtbAlgo {
                 metrics.extend([("log_z", s.log_z), ("log_r", s.log_r)]);
             }
         }
+        metrics.push(("alpha", self.rtb.reward.alpha));
+        metrics.extend(self.q_spread.map(|s| ("q_spread", s)));
         Ok(metrics)
     }
 
     fn policy(&self) -> Result<Box<dyn Policy>> {
+        if self.rtb.config.alpha_scale == AlphaScale::QSpread && self.q_spread.is_none() {
+            return Err(Error::Config(
+                "rtb: alpha_scale = \"q_spread\" sets α at the first update; this model has had none"
+                    .into(),
+            ));
+        }
         Ok(Box::new(RtbPolicy::new(&self.rtb, self.seed)))
     }
 
@@ -1343,12 +1427,15 @@ impl OfflineAlgorithm for RtbAlgo {
     fn snapshot(&self) -> Result<Snapshot> {
         Ok(Snapshot {
             parts: self.rtb.parts()?,
-            state: json!({ "rng": RngState::of(&self.rng) }),
+            state: json!({ "rng": RngState::of(&self.rng), "q_spread": self.q_spread }),
         })
     }
 
     fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
         self.rtb.restore_parts(ck)?;
+        if let Some(spread) = state.get("q_spread").and_then(Value::as_f64) {
+            self.set_q_spread(spread)?;
+        }
         let rng: RngState = serde_json::from_value(state.get("rng").cloned().unwrap_or_default())
             .map_err(|e| Error::Checkpoint {
             path: ck.dir.clone(),
@@ -1438,4 +1525,19 @@ pub fn train(
     config.validate()?;
     let value = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
     super::train(AlgoKind::Rtb, &value, data, out, seed, device, eval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two states of four values each: standard deviations 1 (±1 around 5) and 0 (constant).
+    #[test]
+    fn spread_is_the_mean_per_state_standard_deviation() {
+        let q = [4.0, 6.0, 4.0, 6.0, 7.0, 7.0, 7.0, 7.0];
+        assert!((mean_spread(&q, 4) - 0.5).abs() < 1e-12);
+        // A shift of Q changes nothing, a scale scales it.
+        let shifted: Vec<f32> = q.iter().map(|v| 3.0 * v + 100.0).collect();
+        assert!((mean_spread(&shifted, 4) - 1.5).abs() < 1e-9);
+    }
 }

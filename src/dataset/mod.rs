@@ -263,8 +263,9 @@ impl Dataset {
     }
 
     /// Hold out whole episodes: `(train, held_out)` with `round(fraction × episodes)` episodes
-    /// (at least one when `fraction > 0`, at most all but one) drawn with `seed` in `held_out`.
-    /// Episodes, not rows, so that held-out states are not neighbours of training states.
+    /// (at least one when `fraction > 0`, at most all but one; none from a dataset of one
+    /// episode) drawn with `seed` in `held_out`. Episodes, not rows, so that held-out states are
+    /// not neighbours of training states.
     pub fn split_episodes(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(0.0..1.0).contains(&fraction) {
             return Err(Error::Config(format!(
@@ -272,13 +273,7 @@ impl Dataset {
             )));
         }
         let episodes = self.episodes();
-        if episodes.len() < 2 && fraction > 0.0 {
-            return Err(Error::InvalidData(format!(
-                "cannot hold out episodes of a dataset with {} episode(s)",
-                episodes.len()
-            )));
-        }
-        let held = if fraction > 0.0 {
+        let held = if fraction > 0.0 && episodes.len() >= 2 {
             ((fraction * episodes.len() as f64).round() as usize).clamp(1, episodes.len() - 1)
         } else {
             0

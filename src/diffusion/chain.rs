@@ -131,6 +131,16 @@ pub fn sample_actions<M: EpsModel + ?Sized, R: Rng + ?Sized>(
     run_chain(model, obs, rng, 1.0, |_| {})
 }
 
+/// The acting configs' `act_noise_scale` must be a non-negative number.
+pub fn check_noise_scale(scale: f64) -> crate::Result<()> {
+    if scale >= 0.0 && scale.is_finite() {
+        return Ok(());
+    }
+    Err(crate::Error::Config(format!(
+        "act_noise_scale must be a non-negative number, got {scale}"
+    )))
+}
+
 /// [`sample_actions`] with every noise draw multiplied by `noise_scale` (see `run_chain`):
 /// acting at a lower temperature than the model's.
 pub fn sample_actions_scaled<M: EpsModel + ?Sized, R: Rng + ?Sized>(

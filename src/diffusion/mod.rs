@@ -47,7 +47,7 @@ pub mod train;
 pub mod transform;
 
 pub use chain::{
-    denoising_loss, forward_log_prob, forward_noise_trajectory, sample_actions,
+    check_noise_scale, denoising_loss, forward_log_prob, forward_noise_trajectory, sample_actions,
     sample_actions_scaled, sample_start, sample_trajectory, start_log_prob, trajectory_log_prob,
     LossWeighting, Trajectory,
 };

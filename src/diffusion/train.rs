@@ -129,12 +129,7 @@ impl PriorConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
         }
-        if !(self.act_noise_scale >= 0.0 && self.act_noise_scale.is_finite()) {
-            return bad(format!(
-                "act_noise_scale must be a non-negative number, got {}",
-                self.act_noise_scale
-            ));
-        }
+        crate::diffusion::check_noise_scale(self.act_noise_scale)?;
         if !(0.0..1.0).contains(&self.ema_decay) {
             return bad(format!(
                 "ema_decay must be in [0, 1), got {}",
