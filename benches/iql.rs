@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use offrl::algos::iql::{Iql, IqlConfig};
-use offrl::algos::OfflineAlgorithm;
 use offrl::dataset::Batch;
+use offrl::train::OfflineAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

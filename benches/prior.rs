@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use offrl::diffusion::train::gradient_step;
+use offrl::diffusion::gradient_step;
 use offrl::diffusion::{DiffusionPolicy, DiffusionPrior, PriorConfig};
 use offrl::policy::Policy;
 use rand::SeedableRng;

@@ -7,10 +7,11 @@ use std::f64::consts::PI;
 use std::path::Path;
 
 use burn::tensor::Device;
-use offrl::algos::{self, AlgoKind, OfflineAlgorithm};
+use offrl::algos::{self, AlgoKind};
 use offrl::dataset::{Dataset, Metadata};
 use offrl::diffusion::{sample_actions, DiffusionPolicy, DiffusionPrior, NetConfig, PriorConfig};
 use offrl::policy::Policy;
+use offrl::train::OfflineAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -197,7 +198,7 @@ fn learns_a_state_dependent_gaussian_mixture() {
     // The paper's chain and loss (T = 75, linear β, Min-SNR-5, start N(0, I)); a smaller network,
     // lr 1e-3 with cosine decay so that 16k updates suffice.
     let config = PriorConfig {
-        lr_schedule: offrl::diffusion::train::LrSchedule::Cosine,
+        lr_schedule: offrl::diffusion::LrSchedule::Cosine,
         ..config(small_net(128), 16_000, 512)
     };
     train(&data, &config, dir.path(), 3).unwrap();

@@ -661,7 +661,7 @@ fn temperature_interpolates_between_prior_and_greedy() {
 
 /// Identity observation and action maps in one unbounded dimension.
 fn unbounded_1d_spaces() -> offrl::diffusion::PriorSpec {
-    let data = offrl::algos::common::DataSpec {
+    let data = offrl::dataset::spec::DataSpec {
         obs_dim: 1,
         act_dim: 1,
         action_low: vec![f32::NEG_INFINITY],
@@ -678,8 +678,8 @@ fn unbounded_1d_spaces() -> offrl::diffusion::PriorSpec {
 /// the action map and the tanh Jacobian) equals burn's autodiff of `log_reward`.
 #[test]
 fn host_reward_gradient_equals_autodiff() {
-    use offrl::algos::common::DataSpec;
     use offrl::algos::iql::{Iql, IqlConfig};
+    use offrl::dataset::spec::DataSpec;
     use offrl::diffusion::PriorSpec;
     let device = Device::flex();
     let data = DataSpec {

@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::Device;
-use offrl::algos::common::DataSpec;
 use offrl::algos::rtb::{self, CorrectionInit, Rtb, RtbConfig};
-use offrl::algos::{self, AlgoKind, OfflineAlgorithm};
+use offrl::algos::{self, AlgoKind};
+use offrl::dataset::spec::DataSpec;
 use offrl::dataset::{Dataset, Metadata, FORMAT_VERSION};
 use offrl::diffusion::{
     sample_trajectory, trajectory_log_prob, DiffusionPrior, EpsModel, PriorConfig, PriorSpec,
 };
 use offrl::nn::to_vec;
 use offrl::train::checkpoint::Checkpoint;
+use offrl::train::OfflineAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

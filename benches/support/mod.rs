@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use burn::tensor::{Device, Tensor};
-use offrl::algos::common::DataSpec;
 use offrl::algos::iql::{Iql, IqlConfig};
 use offrl::algos::rtb::{QReward, QRtb, Rtb, RtbConfig};
+use offrl::dataset::spec::DataSpec;
 use offrl::diffusion::{DiffusionPrior, NetConfig, PriorSpec, ScheduleConfig};
 use offrl::nn::tensor2;
 use rand::{Rng, SeedableRng};

@@ -11,14 +11,17 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{adam, scalar, DataConfig, DataSpec, GaussianActor, NetConfig, RewardNorm};
-use super::{
-    load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
-};
+use super::common::NetPolicy;
+use super::common::{adam, scalar, GaussianActor, NetConfig};
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "bc";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,8 +85,8 @@ impl Bc {
 }
 
 impl OfflineAlgorithm for Bc {
-    fn kind(&self) -> AlgoKind {
-        AlgoKind::Bc
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     fn spec(&self) -> &DataSpec {
@@ -126,7 +129,7 @@ impl OfflineAlgorithm for Bc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::algos::common::testing;
+    use crate::dataset::testing;
     use crate::nn;
     use rand::Rng;
     use rand_distr::StandardNormal;

@@ -23,19 +23,21 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::common::NetPolicy;
 use super::common::{
     adam, column, gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
-    target_copy, uniform, xavier_output, DataConfig, DataSpec, NetConfig, RewardNorm, RngState,
-    TwinQ,
+    target_copy, uniform, xavier_output, NetConfig, RngState, TwinQ,
 };
-use super::{
-    load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
-};
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "cql";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,8 +233,8 @@ impl Cql {
 }
 
 impl OfflineAlgorithm for Cql {
-    fn kind(&self) -> AlgoKind {
-        AlgoKind::Cql
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     fn spec(&self) -> &DataSpec {
@@ -406,7 +408,7 @@ impl OfflineAlgorithm for Cql {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::algos::common::testing;
+    use crate::dataset::testing;
     use crate::nn;
 
     #[test]

@@ -27,21 +27,22 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{
-    adam, column, scalar, target_copy, BatchTensors, DataConfig, DataSpec, GaussianActor,
-    NetConfig, RewardNorm, SpecTensors, TwinQ, ValueNet,
-};
-use super::{
-    load_optim, module_parts, policy_diagnostics, AlgoKind, LoopConfig, Metrics, NetPolicy,
-    OfflineAlgorithm, Snapshot,
-};
+use super::common::NetPolicy;
+use super::common::{adam, column, scalar, target_copy, GaussianActor, NetConfig, TwinQ, ValueNet};
 use crate::backend;
+use crate::dataset::spec::{BatchTensors, DataConfig, DataSpec, RewardNorm, SpecTensors};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
 use crate::nn::host::{self, HostMlp, Shards, TrainingMlp};
 use crate::policy::{ActionScorer, Policy};
 use crate::train::checkpoint::Checkpoint;
+use crate::train::{
+    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
+};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "iql";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,8 +251,8 @@ impl Iql {
 }
 
 impl OfflineAlgorithm for Iql {
-    fn kind(&self) -> AlgoKind {
-        AlgoKind::Iql
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     fn spec(&self) -> &DataSpec {
@@ -400,7 +401,7 @@ impl IqlCritic {
     /// checkpoint) of an `iql` or `critic` run. Use an autodiff `device` to differentiate Q.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let dir = Checkpoint::resolve(path)?;
-        let ck = Checkpoint::open(&dir, Some(AlgoKind::Iql.name()))?;
+        let ck = Checkpoint::open(&dir, Some(NAME))?;
         let bad = |message: String| Error::Checkpoint {
             path: dir.clone(),
             message,
@@ -462,7 +463,7 @@ impl ActionScorer for IqlCritic {
 #[allow(clippy::needless_range_loop)] // index loops mirror the math of the chain
 mod tests {
     use super::*;
-    use crate::algos::common::testing;
+    use crate::dataset::testing;
     use crate::dataset::Dataset;
     use crate::nn;
 
@@ -695,7 +696,15 @@ mod tests {
     ) -> Result<Box<dyn OfflineAlgorithm>> {
         let config = serde_json::to_value(cfg).unwrap();
         let device = Device::flex().autodiff();
-        super::super::train(AlgoKind::Iql, &config, data, dir, seed, &device, None)
+        super::super::train(
+            crate::algos::AlgoKind::Iql,
+            &config,
+            data,
+            dir,
+            seed,
+            &device,
+            None,
+        )
     }
 
     #[test]

@@ -19,6 +19,7 @@
 pub mod bc;
 pub mod common;
 pub mod cql;
+pub mod diffusion_bc;
 pub mod idql;
 pub mod iql;
 pub mod rtb;
@@ -26,103 +27,16 @@ pub mod td3bc;
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::optim::ModuleOptimizer;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::dataset::sampler::Sampler;
-use crate::dataset::{Batch, Dataset, Metadata, ReferenceScores};
+use crate::dataset::spec::{DataConfig, DataSpec};
+use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::probe::{Probe, POLICY_NAMES, PROBE_ROWS};
-use crate::policy::Policy;
-use crate::train::checkpoint::{module_bytes, Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
-use crate::train::{self, RunDir};
-use common::DataSpec;
-
-/// Metrics of one update, `(name, value)`; logged to `metrics.jsonl`, checked for NaN/Inf.
-pub type Metrics = Vec<(&'static str, f64)>;
-
-/// The training-loop part of every algorithm's config (its `[train]` table).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoopConfig {
-    /// Gradient updates in total.
-    pub steps: usize,
-    pub batch_size: usize,
-    /// Write metrics every this many updates (every update's losses are checked for NaN).
-    pub log_every: usize,
-    /// Save a checkpoint every this many updates (0: only at the end).
-    pub checkpoint_every: usize,
-    /// Call the evaluation hook every this many updates (0: never).
-    pub eval_every: usize,
-    /// Fraction of the dataset's episodes kept out of training (drawn with the run's seed); the
-    /// `diag/*` probes logged at every checkpoint read their states there. 0: all episodes train,
-    /// and the probes read training states.
-    #[serde(default)]
-    pub holdout: f64,
-}
-
-impl Default for LoopConfig {
-    /// The D4RL-era budget: 1M updates of batch 256.
-    fn default() -> Self {
-        Self {
-            steps: 1_000_000,
-            batch_size: 256,
-            log_every: 1000,
-            checkpoint_every: 100_000,
-            eval_every: 0,
-            holdout: 0.0,
-        }
-    }
-}
-
-/// Named binary parts (modules, optimizer states) plus JSON state (generators, counters) that
-/// resume an algorithm exactly.
-pub struct Snapshot {
-    pub parts: Vec<(String, Vec<u8>)>,
-    pub state: Value,
-}
-
-/// One offline RL algorithm: updates from minibatches, gives a policy, saves and restores itself.
-pub trait OfflineAlgorithm {
-    /// Checkpoint kind, e.g. `iql`.
-    fn kind(&self) -> AlgoKind;
-    /// The data spec the networks were built for (dims, bounds, normalisation).
-    fn spec(&self) -> &DataSpec;
-    /// One update from a minibatch; `step` counts updates from 0. Returns the losses.
-    fn update(&mut self, batch: &Batch, step: usize) -> Result<Metrics>;
-    /// An inference copy of the current policy (plain device, deterministic actions, batched).
-    fn policy(&self) -> Result<Box<dyn Policy>>;
-    /// Everything needed to resume exactly.
-    fn snapshot(&self) -> Result<Snapshot>;
-    /// Restore from a checkpoint written from [`snapshot`](Self::snapshot) (`state` is its JSON state).
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()>;
-    /// Data-dependent set-up of a fresh run, before the first update (not called on resume:
-    /// whatever it computes belongs in the snapshot's state). Default: nothing.
-    fn prepare(&mut self, _data: &Dataset) -> Result<()> {
-        Ok(())
-    }
-    /// Measures of the current model on a probe of dataset states, logged as `diag/*` metrics
-    /// at every checkpoint. Default: the policy's actions against the data's
-    /// ([`policy_diagnostics`]); models add their own (held-out loss, Q of their actions).
-    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
-        policy_diagnostics(self, probe)
-    }
-}
-
-/// How far the policy's actions at the probe's states are from the dataset's, and how often
-/// they leave the data's action range or sit at the bounds ([`crate::eval::probe::ActionStats`]).
-pub fn policy_diagnostics<A: OfflineAlgorithm + ?Sized>(
-    algo: &A,
-    probe: &Probe,
-) -> Result<Metrics> {
-    let mut policy = algo.policy()?;
-    let actions = probe.act(policy.as_mut())?;
-    Ok(probe.stats(&actions).metrics(POLICY_NAMES))
-}
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{fit, EvalHook, LoopConfig, OfflineAlgorithm, RunDir};
 
 /// The algorithms, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Hash)]
@@ -153,12 +67,12 @@ impl AlgoKind {
 
     pub fn name(self) -> &'static str {
         match self {
-            AlgoKind::Iql => "iql",
-            AlgoKind::Rtb => "rtb",
-            AlgoKind::Prior => "prior",
-            AlgoKind::Bc => "bc",
-            AlgoKind::Td3bc => "td3bc",
-            AlgoKind::Cql => "cql",
+            AlgoKind::Iql => iql::NAME,
+            AlgoKind::Rtb => rtb::NAME,
+            AlgoKind::Prior => diffusion_bc::NAME,
+            AlgoKind::Bc => bc::NAME,
+            AlgoKind::Td3bc => td3bc::NAME,
+            AlgoKind::Cql => cql::NAME,
         }
     }
 
@@ -180,9 +94,7 @@ impl AlgoKind {
         let v = match self {
             AlgoKind::Iql => serde_json::to_value(iql::IqlConfig::default()),
             AlgoKind::Rtb => serde_json::to_value(rtb::RtbConfig::default()),
-            AlgoKind::Prior => {
-                serde_json::to_value(crate::diffusion::train::PriorConfig::default())
-            }
+            AlgoKind::Prior => serde_json::to_value(crate::diffusion::PriorConfig::default()),
             AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
             AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
             AlgoKind::Cql => serde_json::to_value(cql::CqlConfig::default()),
@@ -202,7 +114,7 @@ impl AlgoKind {
         Ok(match self {
             AlgoKind::Iql => Box::new(iql::Iql::new(typed(config, what)?, spec, device, seed)?),
             AlgoKind::Rtb => Box::new(rtb::RtbAlgo::new(typed(config, what)?, spec, device, seed)?),
-            AlgoKind::Prior => Box::new(crate::diffusion::train::PriorAlgo::new(
+            AlgoKind::Prior => Box::new(diffusion_bc::PriorAlgo::new(
                 typed(config, what)?,
                 spec,
                 device,
@@ -218,7 +130,7 @@ impl AlgoKind {
 }
 
 /// The `[train]` and `[data]` tables every config has.
-fn loop_and_data(config: &Value) -> Result<(LoopConfig, common::DataConfig)> {
+fn loop_and_data(config: &Value) -> Result<(LoopConfig, DataConfig)> {
     let get = |key: &str| {
         config
             .get(key)
@@ -359,215 +271,6 @@ pub fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn Offli
     let mut algo = kind.build(config, spec, device, seed)?;
     algo.restore(ck, meta.extra.get("state").unwrap_or(&Value::Null))?;
     Ok(algo)
-}
-
-/// What a run records about its dataset (in every checkpoint's metadata, `extra.dataset`), so
-/// that its policy can be evaluated later without the data: the environment and the reference
-/// returns of score normalisation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatasetInfo {
-    pub env_id: String,
-    pub reference_scores: Option<ReferenceScores>,
-}
-
-impl DatasetInfo {
-    pub fn of(meta: &Metadata) -> Self {
-        Self {
-            env_id: meta.env_id.clone(),
-            reference_scores: meta.reference_scores,
-        }
-    }
-
-    /// The record of a checkpoint (`None` for checkpoints written before runs recorded it).
-    pub fn recorded(ck: &Checkpoint) -> Option<Self> {
-        serde_json::from_value(ck.meta.extra.get("dataset")?.clone()).ok()
-    }
-}
-
-/// Called every `eval_every` updates with the step and the algorithm; returns metrics to log
-/// (e.g. normalised return of the policy).
-pub type EvalHook<'a> = &'a mut dyn FnMut(usize, &dyn OfflineAlgorithm) -> Result<Metrics>;
-
-/// The one training loop: sample, update, check, log, evaluate, checkpoint, plot.
-///
-/// The minibatch sampler is re-seeded from `(seed, block)` at every checkpoint boundary, so a run
-/// resumed from a checkpoint draws exactly the batches the uninterrupted run would have drawn.
-#[allow(clippy::too_many_arguments)]
-pub fn fit(
-    algo: &mut dyn OfflineAlgorithm,
-    data: &Dataset,
-    cfg: &LoopConfig,
-    run_config: &Value,
-    run: &mut RunDir,
-    seed: u64,
-    start_step: usize,
-    mut eval: Option<EvalHook<'_>>,
-) -> Result<()> {
-    if cfg.batch_size == 0 || cfg.log_every == 0 {
-        return Err(Error::Config(
-            "train.batch_size and train.log_every must be positive".into(),
-        ));
-    }
-    if data.is_empty() {
-        return Err(Error::InvalidData("the dataset has no transitions".into()));
-    }
-    // Held-out episodes: a function of the seed, so a resumed run holds out the same ones.
-    let split;
-    let (data, held_out) = if cfg.holdout > 0.0 {
-        split = data.split_episodes(cfg.holdout, block_seed(seed, usize::MAX))?;
-        (&split.0, &split.1)
-    } else {
-        (data, data)
-    };
-    // No held-out episodes (none asked, or a one-episode dataset): the probes read training states.
-    let probes_from = if held_out.is_empty() { data } else { held_out };
-    let probe = Probe::new(probes_from, data, PROBE_ROWS, seed)?;
-    let block = |step: usize| match cfg.checkpoint_every {
-        0 => 0,
-        every => step / every,
-    };
-    let mut sampler = Sampler::new(data, block_seed(seed, block(start_step)));
-    let bar = train::progress_bar(cfg.steps as u64, algo.kind().name());
-    bar.set_position(start_step as u64);
-    for step in start_step..cfg.steps {
-        if step != start_step && cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
-            sampler = Sampler::new(data, block_seed(seed, block(step)));
-        }
-        let mut metrics = algo.update(sampler.sample(cfg.batch_size), step)?;
-        for &(name, value) in &metrics {
-            train::ensure_finite(step, name, value)?;
-        }
-        let done = step + 1;
-        if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
-            if let Some(hook) = eval.as_mut() {
-                metrics.extend(hook(done, &*algo)?);
-            }
-        }
-        let checkpoint_now =
-            (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps;
-        if checkpoint_now {
-            metrics.extend(algo.diagnostics(&probe)?);
-        }
-        if done % cfg.log_every == 0 || checkpoint_now {
-            run.log(done, &metrics)?;
-            if let Some((name, value)) = metrics.first() {
-                bar.set_message(format!("{name} {value:.4}"));
-            }
-        }
-        if checkpoint_now {
-            save_checkpoint(algo, run, run_config, &DatasetInfo::of(&data.meta), done)?;
-            run.plot()?;
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok(())
-}
-
-fn block_seed(seed: u64, block: usize) -> u64 {
-    // splitmix64 of the pair: distinct, well-mixed seeds per block.
-    let mut z = seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Write `checkpoints/step-N` for the algorithm's current state.
-pub fn save_checkpoint(
-    algo: &dyn OfflineAlgorithm,
-    run: &RunDir,
-    run_config: &Value,
-    dataset: &DatasetInfo,
-    step: usize,
-) -> Result<Checkpoint> {
-    let snap = algo.snapshot()?;
-    let meta = CheckpointMeta {
-        format_version: CHECKPOINT_VERSION,
-        kind: algo.kind().name().to_string(),
-        step,
-        config: run_config.clone(),
-        extra: json!({ "spec": algo.spec(), "state": snap.state, "dataset": dataset }),
-    };
-    let parts: Vec<(&str, Vec<u8>)> = snap
-        .parts
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.clone()))
-        .collect();
-    Checkpoint::save(
-        &Checkpoint::dir_for_step(&run.checkpoints(), step),
-        &meta,
-        &parts,
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers for implementations
-// ---------------------------------------------------------------------------------------------
-
-/// A module's parameters and its optimizer's state as two checkpoint parts (`name`, `name.optim`).
-pub fn module_parts<M: Module>(
-    name: &str,
-    module: &M,
-    optim: Option<&ModuleOptimizer>,
-) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut parts = vec![(name.to_string(), module_bytes(module)?)];
-    if let Some(optim) = optim {
-        let bytes = optim.into_bytes().map_err(|e| Error::Checkpoint {
-            path: Default::default(),
-            message: format!("cannot serialise the optimizer of `{name}`: {e}"),
-        })?;
-        parts.push((format!("{name}.optim"), bytes.to_vec()));
-    }
-    Ok(parts)
-}
-
-/// Load an optimizer state saved by [`module_parts`].
-pub fn load_optim(ck: &Checkpoint, name: &str, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
-    let part = format!("{name}.optim");
-    let bytes = ck.part(&part)?;
-    optim
-        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Error::Checkpoint {
-            path: ck.dir.join(format!("{part}.bpk")),
-            message: format!("unreadable optimizer state: {e}"),
-        })
-}
-
-/// A deterministic policy from an actor network: normalise observations, run the actor on the
-/// plain (non-autodiff) device, map unit actions back to the environment's bounds.
-pub struct NetPolicy<A: Module> {
-    actor: A,
-    forward: fn(&A, Tensor<2>) -> Tensor<2>,
-    spec: DataSpec,
-    device: Device,
-}
-
-impl<A: Module> NetPolicy<A> {
-    /// `actor` is any (training) copy; the policy keeps a `valid()` copy of it.
-    pub fn new(actor: &A, forward: fn(&A, Tensor<2>) -> Tensor<2>, spec: &DataSpec) -> Self {
-        let (actor, device) = crate::nn::inference_copy(actor);
-        Self {
-            actor,
-            forward,
-            spec: spec.clone(),
-            device,
-        }
-    }
-}
-
-impl<A: Module> Policy for NetPolicy<A> {
-    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let od = self.spec.obs_dim;
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "policy got {} observation values for {n} × obs_dim {od}",
-                obs.len()
-            )));
-        }
-        let x = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
-        let unit = crate::nn::to_vec((self.forward)(&self.actor, x));
-        Ok(self.spec.action_from_unit(&unit))
-    }
 }
 
 #[cfg(test)]

@@ -81,11 +81,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::common::{repeat_rows, scalar, tensor1, DataConfig, DataSpec, RewardNorm, RngState};
+use super::common::{repeat_rows, scalar, RngState};
 use super::iql::IqlCritic;
-use super::{
-    load_optim, module_parts, AlgoKind, EvalHook, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
-};
+use super::AlgoKind;
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::fused::{EpsRows, FusedEpsNet, LeafEps};
 use crate::diffusion::{
@@ -95,9 +94,16 @@ use crate::diffusion::{
 };
 use crate::error::{Error, Result};
 use crate::eval::probe::{Probe, POLICY_NAMES, PRIOR_NAMES};
+use crate::nn::tensor1;
 use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::{
+    load_optim, module_parts, EvalHook, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
+};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "rtb";
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -1352,8 +1358,8 @@ impl RtbAlgo {
 }
 
 impl OfflineAlgorithm for RtbAlgo {
-    fn kind(&self) -> AlgoKind {
-        AlgoKind::Rtb
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     fn spec(&self) -> &DataSpec {

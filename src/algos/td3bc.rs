@@ -12,18 +12,20 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::common::NetPolicy;
 use super::common::{
-    adam, column, normal, scalar, soft_update, target_copy, DataConfig, DataSpec, NetConfig,
-    RewardNorm, RngState, TwinQ,
+    adam, column, normal, scalar, soft_update, target_copy, NetConfig, RngState, TwinQ,
 };
-use super::{
-    load_optim, module_parts, AlgoKind, LoopConfig, Metrics, NetPolicy, OfflineAlgorithm, Snapshot,
-};
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "td3bc";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,8 +132,8 @@ impl Td3Bc {
 }
 
 impl OfflineAlgorithm for Td3Bc {
-    fn kind(&self) -> AlgoKind {
-        AlgoKind::Td3bc
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     fn spec(&self) -> &DataSpec {
@@ -226,7 +228,7 @@ impl OfflineAlgorithm for Td3Bc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::algos::common::testing;
+    use crate::dataset::testing;
 
     /// Two one-step bandit states (one-hot), actions ±0.5 equally often in both; the better one
     /// is +0.5 in state A and −0.5 in state B. The policy must pick the better side in each.

@@ -10,10 +10,11 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::table::CellResult;
-use crate::algos::{self, AlgoKind, OfflineAlgorithm};
+use crate::algos::{self, AlgoKind};
 use crate::dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, EvalReport};
+use crate::train::OfflineAlgorithm;
 
 /// A benchmark profile (`configs/profiles/NAME.toml`): dataset size, evaluation protocol, and the
 /// per-algorithm config overrides (`--set` syntax) that set step counts.
@@ -184,22 +185,23 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             let mut config = config;
             config["train"]["eval_every"] = every.into();
             cell_config = config.clone();
-            let mut hook = |step: usize, algo: &dyn OfflineAlgorithm| -> Result<algos::Metrics> {
-                if step >= steps {
-                    return Ok(vec![]); // the final evaluation is done below, with more episodes
-                }
-                let mut policy = algo.policy()?;
-                let r = eval::evaluate_on(
-                    &data,
-                    policy.as_mut(),
-                    profile.curve_episodes,
-                    profile.eval_envs,
-                    eval_seed,
-                )?;
-                curve.push((step as f64, curve_value(&r)));
-                super::report_progress(step as u64, steps as u64);
-                Ok(vec![("eval/score", curve_value(&r))])
-            };
+            let mut hook =
+                |step: usize, algo: &dyn OfflineAlgorithm| -> Result<crate::train::Metrics> {
+                    if step >= steps {
+                        return Ok(vec![]); // the final evaluation is done below, with more episodes
+                    }
+                    let mut policy = algo.policy()?;
+                    let r = eval::evaluate_on(
+                        &data,
+                        policy.as_mut(),
+                        profile.curve_episodes,
+                        profile.eval_envs,
+                        eval_seed,
+                    )?;
+                    curve.push((step as f64, curve_value(&r)));
+                    super::report_progress(step as u64, steps as u64);
+                    Ok(vec![("eval/score", curve_value(&r))])
+                };
             let algo = algos::train(
                 kind,
                 &config,

@@ -18,12 +18,13 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::algos::idql::{self, IdqlConfig};
-use crate::algos::{self, AlgoKind, DatasetInfo};
+use crate::algos::{self, AlgoKind};
 use crate::backend::BackendKind;
 use crate::dataset::ReferenceScores;
 use crate::eval::EvalReport;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::DatasetInfo;
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -208,7 +209,7 @@ fn build_policy(args: &EvalArgs, ck: &Checkpoint) -> anyhow::Result<Built> {
         let spec = algo.spec();
         let dims = (spec.obs_dim, spec.act_dim);
         let policy = algo.policy().with_context(|| {
-            let hint = if algo.kind() == AlgoKind::Iql {
+            let hint = if algo.name() == AlgoKind::Iql.name() {
                 " (a critic is evaluated inside IDQL: --checkpoint PRIOR --critic THIS)"
             } else {
                 ""

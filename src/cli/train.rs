@@ -133,24 +133,25 @@ fn train(kind: AlgoKind, args: &CommonArgs, forced: Vec<String>) -> anyhow::Resu
         data.len(),
         args.out.display()
     );
-    let mut hook =
-        |step: usize, algo: &dyn algos::OfflineAlgorithm| -> crate::Result<algos::Metrics> {
-            let mut policy = algo.policy()?;
-            let report = crate::eval::evaluate_on(
-                &data,
-                policy.as_mut(),
-                args.eval_episodes,
-                args.eval_envs,
-                args.seed.wrapping_add(step as u64),
-            )?;
-            tracing::info!("step {step}: {report}");
-            let mut m = vec![("eval/return", report.mean)];
-            if let Some(s) = report.normalized {
-                m.push(("eval/score", s));
-            }
-            Ok(m)
-        };
-    let hook: Option<algos::EvalHook<'_>> = if evaluate { Some(&mut hook) } else { None };
+    let mut hook = |step: usize,
+                    algo: &dyn crate::train::OfflineAlgorithm|
+     -> crate::Result<crate::train::Metrics> {
+        let mut policy = algo.policy()?;
+        let report = crate::eval::evaluate_on(
+            &data,
+            policy.as_mut(),
+            args.eval_episodes,
+            args.eval_envs,
+            args.seed.wrapping_add(step as u64),
+        )?;
+        tracing::info!("step {step}: {report}");
+        let mut m = vec![("eval/return", report.mean)];
+        if let Some(s) = report.normalized {
+            m.push(("eval/score", s));
+        }
+        Ok(m)
+    };
+    let hook: Option<crate::train::EvalHook<'_>> = if evaluate { Some(&mut hook) } else { None };
     algos::train(kind, &config, &data, &args.out, args.seed, &device, hook)
         .with_context(|| format!("training {} into {}", kind.name(), args.out.display()))?;
     let latest = crate::train::checkpoint::Checkpoint::latest(&args.out.join("checkpoints"))?;

@@ -11,6 +11,9 @@ pub mod io;
 pub mod make;
 pub mod registry;
 pub mod sampler;
+pub mod spec;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::ops::Range;
 

@@ -4,8 +4,8 @@
 //! code): T = 75 steps, linear β 1e-4 → 0.02, ε-prediction with Min-SNR-γ (γ = 5) weighting, an
 //! MLP of 3 × 256 hidden units with LayerNorm + GELU on `[state, x_t, 128 Fourier time
 //! features]`, pre-tanh action space, Adam 5e-4, batch 512. Every choice is a config key
-//! ([`train::PriorConfig`], `configs/prior.toml`). Where the chain starts is discussed in
-//! [`schedule`]. Training (`offrl train prior`) runs in the shared loop of [`crate::algos`].
+//! ([`PriorConfig`], `configs/prior.toml`). Where the chain starts is discussed in
+//! [`schedule`]. Training (`offrl train prior`) is diffusion-BC, [`crate::algos::diffusion_bc`].
 //!
 //! # API for samplers and fine-tuning (RTB)
 //! Model space: observations are normalised ([`DiffusionPrior::obs_tensor`]) and actions mapped
@@ -38,12 +38,12 @@
 //! `prior.valid()` too (its ε then carries no graph).
 
 pub mod chain;
+pub mod config;
 pub mod fused;
 pub mod gaussian;
 pub mod model;
 pub mod prior;
 pub mod schedule;
-pub mod train;
 pub mod transform;
 
 pub use chain::{
@@ -51,13 +51,13 @@ pub use chain::{
     sample_actions_scaled, sample_start, sample_trajectory, start_log_prob, trajectory_log_prob,
     LossWeighting, Trajectory,
 };
+pub use config::{LrSchedule, PriorConfig, PriorSpec, PriorState, Weighting};
 pub use gaussian::{
     forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,
     Transition,
 };
 pub use model::{EpsModel, EpsNet, NetConfig};
-pub use prior::{DiffusionPolicy, DiffusionPrior, PriorSpec};
+pub use prior::{gradient_step, DiffusionPolicy, DiffusionPrior};
 pub use schedule::{
     NoiseSchedule, ScheduleConfig, ScheduleKind, StartDistribution, StartKind, Variance,
 };
-pub use train::{PriorAlgo, PriorConfig};

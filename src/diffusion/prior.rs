@@ -7,36 +7,24 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::chain::sample_actions_scaled;
+use super::config::{PriorConfig, PriorSpec, PriorState};
 use super::fused::FusedEpsNet;
-use super::model::{EpsModel, EpsNet, NetConfig};
-use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
-use crate::algos::common::DataSpec;
-use crate::algos::AlgoKind;
+use super::model::{EpsModel, EpsNet};
+use super::schedule::{NoiseSchedule, StartDistribution};
+use crate::dataset::spec::DataSpec;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
+
+/// The kind of a trained prior's checkpoints (the registry's name of diffusion-BC training).
+pub const CHECKPOINT_KIND: &str = "prior";
 
 /// Checkpoint part holding the ε-network.
 pub const MODEL_PART: &str = "model";
 /// Checkpoint part holding the moving average of the ε-network's weights (`ema_decay > 0`).
 pub const EMA_PART: &str = "ema";
-
-/// Everything besides the network weights that defines a prior: the data spaces
-/// (normalisation, action bounds), the chain, the network shape and the action parameterisation.
-/// Transforms between spaces are in [`super::transform`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PriorSpec {
-    pub data: DataSpec,
-    pub schedule: ScheduleConfig,
-    pub net: NetConfig,
-    /// The chain models pre-tanh actions `atanh(clip(unit action, ±pre_tanh_clip))`.
-    pub pre_tanh: bool,
-    pub pre_tanh_clip: f64,
-    pub start: StartDistribution,
-}
 
 /// A behaviour prior. [`EpsModel`] methods take normalised observations
 /// ([`DiffusionPrior::obs_tensor`]) and model-space actions ([`PriorSpec::action_to_model`]).
@@ -72,19 +60,19 @@ impl DiffusionPrior {
     /// directory (its newest checkpoint) of `offrl train prior`, onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let dir = Checkpoint::resolve(path)?;
-        let ck = Checkpoint::open(&dir, Some(AlgoKind::Prior.name()))?;
+        let ck = Checkpoint::open(&dir, Some(CHECKPOINT_KIND))?;
         let bad = |message: String| Error::Checkpoint {
             path: dir.clone(),
             message,
         };
         let meta = &ck.meta;
-        let config: super::train::PriorConfig =
+        let config: PriorConfig =
             serde_json::from_value(meta.config.get("config").cloned().unwrap_or_default())
                 .map_err(|e| bad(format!("unreadable config: {e}")))?;
         let data: DataSpec =
             serde_json::from_value(meta.extra.get("spec").cloned().unwrap_or_default())
                 .map_err(|e| bad(format!("unreadable data spec: {e}")))?;
-        let state: super::train::PriorState =
+        let state: PriorState =
             serde_json::from_value(meta.extra.get("state").cloned().unwrap_or_default())
                 .map_err(|e| bad(format!("unreadable prior state: {e}")))?;
         let fresh = Self::new(config.spec(data)?, device)?.with_start(state.start);
@@ -177,4 +165,35 @@ impl Policy for DiffusionPolicy {
         let x0 = sample_actions_scaled(model, obs, &mut self.rng, self.noise_scale);
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
+}
+
+/// One Adam step on the denoising loss of a minibatch (`obs` normalised `[n, obs_dim]`, `actions`
+/// row-major in model space); returns the updated prior and the loss before the update.
+pub fn gradient_step<R: rand::Rng>(
+    prior: DiffusionPrior,
+    optim: &mut burn::optim::ModuleOptimizer,
+    obs: Tensor<2>,
+    actions: &[f32],
+    lr: f64,
+    weighting: super::chain::LossWeighting,
+    rng: &mut R,
+) -> (DiffusionPrior, f64) {
+    // On the CPU backend the network runs on the host and burn differentiates the loss up to ε̂.
+    let device = obs.device();
+    let leaf = crate::backend::host_kernels(&device)
+        .then(|| super::fused::LeafEps::new(&prior.net, &prior.schedule, &device));
+    let loss = match &leaf {
+        Some(leaf) => super::chain::denoising_loss(leaf, obs, actions, weighting, rng),
+        None => super::chain::denoising_loss(&prior, obs, actions, weighting, rng),
+    };
+    let value = f64::from(loss.clone().into_scalar::<f32>());
+    let grads = match leaf {
+        Some(leaf) => {
+            let mut grads = burn::optim::GradientsParams::new();
+            leaf.gradients(&loss.backward(), &mut grads);
+            grads
+        }
+        None => burn::optim::GradientsParams::from_grads(loss.backward(), &prior),
+    };
+    (optim.step(lr, prior, grads), value)
 }

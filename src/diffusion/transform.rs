@@ -8,10 +8,10 @@
 
 use burn::tensor::Tensor;
 
+use super::config::PriorSpec;
 use super::model::NetConfig;
-use super::prior::PriorSpec;
 use super::schedule::{ScheduleConfig, StartDistribution};
-use crate::algos::common::DataSpec;
+use crate::dataset::spec::DataSpec;
 use crate::error::{Error, Result};
 
 /// [`PriorSpec::action_map`] of chain outputs `x` (row-major `[n, act_dim]`), per element.

@@ -156,7 +156,7 @@ impl Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::algos::common::testing;
+    use crate::dataset::testing;
 
     /// Actions the same as the data's give distance 0; actions at the bound are out of the data's
     /// range and saturated.

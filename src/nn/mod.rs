@@ -19,6 +19,11 @@ pub fn tensor2(data: &[f32], rows: usize, cols: usize, device: &Device) -> Tenso
     Tensor::from_data(TensorData::new(data.to_vec(), [rows, cols]), device)
 }
 
+/// A `[n]` tensor from a slice.
+pub fn tensor1(data: &[f32], device: &Device) -> Tensor<1> {
+    tensor2(data, 1, data.len(), device).reshape([data.len()])
+}
+
 /// An inference copy of a module (`valid()`: no autodiff) and the plain device it lives on.
 pub fn inference_copy<M: burn::module::Module>(module: &M) -> (M, Device) {
     let module = module.valid();

@@ -1,10 +1,18 @@
-//! What every training run shares: a run directory with the resolved config, metrics JSONL,
+//! The framework: what an algorithm is ([`OfflineAlgorithm`]), the one training loop ([`fit`]),
+//! and what every training run shares: a run directory with the resolved config, metrics JSONL,
 //! loss plots and checkpoints; a progress bar; and the guard that stops on a non-finite loss.
+//! Algorithms live in [`crate::algos`]; nothing here knows which ones exist.
 
+pub mod algorithm;
 pub mod checkpoint;
+pub mod fit;
 pub mod plot;
 mod run_dir;
 
+pub use algorithm::{
+    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
+};
+pub use fit::{fit, save_checkpoint, DatasetInfo, EvalHook};
 pub use run_dir::{read_metrics, write_atomic, RunDir};
 
 use indicatif::{ProgressBar, ProgressStyle};

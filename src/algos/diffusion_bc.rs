@@ -1,0 +1,252 @@
+//! Diffusion-BC: training the behaviour prior μ(a|s) (`offrl train prior`), an algorithm like
+//! the others. Its config and model live in [`crate::diffusion`] ([`PriorConfig`],
+//! [`DiffusionPrior`]); the loop itself (minibatches, NaN stop, metrics, plots, checkpoints, exact
+//! resume) is the one every algorithm shares, [`crate::train::fit`].
+//!
+//! Per update, on a minibatch `(s, a)`: normalise `s`, map `a` to model space, draw per row a
+//! step `t ~ U{1..T}` and `ε ~ N(0, I)`, and take one Adam step on the (Min-SNR-weighted)
+//! ε-prediction loss ([`gradient_step`]). The noise of update `k` comes from ChaCha8 seeded with
+//! the run's seed on stream `k`, so it is a function of the step: a resumed run draws exactly what
+//! the uninterrupted run would have (the minibatch sampler is made resumable by `fit`).
+
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use super::common::{soft_update, target_copy};
+use crate::dataset::spec::DataSpec;
+use crate::dataset::{Batch, Dataset};
+use crate::diffusion::denoising_loss;
+use crate::diffusion::prior::{gradient_step, CHECKPOINT_KIND, EMA_PART, MODEL_PART};
+use crate::diffusion::{
+    DiffusionPolicy, DiffusionPrior, EpsModel, EpsNet, PriorConfig, PriorState,
+};
+use crate::error::{Error, Result};
+use crate::eval::probe::Probe;
+use crate::policy::Policy;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{
+    load_optim, module_parts, policy_diagnostics, Metrics, OfflineAlgorithm, Snapshot,
+};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = CHECKPOINT_KIND;
+
+/// Noise of the held-out loss (fixed: the diagnostic compares weights, not draws).
+const HELDOUT_NOISE_SEED: u64 = 0x5eed_4e1d;
+
+impl PriorAlgo {
+    /// A network of the prior's shape (values to be overwritten), for the moving average.
+    fn fresh_net(&self) -> EpsNet {
+        let spec = &self.prior.spec;
+        EpsNet::new(
+            &spec.net,
+            spec.obs_dim(),
+            spec.act_dim(),
+            &self.prior.schedule,
+            &self.device,
+        )
+    }
+
+    /// The prior that acts: the moving average of the weights when there is one.
+    pub fn acting(&self) -> DiffusionPrior {
+        match &self.ema {
+            Some(ema) => DiffusionPrior {
+                net: ema.clone(),
+                ..self.prior.clone()
+            },
+            None => self.prior.clone(),
+        }
+    }
+}
+
+/// The prior as a trainable [`OfflineAlgorithm`].
+pub struct PriorAlgo {
+    pub prior: DiffusionPrior,
+    /// The moving average of `prior.net` (when `ema_decay > 0`): what acts and is loaded.
+    ema: Option<EpsNet>,
+    optim: ModuleOptimizer,
+    cfg: PriorConfig,
+    seed: u64,
+    device: Device,
+}
+
+impl PriorAlgo {
+    /// A fresh prior for data described by `spec`; parameters from `seed`. `device` is the
+    /// training (autodiff) device.
+    pub fn new(cfg: PriorConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        crate::backend::seed(device, seed);
+        let prior = DiffusionPrior::new(cfg.spec(spec)?, device)?;
+        Ok(Self {
+            prior,
+            // Made at the first update: building a network draws from the device's generator,
+            // which must first initialise the prior exactly as without the average.
+            ema: None,
+            optim: cfg.optimizer(),
+            cfg,
+            seed,
+            device: device.clone(),
+        })
+    }
+}
+
+impl OfflineAlgorithm for PriorAlgo {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn spec(&self) -> &DataSpec {
+        &self.prior.spec.data
+    }
+
+    fn update(&mut self, batch: &Batch, step: usize) -> Result<Metrics> {
+        let spec = &self.prior.spec;
+        let obs = crate::nn::tensor2(
+            &spec.data.normalize_obs(&batch.observations),
+            batch.size,
+            spec.obs_dim(),
+            &self.device,
+        );
+        let actions = spec.action_to_model(&batch.actions);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(step as u64);
+        let prior = self.prior.clone();
+        let (prior, loss) = gradient_step(
+            prior,
+            &mut self.optim,
+            obs,
+            &actions,
+            self.cfg.lr_at(step),
+            self.cfg.weighting(),
+            &mut rng,
+        );
+        self.prior = prior;
+        if self.cfg.ema_decay > 0.0 {
+            let rate = self.cfg.ema_rate(step);
+            self.ema = Some(match self.ema.take() {
+                Some(ema) => soft_update(ema, &self.prior.net, rate),
+                None => target_copy(self.fresh_net(), &self.prior.net),
+            });
+        }
+        Ok(vec![("loss", loss)])
+    }
+
+    fn policy(&self) -> Result<Box<dyn Policy>> {
+        let mut policy = DiffusionPolicy::new(&self.acting(), self.seed);
+        policy.noise_scale = self.cfg.act_noise_scale;
+        Ok(Box::new(policy))
+    }
+
+    /// The policy's probe plus `diag/heldout_loss`: the denoising loss of the acting weights on
+    /// the probe's (held-out) transitions, with the same `t` and `ε` at every checkpoint so that
+    /// its curve moves only with the weights.
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        let mut metrics = policy_diagnostics(self, probe)?;
+        let (prior, device) = crate::nn::inference_copy(&self.acting());
+        let spec = &prior.spec;
+        let obs = prior.obs_tensor(&probe.obs, probe.n, &device);
+        let actions = spec.action_to_model(&probe.actions);
+        let mut rng = ChaCha8Rng::seed_from_u64(HELDOUT_NOISE_SEED);
+        let loss = match prior.fused() {
+            Some(fused) => denoising_loss(&fused, obs, &actions, self.cfg.weighting(), &mut rng),
+            None => denoising_loss(&prior, obs, &actions, self.cfg.weighting(), &mut rng),
+        };
+        metrics.push(("diag/heldout_loss", f64::from(loss.into_scalar::<f32>())));
+        Ok(metrics)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let state = PriorState {
+            start: self.prior.spec.start.clone(),
+        };
+        let mut parts = module_parts(MODEL_PART, &self.prior.net, Some(&self.optim))?;
+        if let Some(ema) = &self.ema {
+            parts.extend(module_parts(EMA_PART, ema, None)?);
+        }
+        Ok(Snapshot {
+            parts,
+            state: serde_json::to_value(state).expect("state serialises"),
+        })
+    }
+
+    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
+        let state: PriorState =
+            serde_json::from_value(state.clone()).map_err(|e| Error::Checkpoint {
+                path: ck.dir.clone(),
+                message: format!("unreadable prior state: {e}"),
+            })?;
+        let net = ck.load_module(MODEL_PART, self.prior.net.clone())?;
+        if self.cfg.ema_decay > 0.0 {
+            self.ema = Some(ck.load_module(EMA_PART, self.fresh_net())?);
+        }
+        self.prior = DiffusionPrior {
+            net,
+            ..self.prior.clone().with_start(state.start)
+        };
+        self.optim = load_optim(ck, MODEL_PART, self.cfg.optimizer())?;
+        Ok(())
+    }
+
+    /// The start distribution needs the actions' model-space statistics (for
+    /// `schedule.start = "marginal"`; nothing changes for `"standard_normal"`).
+    fn prepare(&mut self, data: &Dataset) -> Result<()> {
+        let spec = &self.prior.spec;
+        let actions = spec.action_to_model(&data.actions);
+        let (mean, std) = crate::nn::column_stats(&actions, spec.act_dim(), "actions")?;
+        let start = self.prior.schedule.start_for(&mean, &std);
+        self.prior = self.prior.clone().with_start(start);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn shipped_config_is_the_default() {
+        let kind = super::super::AlgoKind::Prior;
+        assert_eq!(
+            kind.default_config(),
+            serde_json::to_value(PriorConfig::default()).unwrap()
+        );
+        // configs/prior.toml is checked key by key in `algos::tests::config_files_match_defaults`.
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs/prior.toml")
+            .is_file());
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let defaults = PriorConfig::default();
+        for set in [
+            "train.batch_size=0",
+            "lr=-1",
+            "net.layers=0",
+            "min_snr_gamma=0",
+            "schedule.steps=0",
+        ] {
+            let cfg: PriorConfig = crate::config::resolve(&defaults, None, &[set.into()]).unwrap();
+            assert!(cfg.validate().is_err(), "{set}");
+        }
+        let e = crate::config::resolve(&defaults, None, &["schedule.kind=quadratic".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("quadratic"), "{e}");
+    }
+
+    #[test]
+    fn cosine_lr_decays_to_zero() {
+        let cfg = PriorConfig {
+            lr_schedule: crate::diffusion::LrSchedule::Cosine,
+            ..Default::default()
+        };
+        assert_eq!(cfg.lr_at(0), cfg.lr);
+        assert!((cfg.lr_at(cfg.train.steps / 2) - cfg.lr / 2.0).abs() < 1e-12);
+        assert!(cfg.lr_at(cfg.train.steps - 1) < 1e-9);
+    }
+}

@@ -1,0 +1,152 @@
+//! The one training loop, [`fit`], and what it writes: checkpoints that record the algorithm's
+//! state, its data spec and the dataset's identity ([`DatasetInfo`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::algorithm::{LoopConfig, Metrics, OfflineAlgorithm};
+use super::checkpoint::{Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
+use super::RunDir;
+use crate::dataset::sampler::Sampler;
+use crate::dataset::{Dataset, Metadata, ReferenceScores};
+use crate::error::{Error, Result};
+use crate::eval::probe::{Probe, PROBE_ROWS};
+
+/// What a run records about its dataset (in every checkpoint's metadata, `extra.dataset`), so
+/// that its policy can be evaluated later without the data: the environment and the reference
+/// returns of score normalisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub env_id: String,
+    pub reference_scores: Option<ReferenceScores>,
+}
+
+impl DatasetInfo {
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            env_id: meta.env_id.clone(),
+            reference_scores: meta.reference_scores,
+        }
+    }
+
+    /// The record of a checkpoint (`None` for checkpoints written before runs recorded it).
+    pub fn recorded(ck: &Checkpoint) -> Option<Self> {
+        serde_json::from_value(ck.meta.extra.get("dataset")?.clone()).ok()
+    }
+}
+
+/// Called every `eval_every` updates with the step and the algorithm; returns metrics to log
+/// (e.g. normalised return of the policy).
+pub type EvalHook<'a> = &'a mut dyn FnMut(usize, &dyn OfflineAlgorithm) -> Result<Metrics>;
+
+/// The one training loop: sample, update, check, log, evaluate, checkpoint, plot.
+///
+/// The minibatch sampler is re-seeded from `(seed, block)` at every checkpoint boundary, so a run
+/// resumed from a checkpoint draws exactly the batches the uninterrupted run would have drawn.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    algo: &mut dyn OfflineAlgorithm,
+    data: &Dataset,
+    cfg: &LoopConfig,
+    run_config: &Value,
+    run: &mut RunDir,
+    seed: u64,
+    start_step: usize,
+    mut eval: Option<EvalHook<'_>>,
+) -> Result<()> {
+    if cfg.batch_size == 0 || cfg.log_every == 0 {
+        return Err(Error::Config(
+            "train.batch_size and train.log_every must be positive".into(),
+        ));
+    }
+    if data.is_empty() {
+        return Err(Error::InvalidData("the dataset has no transitions".into()));
+    }
+    // Held-out episodes: a function of the seed, so a resumed run holds out the same ones.
+    let split;
+    let (data, held_out) = if cfg.holdout > 0.0 {
+        split = data.split_episodes(cfg.holdout, block_seed(seed, usize::MAX))?;
+        (&split.0, &split.1)
+    } else {
+        (data, data)
+    };
+    // No held-out episodes (none asked, or a one-episode dataset): the probes read training states.
+    let probes_from = if held_out.is_empty() { data } else { held_out };
+    let probe = Probe::new(probes_from, data, PROBE_ROWS, seed)?;
+    let block = |step: usize| match cfg.checkpoint_every {
+        0 => 0,
+        every => step / every,
+    };
+    let mut sampler = Sampler::new(data, block_seed(seed, block(start_step)));
+    let bar = super::progress_bar(cfg.steps as u64, algo.name());
+    bar.set_position(start_step as u64);
+    for step in start_step..cfg.steps {
+        if step != start_step && cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
+            sampler = Sampler::new(data, block_seed(seed, block(step)));
+        }
+        let mut metrics = algo.update(sampler.sample(cfg.batch_size), step)?;
+        for &(name, value) in &metrics {
+            super::ensure_finite(step, name, value)?;
+        }
+        let done = step + 1;
+        if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
+            if let Some(hook) = eval.as_mut() {
+                metrics.extend(hook(done, &*algo)?);
+            }
+        }
+        let checkpoint_now =
+            (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps;
+        if checkpoint_now {
+            metrics.extend(algo.diagnostics(&probe)?);
+        }
+        if done % cfg.log_every == 0 || checkpoint_now {
+            run.log(done, &metrics)?;
+            if let Some((name, value)) = metrics.first() {
+                bar.set_message(format!("{name} {value:.4}"));
+            }
+        }
+        if checkpoint_now {
+            save_checkpoint(algo, run, run_config, &DatasetInfo::of(&data.meta), done)?;
+            run.plot()?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn block_seed(seed: u64, block: usize) -> u64 {
+    // splitmix64 of the pair: distinct, well-mixed seeds per block.
+    let mut z = seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Write `checkpoints/step-N` for the algorithm's current state.
+pub fn save_checkpoint(
+    algo: &dyn OfflineAlgorithm,
+    run: &RunDir,
+    run_config: &Value,
+    dataset: &DatasetInfo,
+    step: usize,
+) -> Result<Checkpoint> {
+    let snap = algo.snapshot()?;
+    let meta = CheckpointMeta {
+        format_version: CHECKPOINT_VERSION,
+        kind: algo.name().to_string(),
+        step,
+        config: run_config.clone(),
+        extra: json!({ "spec": algo.spec(), "state": snap.state, "dataset": dataset }),
+    };
+    let parts: Vec<(&str, Vec<u8>)> = snap
+        .parts
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    Checkpoint::save(
+        &Checkpoint::dir_for_step(&run.checkpoints(), step),
+        &meta,
+        &parts,
+    )
+}
