@@ -1,0 +1,185 @@
+//! The trainer: the prior, the reward, the correction and its optimizers, and one on- or
+//! off-policy update.
+
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Device, Tensor};
+use rand::Rng;
+
+use super::config::RtbConfig;
+use super::loss::{rtb_gradients, UpdateStats};
+use super::posterior::{Correction, Posterior, RtbModel};
+use super::reward::LogReward;
+use super::rollout::{rollout_off_policy, rollout_on_policy, Rollout};
+use crate::diffusion::fused::FusedEpsNet;
+use crate::diffusion::{EpsModel, EpsNet};
+use crate::error::Result;
+use crate::nn::tensor1;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{load_optim, module_parts};
+
+/// RTB state: the frozen prior and reward, the trained model and its optimizers.
+pub struct Rtb<P, R> {
+    pub config: RtbConfig,
+    /// Frozen μ (on the inference device).
+    pub prior: P,
+    pub reward: R,
+    /// Trained (on the autodiff device).
+    pub model: RtbModel,
+    optim: ModuleOptimizer,
+    log_z_optim: ModuleOptimizer,
+    /// The learned log Z's bias has been set from a first batch.
+    log_z_ready: bool,
+    /// The fused executor of the frozen prior (CPU backend): rollouts use it in place of `prior`.
+    fused_prior: Option<FusedEpsNet>,
+    device: Device,
+}
+
+impl<P: EpsModel, R: LogReward> Rtb<P, R> {
+    /// A trainer whose model lives on the autodiff version of `device`; `prior` and `reward` stay
+    /// where they are (use inference copies: they are frozen). `template` is the prior's network,
+    /// for the `prior_features` / `copy_prior` inits. Parameters are drawn from the device's
+    /// generator (seed it first).
+    pub fn new(
+        config: RtbConfig,
+        prior: P,
+        reward: R,
+        obs_dim: usize,
+        template: Option<&EpsNet>,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let device = device.clone().without_autodiff().autodiff();
+        let model = RtbModel::new(
+            &config,
+            obs_dim,
+            prior.act_dim(),
+            prior.schedule(),
+            template,
+            &device,
+        )?;
+        let adam = || crate::nn::adam(config.adam_eps, None);
+        Ok(Self {
+            optim: adam(),
+            log_z_optim: adam(),
+            fused_prior: prior.fused(),
+            config,
+            prior,
+            reward,
+            model,
+            log_z_ready: false,
+            device,
+        })
+    }
+
+    /// π as an [`EpsModel`] (inference copy of the correction inside `correction`; the prior's
+    /// fused executor when there is one).
+    pub fn posterior<'a>(
+        &'a self,
+        correction: &'a Correction,
+    ) -> Posterior<'a, dyn EpsModel + 'a, R> {
+        let prior: &dyn EpsModel = match &self.fused_prior {
+            Some(fused) => fused,
+            None => &self.prior,
+        };
+        Posterior {
+            prior,
+            correction,
+            fused: None,
+            reward: &self.reward,
+            langevin_clip: self.config.correction.langevin_clip,
+        }
+    }
+
+    /// The inference copy of the correction and, on the CPU backend, its fused executor.
+    pub(super) fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
+        let correction = self.model.correction.frozen();
+        let fused = crate::backend::host_kernels(&self.device)
+            .then(|| FusedEpsNet::new(&correction.net, self.prior.schedule()));
+        (correction, fused)
+    }
+
+    /// One on-policy update on the states `obs` (`[b, obs_dim]`, normalised).
+    pub fn on_policy_update(&mut self, obs: Tensor<2>, rng: &mut impl Rng) -> UpdateStats {
+        let (correction, fused) = self.frozen_correction();
+        let pi = Posterior {
+            fused: fused.as_ref(),
+            ..self.posterior(&correction)
+        };
+        let rollout = rollout_on_policy(&pi, obs, self.config.trajectories, rng);
+        self.apply(&rollout)
+    }
+
+    /// One off-policy update on the states `obs` and their dataset actions `a0` (model space).
+    pub fn off_policy_update(
+        &mut self,
+        obs: Tensor<2>,
+        a0: Tensor<2>,
+        rng: &mut impl Rng,
+    ) -> UpdateStats {
+        let (correction, fused) = self.frozen_correction();
+        let pi = Posterior {
+            fused: fused.as_ref(),
+            ..self.posterior(&correction)
+        };
+        let rollout = rollout_off_policy(&pi, obs, a0, self.config.trajectories, rng);
+        self.apply(&rollout)
+    }
+
+    /// Gradient step on a rollout.
+    pub fn apply(&mut self, rollout: &Rollout) -> UpdateStats {
+        if self.model.log_z.is_some() && !self.log_z_ready {
+            self.init_log_z(rollout);
+        }
+        let (grads, z_grads, stats) = rtb_gradients(
+            self.prior.schedule(),
+            &self.model,
+            rollout,
+            self.config.chunk,
+        );
+        // Modules are handles: cloning one is cheap, and the optimizer returns the updated copy.
+        self.model.correction =
+            self.optim
+                .step(self.config.lr, self.model.correction.clone(), grads);
+        if let (Some(net), Some(g)) = (self.model.log_z.as_mut(), z_grads) {
+            *net = self.log_z_optim.step(self.config.log_z.lr, net.clone(), g);
+        }
+        stats
+    }
+
+    /// Start the learned log Z at the batch estimate (its output bias), so that it does not
+    /// have to travel from 0 to |Q/α| ~ 10³ first.
+    fn init_log_z(&mut self, rollout: &Rollout) {
+        let correction = self.model.correction.frozen();
+        let mean = rollout.mean_log_z(self.prior.schedule(), &correction);
+        if let Some(net) = self.model.log_z.as_mut() {
+            let bias = burn::module::Param::from_tensor(tensor1(&[mean as f32], &self.device));
+            net.output.bias = Some(bias);
+        }
+        self.log_z_ready = true;
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The trained modules and optimizer states as checkpoint parts.
+    pub fn parts(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut parts = module_parts("correction", &self.model.correction, Some(&self.optim))?;
+        if let Some(net) = &self.model.log_z {
+            parts.extend(module_parts("log_z", net, Some(&self.log_z_optim))?);
+        }
+        Ok(parts)
+    }
+
+    /// Restore what [`Rtb::parts`] saved.
+    pub fn restore_parts(&mut self, ck: &Checkpoint) -> Result<()> {
+        self.model.correction = ck.load_module("correction", self.model.correction.clone())?;
+        self.optim = load_optim(ck, "correction", self.optim.clone())?;
+        if let Some(net) = self.model.log_z.as_mut() {
+            *net = ck.load_module("log_z", net.clone())?;
+            self.log_z_optim = load_optim(ck, "log_z", self.log_z_optim.clone())?;
+            self.log_z_ready = true;
+        }
+        Ok(())
+    }
+}
