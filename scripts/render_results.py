@@ -5,7 +5,8 @@ Each JSON file is one cell or one evaluation: `algo`, `dataset`, `seed`, `varian
 from the study's base settings; "" for the base), `normalized_score`, `returns` (per episode),
 `commit`, `config` or `settings`, `wall_seconds` and, for trained cells, `curve` and
 `diagnostics`. The table is algorithms (with variants) × datasets, mean ± std over seeds, with
-the number of seeds and episodes, so a grid can be filled over several sittings and re-rendered
+the number of seeds and episodes and the mean wall time of a run (a cell: its training and its
+evaluations), so a grid can be filled over several sittings and re-rendered
 by anyone:
 
     python3 scripts/render_results.py results/fidelity            # Markdown to stdout
@@ -58,13 +59,16 @@ def table(cells):
         # Results from before per-episode returns were kept carry only their count.
         episodes[name].add(len(c["returns"]) or c.get("episodes", 0))
     short = [d.split("/")[-1] for d in datasets]
-    out = ["| algorithm [variant] | " + " | ".join(short) + " | seeds × episodes |"]
-    out.append("|" + "---|" * (len(datasets) + 2))
+    out = ["| algorithm [variant] | " + " | ".join(short) + " | seeds × episodes | wall s per run |"]
+    out.append("|" + "---|" * (len(datasets) + 3))
     for name in sorted(rows):
         scores = [fmt([c["normalized_score"] for c in rows[name][d]]) for d in datasets]
         seeds = max(len(rows[name][d]) for d in datasets)
         eps = "/".join(str(e) for e in sorted(episodes[name]))
-        out.append(f"| {name} | " + " | ".join(scores) + f" | {seeds} × {eps} |")
+        # Evaluations of existing checkpoints train nothing: no wall time of their own.
+        walls = [c["wall_seconds"] for d in datasets for c in rows[name][d] if "wall_seconds" in c]
+        wall = f"{statistics.fmean(walls):.0f}" if walls else "–"
+        out.append(f"| {name} | " + " | ".join(scores) + f" | {seeds} × {eps} | {wall} |")
     return "\n".join(out)
 
 

@@ -3,13 +3,25 @@
 //! are parsed as TOML, so `--set lr=3e-4`, `--set schedule="cosine"` and `--set hidden=[256,256]`
 //! all work, and a bare word is taken as a string). Unknown keys are errors, not silently ignored.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+
+/// Folder holding shared data (fixtures, behaviour policies): `$OFFRL_SHARED`, else `../shared`
+/// next to the source checkout.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("OFFRL_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("shared")
+        })
+}
 
 /// Resolve a config: `defaults` ← `file` ← `overrides`.
 pub fn resolve<T: Serialize + DeserializeOwned>(

@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod nn;
 pub mod policy;
+pub mod progress;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -39,7 +39,7 @@ fn assert_same_parquet_data(a: &Dataset, b: &Dataset) {
 fn every_card_parses_and_names_existing_policies() {
     let dir = registry::registry_dir();
     let names = registry::list(&dir).unwrap();
-    let cards_dir = registry::shared_dir().join("behavior-policies");
+    let cards_dir = offrl::config::shared_dir().join("behavior-policies");
     for suite in ["pendulum/", "locomotion-v5/", "nav2d/"] {
         assert!(
             names.iter().any(|n| n.starts_with(suite)),
@@ -102,10 +102,13 @@ fn pendulum_suite_is_reproducible_and_ordered_by_quality() {
 #[cfg(feature = "python")]
 #[test]
 fn locomotion_members_are_reproducible_at_small_scale() {
-    if !registry::shared_dir().join("behavior-policies").is_dir() {
+    if !offrl::config::shared_dir()
+        .join("behavior-policies")
+        .is_dir()
+    {
         println!(
             "skipped: no behaviour-policy cards under {}",
-            registry::shared_dir().display()
+            offrl::config::shared_dir().display()
         );
         return;
     }

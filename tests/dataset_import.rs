@@ -218,18 +218,20 @@ with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "w") as g:
 "#,
         &[src.to_str().unwrap(), stripped.to_str().unwrap()],
     );
-    let full = offrl::dataset::import::import(
+    let hopper_v4 = offrl::dataset::columns::ImportOptions {
+        env: Some("Hopper-v4".into()),
+        ..Default::default()
+    };
+    let full = offrl::dataset::columns::import(
         offrl::dataset::registry::ImportFormat::D4rl,
         &src,
-        Some("Hopper-v4"),
-        false,
+        &hopper_v4,
     )
     .unwrap();
-    let data = offrl::dataset::import::import(
+    let data = offrl::dataset::columns::import(
         offrl::dataset::registry::ImportFormat::D4rl,
         &stripped,
-        Some("Hopper-v4"),
-        false,
+        &hopper_v4,
     )
     .unwrap();
     assert_eq!(data.len(), 1998);

@@ -2,7 +2,7 @@
 //! v5, deterministic, reset seeds 0..4) when run through the Rust forward pass and the bridge.
 #![cfg(feature = "python")]
 
-use offrl::dataset::registry::shared_dir;
+use offrl::config::shared_dir;
 use offrl::envs;
 use offrl::eval::evaluate;
 use offrl::policy::{Policy, PolicyCard};

@@ -116,6 +116,22 @@ pub struct CellSpec<'a> {
     pub device: &'a Device,
 }
 
+/// The run directory of a sibling cell (same dataset and seed) that this cell builds on.
+pub fn sibling_run(spec: &CellSpec<'_>, algo: &str) -> Result<PathBuf> {
+    let cell = super::cell_dir(spec.grid_out, algo, spec.dataset_name, spec.seed);
+    let run = cell.join("run");
+    if super::read_result(&cell)?.is_none() {
+        return Err(Error::Config(format!(
+            "`{}` needs the finished `{algo}` cell of {} (seed {}) at {}",
+            spec.algo,
+            spec.dataset_name,
+            spec.seed,
+            run.display()
+        )));
+    }
+    Ok(run)
+}
+
 /// The score a learning curve plots: normalised when reference scores exist.
 fn curve_value(report: &EvalReport) -> f64 {
     report.normalized.unwrap_or(report.mean)
@@ -154,8 +170,18 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
 
     let report = match spec.algo {
         "idql" => {
-            let (report, config, diag) =
-                super::diffusion_cells::run(spec, &data, eval_seed, &mut curve)?;
+            let (report, config, diag) = super::idql_cell::run(
+                &sibling_run(spec, "diffusion-bc")?,
+                &sibling_run(spec, "iql")?,
+                &profile.overrides_for("idql"),
+                &data,
+                profile.eval_episodes,
+                profile.eval_envs,
+                eval_seed,
+                spec.seed,
+                spec.device,
+            )?;
+            curve.push((0.0, curve_value(&report)));
             cell_config = config;
             diagnostics = diag;
             report
@@ -170,7 +196,7 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             if kind == AlgoKind::Rtb {
                 // RTB fine-tunes this seed's prior with this seed's critic.
                 for (key, algo) in [("prior", "diffusion-bc"), ("critic", "iql")] {
-                    let run = super::diffusion_cells::sibling_run(spec, algo)?;
+                    let run = sibling_run(spec, algo)?;
                     let abs = run.canonicalize().map_err(|e| Error::io(&run, e))?;
                     overrides.push(format!("{key}={:?}", abs.display().to_string()));
                 }

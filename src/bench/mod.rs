@@ -3,7 +3,7 @@
 //! finished cells never recomputed, and the results gathered into a paper-style table.
 
 pub mod cell;
-pub mod diffusion_cells;
+pub mod idql_cell;
 pub mod table;
 
 use std::io::{BufRead, BufReader};

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::dataset::registry::{self, DataSource, ImportFormat};
-use crate::dataset::{io, make, Dataset};
+use crate::dataset::{columns, io, make, Dataset};
 
 #[derive(Subcommand)]
 pub enum DatasetCommand {
@@ -20,11 +20,22 @@ pub enum DatasetCommand {
     Import {
         #[arg(long, value_enum)]
         format: ImportFormat,
-        /// The HDF5 file (d4rl) or the dataset folder (minari).
+        /// The HDF5 file (d4rl), the dataset folder (minari), or a file with D4RL's column
+        /// names (parquet, arrow, npz).
         input: PathBuf,
-        /// Environment id, e.g. Hopper-v5 (required for d4rl; minari reads it from the metadata).
+        /// Environment id, e.g. Hopper-v5 (required for d4rl; minari reads it from the
+        /// metadata; parquet/arrow/npz take their spaces from it, or from the data without it).
         #[arg(long)]
         env: Option<String>,
+        /// Without --env: check the file's observation dim.
+        #[arg(long)]
+        obs_dim: Option<usize>,
+        /// Without --env: check the file's action dim.
+        #[arg(long)]
+        act_dim: Option<usize>,
+        /// Without --env: actions lie in [-B, B] (default 1, when every action does).
+        #[arg(long)]
+        action_bound: Option<f32>,
         #[arg(short, long)]
         output: PathBuf,
         /// Drop transitions holding NaN/Inf instead of failing.
@@ -72,10 +83,20 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             format,
             input,
             env,
+            obs_dim,
+            act_dim,
+            action_bound,
             output,
             drop_non_finite,
         } => {
-            let data = import(format, &input, env.as_deref(), drop_non_finite)?;
+            let opts = columns::ImportOptions {
+                env,
+                obs_dim,
+                act_dim,
+                action_bound,
+                drop_non_finite,
+            };
+            let data = columns::import(format, &input, &opts)?;
             write(&data, &output)
         }
         DatasetCommand::Make {
@@ -98,26 +119,6 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             write(&data, &output)
         }
     }
-}
-
-#[cfg(feature = "python")]
-fn import(
-    format: ImportFormat,
-    input: &Path,
-    env: Option<&str>,
-    drop_non_finite: bool,
-) -> anyhow::Result<Dataset> {
-    Ok(crate::dataset::import::import(
-        format,
-        input,
-        env,
-        drop_non_finite,
-    )?)
-}
-
-#[cfg(not(feature = "python"))]
-fn import(_: ImportFormat, _: &Path, _: Option<&str>, _: bool) -> anyhow::Result<Dataset> {
-    anyhow::bail!("importing needs the `python` feature (h5py through pyo3)")
 }
 
 fn write(data: &Dataset, output: &Path) -> anyhow::Result<()> {

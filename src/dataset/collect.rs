@@ -129,7 +129,7 @@ pub fn collect(
     let mut env = envs::make(env_id)?;
     let (obs_space, act_space) = (env.observation_space().clone(), env.action_space().clone());
     let mut builder = DatasetBuilder::with_capacity(obs_space.dim(), act_space.dim(), total);
-    let bar = crate::train::progress_bar(total as u64, "collect");
+    let bar = crate::progress::progress_bar(total as u64, "collect");
     if !progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }

@@ -15,6 +15,7 @@
 //!   as f32, as D4RL's `qlearning_dataset` casts them. An episode whose last step is neither
 //!   terminated nor truncated (collection stopped) gets its last row marked a time-out.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
@@ -22,49 +23,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use serde_json::json;
 
-use super::registry::ImportFormat;
+use super::columns::{Column, Columns};
 use super::{known_env, reference_scores_for, Dataset, Metadata, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::python;
 
 const READER: &str = include_str!("hdf5_reader.py");
-
-/// Import `file` in `format`. `env` is required for D4RL files (they do not name their
-/// environment); for Minari it overrides (and is checked against) the dataset's env spec.
-pub fn import(
-    format: ImportFormat,
-    file: &Path,
-    env: Option<&str>,
-    drop_non_finite: bool,
-) -> Result<Dataset> {
-    let mut data = match format {
-        ImportFormat::D4rl => {
-            let env = env.ok_or_else(|| {
-                Error::Config("D4RL files do not name their environment: pass --env".into())
-            })?;
-            import_d4rl(file, env)?
-        }
-        ImportFormat::Minari => import_minari(file, env)?,
-    };
-    if drop_non_finite {
-        let dropped = data.drop_non_finite();
-        if dropped > 0 {
-            tracing::warn!("dropped {dropped} transitions holding NaN/Inf values");
-        }
-        if let serde_json::Value::Object(map) = &mut data.meta.source {
-            map.insert("dropped_non_finite".into(), dropped.into());
-        }
-    }
-    data.validate().map_err(|e| match e {
-        Error::InvalidData(msg) if !drop_non_finite && msg.contains("non-finite") => Error::format(
-            file,
-            format!("{msg} (pass --drop-non-finite to drop such transitions)"),
-        ),
-        Error::InvalidData(msg) => Error::format(file, msg),
-        other => other,
-    })?;
-    Ok(data)
-}
 
 /// A whole array read from HDF5: raw native-endian bytes and its shape.
 struct Raw {
@@ -88,6 +52,19 @@ impl Raw {
     }
     fn bool(&self) -> Vec<bool> {
         self.bytes.iter().map(|&b| b != 0).collect()
+    }
+    /// As a [`Column`]: f32 values, or 0/1 for a flag array (`flag`).
+    fn column(&self, flag: bool) -> Column {
+        let values = if flag {
+            self.bool().into_iter().map(f32::from).collect()
+        } else {
+            self.f32()
+        };
+        Column {
+            values,
+            rows: self.rows(),
+            width: self.width(),
+        }
     }
 }
 
@@ -146,16 +123,10 @@ fn call_reader<T>(
     })
 }
 
-/// Observation dim and action bounds of `env_id`: the built-in table, else gymnasium.
-fn env_spaces(file: &Path, env_id: &str) -> Result<(usize, Vec<f32>, Vec<f32>)> {
-    if let Some(k) = known_env(env_id) {
-        return Ok((
-            k.obs_dim,
-            vec![-k.action_bound; k.act_dim],
-            vec![k.action_bound; k.act_dim],
-        ));
-    }
-    call_reader(file, "env_spaces", env_id, |out| out.extract())
+/// Observation dim and action bounds of `env_id` from gymnasium (for environments outside the
+/// built-in table, [`super::columns::env_spaces`]).
+pub fn gym_spaces(env_id: &str) -> Result<(usize, Vec<f32>, Vec<f32>)> {
+    call_reader(Path::new(env_id), "env_spaces", env_id, |out| out.extract())
         .map_err(|e| Error::env(env_id, format!("cannot look up its spaces: {e}")))
 }
 
@@ -180,14 +151,6 @@ fn check_dims(env_id: &str, obs_dim: usize, act_dim: usize, low: &[f32]) -> Resu
     Ok(())
 }
 
-fn absolute(p: &Path) -> String {
-    p.canonicalize()
-        .or_else(|_| std::path::absolute(p))
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
-}
-
 /// Import a D4RL flat HDF5 file recorded in `env_id`.
 pub fn import_d4rl(file: &Path, env_id: &str) -> Result<Dataset> {
     if !file.exists() {
@@ -207,127 +170,36 @@ pub fn import_d4rl(file: &Path, env_id: &str) -> Result<Dataset> {
         let source: Option<String> = item(dict, "source")?.extract()?;
         Ok((cols, keys, source))
     })?;
-    let mut take = |i: usize, name: &str| -> Result<Raw> {
-        cols[i].take().ok_or_else(|| {
-            Error::format(
+    let mut by_name = BTreeMap::new();
+    for (i, name) in COLUMNS.iter().enumerate() {
+        let Some(raw) = cols[i].take() else { continue };
+        // Vectors are [N, dim]; scalars [N] (a width of 1 either way is checked by `assemble`).
+        let vector = matches!(i, 0 | 1 | 3);
+        if (vector && raw.shape.len() != 2) || raw.shape.len() > 2 || raw.shape.is_empty() {
+            let want = if vector { "[N, dim]" } else { "[N]" };
+            return Err(Error::format(
                 file,
-                format!(
-                    "missing dataset `{name}` (the file has: {})",
-                    if keys.is_empty() {
-                        "nothing".into()
-                    } else {
-                        keys.join(", ")
-                    }
-                ),
-            )
-        })
+                format!("`{name}` has shape {:?}, expected {want}", raw.shape),
+            ));
+        }
+        by_name.insert(name.to_string(), raw.column(i >= 4));
+    }
+    let columns = Columns {
+        by_name,
+        found: keys,
+        converted: Vec::new(),
+        noun: "dataset",
     };
-    let obs = take(0, "observations")?;
-    let act = take(1, "actions")?;
-    let rew = take(2, "rewards")?;
-    let term = take(4, "terminals")?;
-    let tout = take(5, "timeouts")?;
-    let next = cols[3].take();
-
-    let n = obs.rows();
-    let fmt = |msg: String| Error::format(file, msg);
-    if obs.shape.len() != 2 {
-        return Err(fmt(format!(
-            "`observations` has shape {:?}, expected [N, obs_dim]",
-            obs.shape
-        )));
-    }
-    let mut lengths = vec![
-        ("actions", &act),
-        ("rewards", &rew),
-        ("terminals", &term),
-        ("timeouts", &tout),
-    ];
-    if let Some(next) = &next {
-        lengths.push(("next_observations", next));
-    }
-    for (name, raw) in &lengths {
-        if raw.rows() != n {
-            return Err(fmt(format!(
-                "`{name}` has {} rows but `observations` has {n}",
-                raw.rows()
-            )));
-        }
-    }
-    for (name, raw) in [("rewards", &rew), ("terminals", &term), ("timeouts", &tout)] {
-        if raw.width() != 1 {
-            return Err(fmt(format!(
-                "`{name}` has shape {:?}, expected [N]",
-                raw.shape
-            )));
-        }
-    }
-    let (obs_dim, act_dim) = (obs.width(), act.width());
-    if let Some(next) = &next {
-        if next.shape != obs.shape {
-            return Err(fmt(format!(
-                "`next_observations` has shape {:?}, `observations` {:?}",
-                next.shape, obs.shape
-            )));
-        }
-    }
-    let (env_obs_dim, low, high) = env_spaces(file, env_id)?;
-    if env_obs_dim != obs_dim {
-        return Err(fmt(format!(
-            "`observations` has {obs_dim} values per row, but {env_id} observations have \
-             {env_obs_dim} (wrong --env?)"
-        )));
-    }
-    check_dims(env_id, obs_dim, act_dim, &low).map_err(|e| fmt(e.to_string()))?;
-
-    let observations = obs.f32();
-    let have_next = next.is_some();
-    let next_observations = match next {
-        Some(next) => next.f32(),
-        None if n > 0 => {
-            // Following row's observation; the last row repeats its own (dropped or terminal).
-            let mut v = observations[obs_dim..].to_vec();
-            v.extend_from_slice(&observations[(n - 1) * obs_dim..]);
-            v
-        }
-        None => Vec::new(),
-    };
-    let mut data = Dataset {
-        meta: Metadata {
-            format_version: FORMAT_VERSION,
-            env_id: env_id.to_string(),
-            obs_dim,
-            act_dim,
-            action_low: low,
-            action_high: high,
-            source: json!({
-                "importer": "d4rl",
-                "file": absolute(file),
-                "file_source": source,
-                "next_observations": if have_next { "from the file" } else { "from the following row (D4RL qlearning_dataset)" },
-            }),
-            reference_scores: reference_scores_for(env_id),
-        },
-        observations,
-        actions: act.f32(),
-        rewards: rew.f32(),
-        next_observations,
-        terminals: term.bool(),
-        timeouts: tout.bool(),
-    };
-    if !have_next {
-        let keep: Vec<bool> = (0..n)
-            .map(|i| !(data.timeouts[i] || (i + 1 == n && !data.terminals[i])))
-            .collect();
-        let dropped = data.retain_rows(&keep);
-        if let serde_json::Value::Object(map) = &mut data.meta.source {
-            map.insert(
-                "dropped_rows_without_next_observation".into(),
-                dropped.into(),
-            );
-        }
-    }
-    Ok(data)
+    super::columns::assemble(
+        file,
+        columns,
+        &super::columns::env_spaces(env_id)?,
+        json!({
+            "importer": "d4rl",
+            "file": super::columns::absolute(file),
+            "file_source": source,
+        }),
+    )
 }
 
 /// Where a Minari dataset's HDF5 file and metadata.json are, given the dataset folder, its
@@ -443,7 +315,7 @@ pub fn import_minari(path: &Path, env: Option<&str>) -> Result<Dataset> {
             action_high: high,
             source: json!({
                 "importer": "minari",
-                "file": absolute(&hdf5),
+                "file": super::columns::absolute(&hdf5),
                 "dataset_id": mmeta.get("dataset_id"),
                 "minari_version": mmeta.get("minari_version"),
                 "algorithm_name": mmeta.get("algorithm_name"),

@@ -1,8 +1,6 @@
 //! `offrl dataset make NAME`: build a registry member from its card. One arm per
 //! [`DataSource`] kind.
 
-use std::path::Path;
-
 use super::registry::{DataSource, DatasetCard};
 use super::Dataset;
 use crate::error::{Error, Result};
@@ -25,7 +23,7 @@ impl Default for MakeOptions {
         Self {
             seed: 0,
             scale: 1.0,
-            shared_dir: super::registry::shared_dir(),
+            shared_dir: crate::config::shared_dir(),
             drop_non_finite: false,
         }
     }
@@ -107,7 +105,12 @@ pub fn import_card(name: &str, card: &DatasetCard, opts: &MakeOptions) -> Result
         )));
     };
     let file = opts.shared_dir.join(path);
-    let mut data = import_file(*format, &file, Some(&card.env), opts.drop_non_finite)?;
+    let import_opts = super::columns::ImportOptions {
+        env: Some(card.env.clone()),
+        drop_non_finite: opts.drop_non_finite,
+        ..Default::default()
+    };
+    let mut data = super::columns::import(*format, &file, &import_opts)?;
     if let Some(r) = card.reference_scores {
         data.meta.reference_scores = Some(r);
     }
@@ -115,27 +118,4 @@ pub fn import_card(name: &str, card: &DatasetCard, opts: &MakeOptions) -> Result
         map.insert("dataset".into(), name.into());
     }
     Ok(data)
-}
-
-#[cfg(feature = "python")]
-fn import_file(
-    format: super::registry::ImportFormat,
-    file: &Path,
-    env: Option<&str>,
-    drop_non_finite: bool,
-) -> Result<Dataset> {
-    super::import::import(format, file, env, drop_non_finite)
-}
-
-#[cfg(not(feature = "python"))]
-fn import_file(
-    _format: super::registry::ImportFormat,
-    file: &Path,
-    _env: Option<&str>,
-    _drop_non_finite: bool,
-) -> Result<Dataset> {
-    Err(Error::Config(format!(
-        "importing {} needs the `python` feature (h5py through pyo3)",
-        file.display()
-    )))
 }

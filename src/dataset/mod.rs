@@ -5,6 +5,7 @@
 
 pub mod builder;
 pub mod collect;
+pub mod columns;
 #[cfg(feature = "python")]
 pub mod import;
 pub mod io;

@@ -43,6 +43,12 @@ pub enum ImportFormat {
     D4rl,
     /// A Minari dataset folder (data/main_data.hdf5 with episode groups + data/metadata.json).
     Minari,
+    /// A Parquet file with D4RL's column names (any writer: pyarrow, pandas, polars, DuckDB).
+    Parquet,
+    /// An Arrow IPC file (Feather v2) or stream with D4RL's column names.
+    Arrow,
+    /// A NumPy `.npz` archive (`np.savez`) with D4RL's array names.
+    Npz,
 }
 
 /// One policy rolled out for `steps` transitions (at `--scale 1.0`).
@@ -66,18 +72,6 @@ pub fn registry_dir() -> PathBuf {
     std::env::var_os("OFFRL_DATASETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets"))
-}
-
-/// Folder holding shared data (fixtures, behaviour policies): `$OFFRL_SHARED`, else `../shared`
-/// next to the source checkout.
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("OFFRL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("shared")
-        })
 }
 
 /// Load the card of a named dataset, e.g. `locomotion-v5/hopper-medium`.

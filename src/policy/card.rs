@@ -10,7 +10,7 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use super::Policy;
-use crate::dataset::registry::shared_dir;
+use crate::config::shared_dir;
 use crate::error::{Error, Result};
 
 pub const FORMAT: &str = "offline-rl-policy-card/1";

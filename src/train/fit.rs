@@ -78,7 +78,7 @@ pub fn fit(
         every => step / every,
     };
     let mut sampler = Sampler::new(data, block_seed(seed, block(start_step)));
-    let bar = super::progress_bar(cfg.steps as u64, algo.name());
+    let bar = crate::progress::progress_bar(cfg.steps as u64, algo.name());
     bar.set_position(start_step as u64);
     for step in start_step..cfg.steps {
         if step != start_step && cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {

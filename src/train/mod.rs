@@ -15,8 +15,6 @@ pub use algorithm::{
 pub use fit::{fit, save_checkpoint, DatasetInfo, EvalHook};
 pub use run_dir::{read_metrics, write_atomic, RunDir};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::error::{Error, Result};
 
 /// Stop training when a monitored quantity is NaN or infinite, naming the step and the quantity.
@@ -30,18 +28,4 @@ pub fn ensure_finite(step: usize, what: &str, value: f64) -> Result<()> {
             value,
         })
     }
-}
-
-/// A progress bar with ETA for `total` steps (drawn to stderr; hidden when stderr is not a terminal).
-pub fn progress_bar(total: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
-    bar
 }
