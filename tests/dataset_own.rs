@@ -315,6 +315,11 @@ fn bad_files_are_refused_naming_file_and_column() {
         &["text.parquet", "not a readable Parquet file"],
     );
     assert!(!out.exists());
+    // Before import, the other commands point at the import.
+    assert_fails(
+        &["dataset", "info", f],
+        &["not an offrl dataset", "dataset import --format parquet"],
+    );
     // The good file imports, and the result is a dataset every command reads.
     let run = offrl(&base);
     assert!(run.status.success(), "{}", stderr(&run));

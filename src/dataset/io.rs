@@ -171,8 +171,10 @@ fn metadata_of(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> 
             Error::format(
                 path,
                 format!(
-                    "no `{METADATA_KEY}` key in the Parquet metadata: not an offrl dataset \
-                     (import other formats with `offrl dataset import`)"
+                    "no `{METADATA_KEY}` key in the Parquet metadata: not an offrl dataset; a \
+                     file with D4RL's column names imports with `offrl dataset import --format \
+                     parquet {} --env ENV_ID -o OUT.parquet`",
+                    path.display()
                 ),
             )
         })?;
