@@ -11,6 +11,12 @@ by anyone:
 
     python3 scripts/render_results.py results/fidelity            # Markdown to stdout
     python3 scripts/render_results.py results/fidelity --curves    # + learning-curve points
+    python3 scripts/render_results.py results/cpu-profile --into README.md   # update README
+    python3 scripts/render_results.py results/cpu-profile --check README.md  # CI: in sync?
+
+`--into` replaces what stands between `<!-- render: FOLDER -->` and `<!-- /render -->` in the
+file, so the README's tables are the command's output, never typed by hand; `--check` fails when
+they are not.
 
 Standard library only (runs on a fresh machine without the project's venv).
 """
@@ -81,18 +87,51 @@ def curves(cells):
     return "\n".join(out)
 
 
+def render(folder: Path, with_curves: bool) -> str:
+    cells = load(folder)
+    commits = sorted({c.get("commit", "?") for c in cells})
+    out = [table(cells), f"\n{len(cells)} results; commits: {', '.join(commits)}"]
+    if with_curves:
+        out.append("\nLearning curves (training step: normalised score, curve episodes per point):")
+        out.append(curves(cells))
+    return "\n".join(out)
+
+
+def splice(text: str, folder: Path, rendered: str, doc: Path) -> str:
+    """`text` with the block between the markers of `folder` replaced by `rendered`."""
+    begin, end = f"<!-- render: {folder.as_posix()} -->", "<!-- /render -->"
+    if begin not in text:
+        sys.exit(f"{doc}: no `{begin}` marker")
+    head, rest = text.split(begin, 1)
+    if end not in rest:
+        sys.exit(f"{doc}: no `{end}` after `{begin}`")
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{rendered}\n{end}{tail}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--curves", action="store_true", help="also list learning-curve points")
+    ap.add_argument("--into", type=Path, help="replace the folder's marked block in this file")
+    ap.add_argument("--check", type=Path, help="fail if the folder's marked block is stale")
     args = ap.parse_args()
-    cells = load(args.folder)
-    print(table(cells))
-    commits = sorted({c.get("commit", "?") for c in cells})
-    print(f"\n{len(cells)} results; commits: {', '.join(commits)}")
-    if args.curves:
-        print("\nLearning curves (training step: normalised score, curve episodes per point):")
-        print(curves(cells))
+    rendered = render(args.folder, args.curves)
+    doc = args.into or args.check
+    if doc is None:
+        print(rendered)
+        return
+    text = doc.read_text()
+    new = splice(text, args.folder, rendered, doc)
+    if args.check:
+        if new != text:
+            sys.exit(
+                f"{doc}: the table of {args.folder} is not what the results render; run "
+                f"python3 scripts/render_results.py {args.folder} --into {doc}"
+            )
+        print(f"{doc}: {args.folder} in sync")
+    else:
+        doc.write_text(new)
 
 
 if __name__ == "__main__":

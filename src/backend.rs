@@ -74,6 +74,17 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The name the command line uses (`--backend NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Tch => "tch",
+            BackendKind::TchCuda => "tch-cuda",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+
     /// The inference device of this backend.
     pub fn device(self) -> Result<Device> {
         match self {
@@ -113,4 +124,17 @@ pub fn seed(device: &Device, seed: u64) {
 pub fn host_kernels(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
         && std::env::var_os("OFFRL_BURN_ONLY").is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_command_lines() {
+        use clap::ValueEnum;
+        for b in BackendKind::value_variants() {
+            assert_eq!(b.to_possible_value().unwrap().get_name(), b.name());
+        }
+    }
 }

@@ -34,6 +34,10 @@ pub fn resolve<T: Serialize + DeserializeOwned>(
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let table: toml::Table =
             toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
+        let origin = path.display().to_string();
+        for (k, v) in &table {
+            ensure_finite(v, k, &origin)?;
+        }
         let patch = serde_json::to_value(table).map_err(|e| Error::format(path, e.to_string()))?;
         merge(&mut value, patch, "", &path.display().to_string())?;
     }
@@ -41,9 +45,13 @@ pub fn resolve<T: Serialize + DeserializeOwned>(
         let (key, raw) = item.split_once('=').ok_or_else(|| {
             Error::Config(format!("override `{item}` is not of the form key=value"))
         })?;
-        let parsed: Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()
-            .and_then(|t| t.get("v").cloned())
+            .and_then(|t| t.get("v").cloned());
+        if let Some(v) = &parsed {
+            ensure_finite(v, key.trim(), "--set")?;
+        }
+        let parsed: Value = parsed
             .map(|v| serde_json::to_value(v).expect("toml value converts to json"))
             .unwrap_or_else(|| Value::String(raw.to_string()));
         let mut patch = parsed;
@@ -55,6 +63,119 @@ pub fn resolve<T: Serialize + DeserializeOwned>(
         merge(&mut value, patch, "", "--set")?;
     }
     serde_json::from_value(value).map_err(|e| Error::Config(format!("{e}")))
+}
+
+/// Dotted keys whose values differ between two JSON objects.
+pub fn diff(a: &Value, b: &Value) -> Vec<String> {
+    fn walk(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                        out,
+                    );
+                }
+            }
+            // 1 and 1.0 are the same setting.
+            (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
+            _ if a == b => {}
+            _ => out.push(format!("{prefix}: {a} → {b}")),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", a, b, &mut out);
+    out
+}
+
+/// JSON has no NaN or infinity: name the key rather than let it turn into `null`.
+fn ensure_finite(v: &toml::Value, key: &str, origin: &str) -> Result<()> {
+    match v {
+        toml::Value::Float(f) if !f.is_finite() => Err(Error::Config(format!(
+            "{origin}: `{key}` = {f} is not a finite number"
+        ))),
+        toml::Value::Table(t) => t
+            .iter()
+            .try_for_each(|(k, v)| ensure_finite(v, &format!("{key}.{k}"), origin)),
+        toml::Value::Array(a) => a.iter().try_for_each(|v| ensure_finite(v, key, origin)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks of hyperparameters before any work: each names the key, the value and what is
+/// allowed.
+pub mod check {
+    use crate::error::{Error, Result};
+
+    fn fail(key: &str, v: impl std::fmt::Display, want: &str) -> Result<()> {
+        Err(Error::Config(format!("`{key}` = {v}: must be {want}")))
+    }
+
+    /// A finite number above 0 (learning rates, temperatures, ε).
+    pub fn positive(key: &str, v: f64) -> Result<()> {
+        if v > 0.0 && v.is_finite() {
+            return Ok(());
+        }
+        fail(key, v, "a finite number above 0")
+    }
+
+    /// A finite number ≥ 0 (weights of loss terms, noise scales).
+    pub fn non_negative(key: &str, v: f64) -> Result<()> {
+        if v >= 0.0 && v.is_finite() {
+            return Ok(());
+        }
+        fail(key, v, "a finite number ≥ 0")
+    }
+
+    /// A discount factor, in [0, 1).
+    pub fn discount(key: &str, v: f64) -> Result<()> {
+        if (0.0..1.0).contains(&v) {
+            return Ok(());
+        }
+        fail(key, v, "in [0, 1)")
+    }
+
+    /// A rate or fraction in (0, 1] (soft-update rates).
+    pub fn rate(key: &str, v: f64) -> Result<()> {
+        if v > 0.0 && v <= 1.0 {
+            return Ok(());
+        }
+        fail(key, v, "in (0, 1]")
+    }
+
+    /// Strictly between 0 and 1 (expectiles, quantiles).
+    pub fn open_unit(key: &str, v: f64) -> Result<()> {
+        if v > 0.0 && v < 1.0 {
+            return Ok(());
+        }
+        fail(key, v, "strictly between 0 and 1")
+    }
+
+    /// A count of at least 1.
+    pub fn count(key: &str, n: usize) -> Result<()> {
+        if n >= 1 {
+            return Ok(());
+        }
+        fail(key, n, "at least 1")
+    }
+
+    /// `low < high`, both finite (e.g. log-std bounds).
+    pub fn ordered(low_key: &str, low: f64, high_key: &str, high: f64) -> Result<()> {
+        if low.is_finite() && high.is_finite() && low < high {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "`{low_key}` = {low} must be below `{high_key}` = {high} (both finite)"
+        )))
+    }
 }
 
 /// `patch` (e.g. a config recorded by an older version, which lacks newer keys) over `base`

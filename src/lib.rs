@@ -16,6 +16,7 @@ pub mod envs;
 pub mod error;
 pub mod eval;
 pub mod nn;
+pub mod output;
 pub mod policy;
 pub mod progress;
 

@@ -54,6 +54,23 @@ impl Default for BcConfig {
     }
 }
 
+impl BcConfig {
+    /// Every setting in its allowed range, named as in the config, before any work.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::positive("lr", self.lr)?;
+        check::positive("adam_eps", self.adam_eps)?;
+        self.actor_net.validate("actor_net")?;
+        check::ordered(
+            "log_std_min",
+            self.log_std_min.into(),
+            "log_std_max",
+            self.log_std_max.into(),
+        )?;
+        self.train.validate()
+    }
+}
+
 pub struct Bc {
     cfg: BcConfig,
     spec: DataSpec,
@@ -64,6 +81,7 @@ pub struct Bc {
 
 impl Bc {
     pub fn new(cfg: BcConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
+        cfg.validate()?;
         let rng = &mut ChaCha8Rng::seed_from_u64(seed);
         let actor = GaussianActor::new(
             &cfg.actor_net,

@@ -151,6 +151,13 @@ pub fn adam(eps: f64) -> burn::optim::ModuleOptimizer {
 }
 
 impl NetConfig {
+    /// At least one hidden layer of at least one unit (`name` is the config key, e.g.
+    /// `actor_net`).
+    pub fn validate(&self, name: &str) -> Result<()> {
+        crate::config::check::count(&format!("{name}.hidden"), self.hidden)?;
+        crate::config::check::count(&format!("{name}.width"), self.width)
+    }
+
     /// An MLP whose linear layers get PyTorch's default init, `U(−1/√fan_in, 1/√fan_in)` for
     /// weights and biases, drawn from `rng` (not the backend's global generator, which tests and
     /// parallel trainings share): same seed → same network on every backend.

@@ -181,13 +181,34 @@ pub struct Cql {
     alpha_optim: ModuleOptimizer,
 }
 
+impl CqlConfig {
+    /// Every setting in its allowed range, named as in the config, before any work.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::discount("discount", self.discount)?;
+        check::rate("target_ema", self.target_ema)?;
+        check::positive("policy_lr", self.policy_lr)?;
+        check::positive("critic_lr", self.critic_lr)?;
+        check::non_negative("alpha_multiplier", self.alpha_multiplier)?;
+        check::non_negative("cql_alpha", self.cql_alpha)?;
+        check::count("cql_n_actions", self.cql_n_actions)?;
+        check::positive("cql_temp", self.cql_temp)?;
+        check::positive("adam_eps", self.adam_eps)?;
+        if !self.target_entropy_per_dim.is_finite() {
+            return Err(Error::Config(format!(
+                "`target_entropy_per_dim` = {}: must be finite",
+                self.target_entropy_per_dim
+            )));
+        }
+        self.actor_net.validate("actor_net")?;
+        self.critic_net.validate("critic_net")?;
+        self.train.validate()
+    }
+}
+
 impl Cql {
     pub fn new(cfg: CqlConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
-        if cfg.cql_n_actions == 0 || cfg.cql_temp <= 0.0 {
-            return Err(Error::Config(
-                "cql: cql_n_actions must be ≥ 1 and cql_temp > 0".into(),
-            ));
-        }
+        cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (od, ad) = (spec.obs_dim, spec.act_dim);
         let param = |v: f32| Param::from_tensor(Tensor::<1>::from_floats([v], device));

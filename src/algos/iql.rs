@@ -117,15 +117,34 @@ pub struct Iql {
     actor_optim: ModuleOptimizer,
 }
 
+impl IqlConfig {
+    /// Every setting in its allowed range, named as in the config, before any work.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::open_unit("expectile", self.expectile)?;
+        check::non_negative("beta", self.beta)?;
+        check::positive("exp_adv_max", self.exp_adv_max)?;
+        check::discount("discount", self.discount)?;
+        check::rate("target_ema", self.target_ema)?;
+        check::positive("critic_lr", self.critic_lr)?;
+        check::positive("actor_lr", self.actor_lr)?;
+        check::positive("adam_eps", self.adam_eps)?;
+        self.critic_net.validate("critic_net")?;
+        self.actor_net.validate("actor_net")?;
+        check::ordered(
+            "log_std_min",
+            self.log_std_min.into(),
+            "log_std_max",
+            self.log_std_max.into(),
+        )?;
+        self.train.validate()
+    }
+}
+
 impl Iql {
     /// Fresh networks for `spec` on a training (autodiff) `device`, initialised from `seed`.
     pub fn new(cfg: IqlConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
-        if !(0.0..1.0).contains(&cfg.expectile) {
-            return Err(Error::Config(format!(
-                "iql: expectile must be in [0, 1), got {}",
-                cfg.expectile
-            )));
-        }
+        cfg.validate()?;
         let rng = &mut ChaCha8Rng::seed_from_u64(seed);
         let (od, ad) = (spec.obs_dim, spec.act_dim);
         let q = TwinQ::new(&cfg.critic_net, od, ad, rng, device);

@@ -165,7 +165,7 @@ pub fn train(
     let (mut algo, start) = match latest {
         Some(dir) => {
             let ck = Checkpoint::open(&dir, Some(kind.name()))?;
-            let diff = config_diff(&ck.meta.config, &recorded);
+            let diff = crate::config::diff(&ck.meta.config, &recorded);
             if !diff.is_empty() {
                 return Err(Error::Config(format!(
                     "{} holds a run with a different config ({}); resume with the same \
@@ -213,37 +213,6 @@ fn check_dims(spec: &DataSpec, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Dotted keys whose values differ between two JSON objects.
-fn config_diff(a: &Value, b: &Value) -> Vec<String> {
-    fn walk(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(
-                        &p,
-                        x.get(k).unwrap_or(&Value::Null),
-                        y.get(k).unwrap_or(&Value::Null),
-                        out,
-                    );
-                }
-            }
-            // 1 and 1.0 are the same setting.
-            (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
-            _ if a == b => {}
-            _ => out.push(format!("{prefix}: {a} → {b}")),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", a, b, &mut out);
-    out
-}
-
 /// Rebuild an algorithm from a checkpoint folder or a run directory (its newest checkpoint):
 /// kind, config, data spec and state come from the metadata. What resume and `offrl eval` use.
 pub fn load(path: &Path, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
@@ -277,12 +246,71 @@ pub fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn Offli
 mod tests {
     use super::*;
 
+    /// Bad settings stop the build before any network exists (`actor_net.width=0` used to
+    /// panic), naming the key; NaN, which JSON cannot hold, is named when the config resolves.
+    #[test]
+    fn bad_hyperparameters_are_named_before_any_work() {
+        let data = crate::dataset::testing::two_state_bandit();
+        let plain = DataConfig {
+            normalize_obs: false,
+            reward_norm: crate::dataset::spec::RewardNorm::None,
+        };
+        let spec = DataSpec::from_dataset(&data, &plain).unwrap();
+        let device = Device::flex().autodiff();
+        let cases = [
+            (AlgoKind::Bc, "actor_net.width=0", "`actor_net.width` = 0"),
+            (
+                AlgoKind::Iql,
+                "critic_net.width=0",
+                "`critic_net.width` = 0",
+            ),
+            (
+                AlgoKind::Iql,
+                "actor_net.hidden=0",
+                "`actor_net.hidden` = 0",
+            ),
+            (AlgoKind::Bc, "lr=0", "`lr` = 0"),
+            (AlgoKind::Bc, "lr=-1", "`lr` = -1"),
+            (AlgoKind::Iql, "discount=2", "`discount` = 2"),
+            (AlgoKind::Iql, "beta=-3", "`beta` = -3"),
+            (AlgoKind::Iql, "expectile=1", "`expectile` = 1"),
+            (AlgoKind::Td3bc, "policy_freq=0", "`policy_freq` = 0"),
+            (AlgoKind::Td3bc, "target_ema=0", "`target_ema` = 0"),
+            (AlgoKind::Cql, "cql_temp=0", "`cql_temp` = 0"),
+            (AlgoKind::Cql, "critic_lr=-0.1", "`critic_lr` = -0.1"),
+            (AlgoKind::Iql, "train.steps=0", "`train.steps` = 0"),
+            (AlgoKind::Bc, "train.holdout=1", "`train.holdout` = 1"),
+        ];
+        for (kind, set, want) in cases {
+            let config =
+                crate::config::resolve(&kind.default_config(), None, &[set.into()]).unwrap();
+            let err = match kind.build(&config, spec.clone(), &device, 0) {
+                Ok(_) => panic!("{kind:?} --set {set} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(want), "{kind:?} --set {set}: {err}");
+        }
+        for set in ["critic_lr=nan", "critic_net.width=inf"] {
+            let err = crate::config::resolve(&AlgoKind::Iql.default_config(), None, &[set.into()])
+                .unwrap_err()
+                .to_string();
+            let key = set.split('=').next().unwrap();
+            assert!(
+                err.contains(key) && err.contains("not a finite number"),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn config_diff_names_changed_keys() {
         let a = json!({"seed": 1, "config": {"lr": 1, "train": {"steps": 5}}});
         let b = json!({"seed": 1, "config": {"lr": 1.0, "train": {"steps": 6}}});
-        assert_eq!(config_diff(&a, &b), vec!["config.train.steps: 5 → 6"]);
-        assert!(config_diff(&a, &a).is_empty());
+        assert_eq!(
+            crate::config::diff(&a, &b),
+            vec!["config.train.steps: 5 → 6"]
+        );
+        assert!(crate::config::diff(&a, &a).is_empty());
     }
 
     #[test]
@@ -308,13 +336,13 @@ mod tests {
                 .join("configs")
                 .join(format!("{name}.toml"));
             let resolved = crate::config::resolve(&defaults, Some(&file), &[]).unwrap();
-            let diff = config_diff(&defaults, &resolved);
+            let diff = crate::config::diff(&defaults, &resolved);
             assert!(diff.is_empty(), "{}: {diff:?}", file.display());
             // Every key of the defaults is written in the file.
             let text: toml::Table =
                 toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
             let from_file = serde_json::to_value(text).unwrap();
-            let missing = config_diff(&from_file, &defaults);
+            let missing = crate::config::diff(&from_file, &defaults);
             assert!(missing.is_empty(), "{} lacks {missing:?}", file.display());
         }
     }

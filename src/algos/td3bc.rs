@@ -18,7 +18,7 @@ use super::common::{
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::Mlp;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
@@ -99,11 +99,28 @@ pub struct Td3Bc {
     critic_optim: ModuleOptimizer,
 }
 
+impl Td3BcConfig {
+    /// Every setting in its allowed range, named as in the config, before any work.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::non_negative("alpha", self.alpha)?;
+        check::discount("discount", self.discount)?;
+        check::rate("target_ema", self.target_ema)?;
+        check::non_negative("policy_noise", self.policy_noise)?;
+        check::non_negative("noise_clip", self.noise_clip)?;
+        check::count("policy_freq", self.policy_freq)?;
+        check::positive("actor_lr", self.actor_lr)?;
+        check::positive("critic_lr", self.critic_lr)?;
+        check::positive("adam_eps", self.adam_eps)?;
+        self.actor_net.validate("actor_net")?;
+        self.critic_net.validate("critic_net")?;
+        self.train.validate()
+    }
+}
+
 impl Td3Bc {
     pub fn new(cfg: Td3BcConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
-        if cfg.policy_freq == 0 {
-            return Err(Error::Config("td3bc: policy_freq must be ≥ 1".into()));
-        }
+        cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (od, ad) = (spec.obs_dim, spec.act_dim);
         let mut actor_net = || TanhActor {

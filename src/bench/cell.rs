@@ -55,6 +55,55 @@ impl Profile {
     pub fn overrides_for(&self, algo: &str) -> Vec<String> {
         self.overrides.get(algo).cloned().unwrap_or_default()
     }
+
+    /// This profile with `--set ALGO.KEY=VALUE` overrides appended to the algorithms' own.
+    pub fn with_sets(mut self, sets: &[String]) -> Result<Profile> {
+        for s in sets {
+            let (algo, key_value) = split_set(s)?;
+            self.overrides
+                .entry(algo.to_string())
+                .or_default()
+                .push(key_value.to_string());
+        }
+        Ok(self)
+    }
+}
+
+/// `ALGO.KEY=VALUE` → (`ALGO`, `KEY=VALUE`), checking the algorithm name.
+pub fn split_set(s: &str) -> Result<(&str, &str)> {
+    let bad = || {
+        Error::Config(format!(
+            "--set `{s}`: expected ALGO.KEY=VALUE, e.g. rtb.alpha=0.05"
+        ))
+    };
+    let (algo, rest) = s.split_once('.').ok_or_else(bad)?;
+    dependencies(algo).map_err(|e| Error::Config(format!("--set `{s}`: {e}")))?;
+    if !rest.contains('=') {
+        return Err(bad());
+    }
+    Ok((algo, rest))
+}
+
+/// What decides a cell's numbers besides its algorithm, dataset and seed: the profile's data
+/// scale and evaluation protocol, the overrides that reach this algorithm, the backend and the
+/// one data file of a pipeline. Kept in `result.json`; a grid reuses a finished cell only when
+/// they match.
+pub fn settings(
+    profile: &Profile,
+    algo: &str,
+    backend: &str,
+    data_file: Option<&Path>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "scale": profile.scale,
+        "eval_episodes": profile.eval_episodes,
+        "eval_envs": profile.eval_envs,
+        "evaluations": profile.evaluations,
+        "curve_episodes": profile.curve_episodes,
+        "overrides": profile.overrides_for(algo),
+        "backend": backend,
+        "data_file": data_file.map(|p| p.display().to_string()),
+    })
 }
 
 /// The algorithms a cell can run, and which other cells each one needs first.
@@ -114,6 +163,8 @@ pub struct CellSpec<'a> {
     pub dir: &'a Path,
     pub grid_out: &'a Path,
     pub device: &'a Device,
+    /// [`settings`], recorded in the result.
+    pub settings: serde_json::Value,
 }
 
 /// The run directory of a sibling cell (same dataset and seed) that this cell builds on.
@@ -265,8 +316,9 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
         config: cell_config,
         curve,
         diagnostics,
+        settings: spec.settings.clone(),
     };
     let json = serde_json::to_vec_pretty(&result).expect("result serialises");
-    crate::train::write_atomic(&spec.dir.join("result.json"), &json)?;
+    crate::output::write_atomic(&spec.dir.join("result.json"), &json)?;
     Ok(result)
 }

@@ -32,6 +32,11 @@ pub struct GridSpec {
     pub out: PathBuf,
     /// Extra arguments passed to every cell (e.g. `--backend`).
     pub cell_args: Vec<String>,
+    /// The profile with the `--set` overrides, the backend's name and the pipeline's data file:
+    /// what [`cell::settings`] of a finished cell must match for the cell to be reused.
+    pub settings: cell::Profile,
+    pub backend: String,
+    pub data_file: Option<PathBuf>,
 }
 
 /// The folder of one cell.
@@ -67,8 +72,9 @@ pub fn run_grid(spec: &GridSpec, exe: &Path) -> Result<Vec<CellResult>> {
         for algo in &spec.algos {
             for &seed in &spec.seeds {
                 let dir = cell_dir(&spec.out, algo, dataset, seed);
-                if read_result(&dir)?.is_none() {
-                    todo.push((algo.clone(), dataset.clone(), seed, dir));
+                match read_result(&dir)? {
+                    None => todo.push((algo.clone(), dataset.clone(), seed, dir)),
+                    Some(done) => check_reuse(spec, algo, &dir, &done.settings)?,
                 }
             }
         }
@@ -140,6 +146,38 @@ pub fn run_grid(spec: &GridSpec, exe: &Path) -> Result<Vec<CellResult>> {
     Ok(results)
 }
 
+/// A finished cell is reused only if it was computed with this grid's settings.
+fn check_reuse(
+    spec: &GridSpec,
+    algo: &str,
+    dir: &Path,
+    recorded: &serde_json::Value,
+) -> Result<()> {
+    if recorded.is_null() {
+        tracing::warn!(
+            "{}: finished before cells recorded their settings; reused without a check",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let want = cell::settings(
+        &spec.settings,
+        algo,
+        &spec.backend,
+        spec.data_file.as_deref(),
+    );
+    let diff = crate::config::diff(recorded, &want);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} was computed with other settings ({}): use another --out, or delete that cell to \
+         recompute it",
+        dir.display(),
+        diff.join(", ")
+    )))
+}
+
 fn run_cell_process(
     exe: &Path,
     spec: &GridSpec,
@@ -200,7 +238,7 @@ fn run_cell_process(
 
 /// Write the table (Markdown, CSV, JSON) and one learning-curve PNG per dataset into `out`.
 pub fn write_report(out: &Path, table: &Table, results: &[CellResult]) -> Result<()> {
-    use crate::train::write_atomic as write;
+    use crate::output::write_atomic as write;
     write(&out.join("results.md"), table.markdown().as_bytes())?;
     write(&out.join("results.csv"), table.csv().as_bytes())?;
     let json = serde_json::json!({ "table": table, "cells": results });
@@ -252,4 +290,83 @@ pub fn write_report(out: &Path, table: &Table, results: &[CellResult]) -> Result
         crate::train::plot::line_chart(&file, &format!("{dataset}: {y}"), "training step", &refs)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished cell written with `settings` at `out`'s bc / toy / seed 0.
+    fn finished(out: &Path, settings: serde_json::Value) {
+        let dir = cell_dir(out, "bc", "toy", 0);
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = CellResult {
+            algo: "bc".into(),
+            dataset: "toy".into(),
+            seed: 0,
+            normalized_score: Some(1.0),
+            mean_return: 1.0,
+            std_return: 0.0,
+            episodes: 1,
+            wall_seconds: 0.0,
+            returns: vec![1.0],
+            commit: String::new(),
+            config: serde_json::Value::Null,
+            curve: vec![],
+            diagnostics: Default::default(),
+            settings,
+        };
+        std::fs::write(dir.join("result.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    }
+
+    /// Rerunning a grid with other `--set` values (or another profile) must not print the old
+    /// numbers under the new label: the finished cell is refused, naming what differs.
+    #[test]
+    fn finished_cells_are_reused_only_with_the_same_settings() {
+        let out = tempfile::tempdir().unwrap();
+        let profile = cell::Profile::load("quick").unwrap();
+        let spec = |profile: cell::Profile| GridSpec {
+            algos: vec!["bc".into()],
+            datasets: vec!["toy".into()],
+            seeds: vec![0],
+            profile: "quick".into(),
+            jobs: 1,
+            out: out.path().to_path_buf(),
+            cell_args: vec![],
+            settings: profile,
+            backend: "flex".into(),
+            data_file: None,
+        };
+        finished(out.path(), cell::settings(&profile, "bc", "flex", None));
+        // Same settings: reused (nothing to run, so no process is started).
+        let same = run_grid(&spec(profile.clone()), Path::new("/nonexistent")).unwrap();
+        assert_eq!(same.len(), 1);
+        // Another --set for bc: refused with the key named.
+        let changed = profile
+            .clone()
+            .with_sets(&["bc.train.steps=7".into()])
+            .unwrap();
+        let err = run_grid(&spec(changed), Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other settings") && err.contains("overrides"),
+            "{err}"
+        );
+        // A --set for another algorithm does not concern this cell.
+        let other = profile
+            .clone()
+            .with_sets(&["rtb.alpha=0.5".into()])
+            .unwrap();
+        assert_eq!(
+            run_grid(&spec(other), Path::new("/nonexistent"))
+                .unwrap()
+                .len(),
+            1
+        );
+        // Another evaluation protocol: refused.
+        let mut more = profile.clone();
+        more.eval_episodes += 1;
+        assert!(run_grid(&spec(more), Path::new("/nonexistent")).is_err());
+    }
 }

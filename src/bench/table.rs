@@ -36,6 +36,10 @@ pub struct CellResult {
     /// for IDQL its proposals and choices.
     #[serde(default)]
     pub diagnostics: std::collections::BTreeMap<String, f64>,
+    /// What decided the numbers besides algorithm, dataset and seed ([`super::cell::settings`]);
+    /// `null` in results written before cells recorded it.
+    #[serde(default)]
+    pub settings: serde_json::Value,
 }
 
 impl CellResult {
@@ -210,6 +214,7 @@ mod tests {
             config: serde_json::Value::Null,
             curve: vec![],
             diagnostics: Default::default(),
+            settings: serde_json::Value::Null,
         }
     }
 

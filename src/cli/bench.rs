@@ -258,9 +258,8 @@ struct Waves<'a> {
 }
 
 fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
-    for s in w.set {
-        split_algo_override(s)?;
-    }
+    // Every cell's settings, to tell finished cells computed otherwise (and to check --set).
+    let profile = cell::Profile::load(w.profile)?.with_sets(w.set)?;
     // Dependencies run first: they are cells of their own, shown in the table too.
     let mut algos: Vec<String> = Vec::new();
     for a in w.algos {
@@ -274,11 +273,8 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
         }
     }
     let exe = std::env::current_exe().context("locating the offrl executable")?;
-    let backend = clap::ValueEnum::to_possible_value(&w.backend)
-        .expect("every backend has a name")
-        .get_name()
-        .to_string();
-    let mut cell_args: Vec<String> = vec!["--backend".into(), backend];
+    let backend = w.backend.name().to_string();
+    let mut cell_args: Vec<String> = vec!["--backend".into(), backend.clone()];
     for s in w.set {
         cell_args.extend(["--set".to_string(), s.clone()]);
     }
@@ -303,6 +299,9 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
             jobs: w.jobs,
             out: w.out.to_path_buf(),
             cell_args: cell_args.clone(),
+            settings: profile.clone(),
+            backend: backend.clone(),
+            data_file: w.data_file.map(|p| p.to_path_buf()),
         };
         results.extend(bench::run_grid(&spec, &exe)?);
     }
@@ -320,29 +319,8 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
     Ok(table)
 }
 
-/// `ALGO.KEY=VALUE` → (`ALGO`, `KEY=VALUE`), checking the algorithm name.
-fn split_algo_override(s: &str) -> anyhow::Result<(&str, &str)> {
-    let (algo, rest) = s
-        .split_once('.')
-        .with_context(|| format!("--set `{s}`: expected ALGO.KEY=VALUE, e.g. rtb.alpha=0.05"))?;
-    cell::dependencies(algo).with_context(|| format!("--set `{s}`"))?;
-    anyhow::ensure!(
-        rest.contains('='),
-        "--set `{s}`: expected ALGO.KEY=VALUE, e.g. rtb.alpha=0.05"
-    );
-    Ok((algo, rest))
-}
-
 fn run_cell(args: CellArgs) -> anyhow::Result<()> {
-    let mut profile = cell::Profile::load(&args.profile)?;
-    for s in &args.set {
-        let (algo, key_value) = split_algo_override(s)?;
-        profile
-            .overrides
-            .entry(algo.to_string())
-            .or_default()
-            .push(key_value.to_string());
-    }
+    let profile = cell::Profile::load(&args.profile)?.with_sets(&args.set)?;
     let grid_out = args
         .dir
         .ancestors()
@@ -364,6 +342,12 @@ fn run_cell(args: CellArgs) -> anyhow::Result<()> {
         dir: &args.dir,
         grid_out: &grid_out,
         device: &device,
+        settings: cell::settings(
+            &profile,
+            &args.algo,
+            args.backend.name(),
+            args.data_file.as_deref(),
+        ),
     };
     let r = cell::run_cell(&spec)?;
     eprintln!(

@@ -96,6 +96,7 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 action_bound,
                 drop_non_finite,
             };
+            crate::output::ensure_not_input(&output, &input)?;
             let data = columns::import(format, &input, &opts)?;
             write(&data, &output)
         }

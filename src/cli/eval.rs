@@ -179,7 +179,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             report: &report,
         };
         let text = serde_json::to_string_pretty(&out).expect("the report serialises");
-        crate::train::write_atomic(path, text.as_bytes())
+        crate::output::write_atomic(path, text.as_bytes())
             .with_context(|| format!("writing --json {}", path.display()))?;
     }
     Ok(())

@@ -83,11 +83,8 @@ fn save_with(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".offrl-")
-        .suffix(".parquet.tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let target = crate::output::Target::of(path)?;
+    let tmp = target.temp_file(".offrl-", ".parquet.tmp")?;
     let file = tmp.reopen().map_err(|e| Error::io(tmp.path(), e))?;
     let fail = |e: parquet::errors::ParquetError| Error::format(path, format!("writing: {e}"));
 
@@ -144,8 +141,7 @@ fn save_with(
         .into_inner()
         .map_err(|e| Error::io(tmp.path(), e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    target.publish(tmp)
 }
 
 /// Read the `offrl` metadata of a dataset file without loading the columns.

@@ -37,6 +37,23 @@ pub struct LoopConfig {
     pub holdout: f64,
 }
 
+impl LoopConfig {
+    /// Positive counts and a held-out fraction in [0, 1), named under `train.`.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::count("train.steps", self.steps)?;
+        check::count("train.batch_size", self.batch_size)?;
+        check::count("train.log_every", self.log_every)?;
+        if !(0.0..1.0).contains(&self.holdout) {
+            return Err(Error::Config(format!(
+                "`train.holdout` = {}: must be in [0, 1)",
+                self.holdout
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LoopConfig {
     /// The D4RL-era budget: 1M updates of batch 256.
     fn default() -> Self {

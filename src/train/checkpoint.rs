@@ -57,8 +57,15 @@ impl Checkpoint {
     ) -> Result<Checkpoint> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".partial-")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".partial-");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Readable as the umask allows, like any new folder (not a private 0700).
+            builder.permissions(std::fs::Permissions::from_mode(0o777));
+        }
+        let tmp = builder
             .tempdir_in(parent)
             .map_err(|e| Error::io(parent, e))?;
         let meta_json = serde_json::to_vec_pretty(meta).expect("metadata serialises");

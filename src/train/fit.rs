@@ -54,11 +54,7 @@ pub fn fit(
     start_step: usize,
     mut eval: Option<EvalHook<'_>>,
 ) -> Result<()> {
-    if cfg.batch_size == 0 || cfg.log_every == 0 {
-        return Err(Error::Config(
-            "train.batch_size and train.log_every must be positive".into(),
-        ));
-    }
+    cfg.validate()?;
     if data.is_empty() {
         return Err(Error::InvalidData("the dataset has no transitions".into()));
     }

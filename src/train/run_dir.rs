@@ -30,7 +30,7 @@ impl RunDir {
         }
         let config_json = serde_json::to_string_pretty(config)
             .map_err(|e| Error::Config(format!("cannot serialise config: {e}")))?;
-        write_atomic(&root.join("config.json"), config_json.as_bytes())?;
+        crate::output::write_atomic(&root.join("config.json"), config_json.as_bytes())?;
         let metrics_path = root.join("metrics.jsonl");
         match resume_step {
             Some(step) if metrics_path.exists() => truncate_metrics_after(&metrics_path, step)?,
@@ -133,17 +133,5 @@ fn truncate_metrics_after(path: &Path, step: usize) -> Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    write_atomic(path, kept.as_bytes())
-}
-
-/// Write a file completely or not at all: a temp file in the same folder, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    crate::output::write_atomic(path, kept.as_bytes())
 }
