@@ -36,7 +36,7 @@ use crate::dataset::spec::{DataConfig, DataSpec};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{fit, EvalHook, LoopConfig, OfflineAlgorithm, RunDir};
+use crate::train::{fit, EvalHook, LoopConfig, OfflineAlgorithm, RunDir, RunLock};
 
 /// The algorithms, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Hash)]
@@ -160,6 +160,8 @@ pub fn train(
     eval: Option<EvalHook<'_>>,
 ) -> Result<Box<dyn OfflineAlgorithm>> {
     let (loop_cfg, data_cfg) = loop_and_data(config)?;
+    // Held until training returns: another process training into `out` fails at once.
+    let _lock = RunLock::acquire(out)?;
     let recorded = run_config(kind, config, seed);
     let latest = Checkpoint::latest(&out.join("checkpoints"))?;
     let (mut algo, start) = match latest {

@@ -13,7 +13,7 @@ pub use algorithm::{
     load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
 };
 pub use fit::{fit, save_checkpoint, DatasetInfo, EvalHook};
-pub use run_dir::{read_metrics, RunDir};
+pub use run_dir::{read_metrics, RunDir, RunLock};
 
 use crate::error::{Error, Result};
 

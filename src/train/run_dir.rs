@@ -7,6 +7,62 @@ use serde::Serialize;
 use super::ensure_finite;
 use crate::error::{Error, Result};
 
+/// Exclusive use of a run directory for a process's lifetime (an advisory `flock` on
+/// `ROOT/.lock`, released when dropped or when the process dies): two trainings into one folder
+/// would interleave checkpoints and metrics of different runs.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Lock `root` (created if missing), or fail at once naming the process that holds it.
+    pub fn acquire(root: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let path = root.join(".lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if !try_lock(&file) {
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut file, &mut holder);
+            return Err(Error::Config(format!(
+                "{} is in use by another offrl process ({}): wait for it to finish, or use \
+                 another output folder",
+                root.display(),
+                holder.trim().trim_end_matches('.')
+            )));
+        }
+        file.set_len(0).map_err(|e| Error::io(&path, e))?;
+        let me = format!("pid {} on {}", std::process::id(), hostname());
+        file.write_all(me.as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+#[cfg(unix)]
+fn try_lock(file: &File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor this File owns; no memory is passed.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_: &File) -> bool {
+    true
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "this machine".into())
+}
+
 /// A training run's folder:
 /// `config.json` (the resolved config), `metrics.jsonl` (one object per logged step),
 /// `plots/*.png`, `checkpoints/`.
@@ -134,4 +190,25 @@ fn truncate_metrics_after(path: &Path, step: usize) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     crate::output::write_atomic(path, kept.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second holder fails at once naming the first; the lock goes with its holder.
+    #[test]
+    fn a_run_directory_has_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run");
+        let first = RunLock::acquire(&root).unwrap();
+        let err = RunLock::acquire(&root).unwrap_err().to_string();
+        let me = format!("pid {}", std::process::id());
+        assert!(
+            err.contains("in use by another offrl process") && err.contains(&me),
+            "{err}"
+        );
+        drop(first);
+        RunLock::acquire(&root).unwrap();
+    }
 }
