@@ -17,16 +17,15 @@
 
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{activation, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::common::NetPolicy;
 use super::common::{
-    adam, column, gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
-    target_copy, uniform, xavier_output, NetConfig, RngState, TwinQ,
+    adam, gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
+    target_copy, uniform, xavier_output, NetConfig, NetPolicy, RngState, TwinQ,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
@@ -142,7 +141,8 @@ impl TanhGaussianActor {
     pub fn sample(&self, obs: Tensor<2>, eps: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
         let (mean, log_std) = self.mean_log_std(obs);
         let u = mean.clone() + log_std.clone().exp() * eps;
-        let log_prob = gaussian_log_prob(u.clone(), mean, log_std) - tanh_log_det(u.clone());
+        let log_prob =
+            gaussian_log_prob(u.clone(), mean, log_std) - crate::nn::tanh_log_det(u.clone());
         (u.tanh(), log_prob)
     }
 
@@ -150,15 +150,8 @@ impl TanhGaussianActor {
     pub fn log_prob(&self, obs: Tensor<2>, act: Tensor<2>) -> Tensor<1> {
         let (mean, log_std) = self.mean_log_std(obs);
         let u = act.clamp(-0.999_999, 0.999_999).atanh();
-        gaussian_log_prob(u.clone(), mean, log_std) - tanh_log_det(u)
+        gaussian_log_prob(u.clone(), mean, log_std) - crate::nn::tanh_log_det(u)
     }
-}
-
-/// `Σ log(1 − tanh(u)²)` over action dims, in the stable form `2 (log 2 − u − softplus(−2u))`
-/// (PyTorch's TanhTransform).
-fn tanh_log_det(u: Tensor<2>) -> Tensor<1> {
-    let per_dim = (u.clone() * -1.0 - activation::softplus(u * -2.0, 1.0) + 2f32.ln()) * 2.0;
-    column(per_dim.sum_dim(1))
 }
 
 /// The SAC temperature's logarithm.

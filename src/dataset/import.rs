@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use serde_json::json;
 
-use super::columns::{Column, Columns};
+use super::columns::{Column, Columns, D4RL_COLUMNS};
 use super::{known_env, reference_scores_for, Dataset, Metadata, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::python;
@@ -67,16 +67,6 @@ impl Raw {
         }
     }
 }
-
-/// The reader's column keys, in the order of the `Dataset` fields.
-const COLUMNS: [&str; 6] = [
-    "observations",
-    "actions",
-    "rewards",
-    "next_observations",
-    "terminals",
-    "timeouts",
-];
 
 fn missing(key: &str) -> PyErr {
     pyo3::exceptions::PyKeyError::new_err(format!("the reader returned no `{key}`"))
@@ -162,7 +152,7 @@ pub fn import_d4rl(file: &Path, env_id: &str) -> Result<Dataset> {
     let path = file.to_string_lossy().to_string();
     let (mut cols, keys, source) = call_reader(file, "read_d4rl", &path, |out| {
         let dict = out.cast::<PyDict>()?;
-        let cols = COLUMNS
+        let cols = D4RL_COLUMNS
             .iter()
             .map(|key| get_raw(dict, key))
             .collect::<PyResult<Vec<_>>>()?;
@@ -171,7 +161,7 @@ pub fn import_d4rl(file: &Path, env_id: &str) -> Result<Dataset> {
         Ok((cols, keys, source))
     })?;
     let mut by_name = BTreeMap::new();
-    for (i, name) in COLUMNS.iter().enumerate() {
+    for (i, name) in D4RL_COLUMNS.iter().enumerate() {
         let Some(raw) = cols[i].take() else { continue };
         // Vectors are [N, dim]; scalars [N] (a width of 1 either way is checked by `assemble`).
         let vector = matches!(i, 0 | 1 | 3);
@@ -278,7 +268,7 @@ pub fn import_minari(path: &Path, env: Option<&str>) -> Result<Dataset> {
     let file_arg = hdf5.to_string_lossy().to_string();
     let (cols, lengths, episodes) = call_reader(&hdf5, "read_minari", &file_arg, |out| {
         let dict = out.cast::<PyDict>()?;
-        let cols = COLUMNS
+        let cols = D4RL_COLUMNS
             .iter()
             .map(|key| get_raw(dict, key)?.ok_or_else(|| missing(key)))
             .collect::<PyResult<Vec<_>>>()?;

@@ -24,6 +24,18 @@ pub fn tensor1(data: &[f32], device: &Device) -> Tensor<1> {
     tensor2(data, 1, data.len(), device).reshape([data.len()])
 }
 
+/// `Σ_i log(1 − tanh² u_i)` per row — the log-determinant of the Jacobian of `a = tanh(u)` —
+/// in the stable form `2(log 2 − |u| − log(1 + e^{−2|u|}))` (exact for every `u`, no overflow).
+pub fn tanh_log_det(u: Tensor<2>) -> Tensor<1> {
+    let n = u.dims()[0];
+    let a = u.abs();
+    let per_dim = (a.clone().mul_scalar(-2.0).exp().log1p() + a)
+        .neg()
+        .add_scalar(std::f64::consts::LN_2)
+        .mul_scalar(2.0);
+    per_dim.sum_dim(1).reshape([n])
+}
+
 /// An inference copy of a module (`valid()`: no autodiff) and the plain device it lives on.
 pub fn inference_copy<M: burn::module::Module>(module: &M) -> (M, Device) {
     let module = module.valid();
@@ -79,6 +91,33 @@ pub fn column_stats(data: &[f32], dim: usize, what: &str) -> Result<(Vec<f32>, V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against `ln(1 − tanh² u)` where that is accurate, and finite (≈ 2(ln 2 − |u|)) where the
+    /// naive form gives −∞.
+    #[test]
+    fn tanh_log_det_is_the_jacobian_everywhere() {
+        let device = burn::tensor::Device::flex();
+        let u = [-2.0f32, -0.3, 0.0, 0.7, 3.0, 30.0];
+        let got = to_vec(tanh_log_det(tensor2(&u, 3, 2, &device)));
+        for (row, pair) in u.chunks(2).enumerate() {
+            let want: f64 = pair
+                .iter()
+                .map(|&x| {
+                    let x = f64::from(x);
+                    if x.abs() < 10.0 {
+                        (1.0 - x.tanh().powi(2)).ln()
+                    } else {
+                        2.0 * (std::f64::consts::LN_2 - x.abs())
+                    }
+                })
+                .sum();
+            assert!(
+                (f64::from(got[row]) - want).abs() < 1e-5,
+                "row {row}: {} vs {want}",
+                got[row]
+            );
+        }
+    }
 
     #[test]
     fn column_stats_known_values_and_errors() {

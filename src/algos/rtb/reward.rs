@@ -69,23 +69,12 @@ impl<Q: QFunction> QReward<Q> {
     }
 }
 
-/// `Σ_i log(1 − tanh² u_i)` per row, in the stable form `2(log 2 − |u| − log(1 + e^{−2|u|}))`.
-pub fn tanh_log_jacobian(u: Tensor<2>) -> Tensor<1> {
-    let n = u.dims()[0];
-    let a = u.abs();
-    let per_dim = (a.clone().mul_scalar(-2.0).exp().log1p() + a)
-        .neg()
-        .add_scalar(std::f64::consts::LN_2)
-        .mul_scalar(2.0);
-    per_dim.sum_dim(1).reshape([n])
-}
-
 impl<Q: QFunction> LogReward for QReward<Q> {
     fn log_reward(&self, obs: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
         let a = self.spaces.action_to_env_tensor(x.clone());
         let q = self.q.q(self.raw_obs(obs), a).div_scalar(self.alpha);
         if self.tanh_jacobian && self.spaces.pre_tanh {
-            q + tanh_log_jacobian(x)
+            q + crate::nn::tanh_log_det(x)
         } else {
             q
         }
