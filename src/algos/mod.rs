@@ -36,7 +36,7 @@ use crate::dataset::spec::{DataConfig, DataSpec};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{fit, EvalHook, LoopConfig, OfflineAlgorithm, RunDir, RunLock};
+use crate::train::{fit, DatasetInfo, EvalHook, LoopConfig, OfflineAlgorithm, RunDir, RunLock};
 
 /// The algorithms, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Hash)]
@@ -176,6 +176,9 @@ pub fn train(
                     diff.join(", ")
                 )));
             }
+            if let Some(info) = DatasetInfo::recorded(&ck) {
+                info.ensure_same_data(data, out)?;
+            }
             tracing::info!("resuming {} from step {}", out.display(), ck.meta.step);
             (load_checkpoint(&ck, device)?, ck.meta.step)
         }
@@ -302,6 +305,34 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Resuming with other data of the same shape is refused, naming the fingerprints; the same
+    /// data resumes (here: a finished run, so nothing more to do).
+    #[test]
+    fn resuming_on_another_dataset_is_refused() {
+        let data = crate::dataset::testing::two_state_bandit();
+        let mut other = data.clone();
+        other.rewards[0] += 1.0;
+        assert_ne!(data.fingerprint(), other.fingerprint());
+        assert_eq!(data.fingerprint(), data.clone().fingerprint());
+        let sets = [
+            "train.steps=4".to_string(),
+            "train.checkpoint_every=2".to_string(),
+        ];
+        let config = crate::config::resolve(&AlgoKind::Bc.default_config(), None, &sets).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let device = Device::flex().autodiff();
+        train(AlgoKind::Bc, &config, &data, dir.path(), 0, &device, None).unwrap();
+        let err = train(AlgoKind::Bc, &config, &other, dir.path(), 0, &device, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("another dataset") && err.contains(&data.fingerprint()),
+            "{err}"
+        );
+        train(AlgoKind::Bc, &config, &data, dir.path(), 0, &device, None).unwrap();
     }
 
     #[test]

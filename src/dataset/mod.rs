@@ -266,6 +266,36 @@ impl Dataset {
         out
     }
 
+    /// A 64-bit FNV-1a hash of every column's bytes (and the dims), as 16 hex digits: equal
+    /// for the same transitions, different (with overwhelming probability) otherwise. Stable
+    /// across machines and versions (unlike `std`'s hashers), so checkpoints can record it.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&(self.obs_dim() as u64).to_le_bytes());
+        eat(&(self.act_dim() as u64).to_le_bytes());
+        for col in [
+            &self.observations,
+            &self.actions,
+            &self.rewards,
+            &self.next_observations,
+        ] {
+            for v in col.iter() {
+                eat(&v.to_bits().to_le_bytes());
+            }
+        }
+        for flags in [&self.terminals, &self.timeouts] {
+            for &f in flags.iter() {
+                eat(&[u8::from(f)]);
+            }
+        }
+        format!("{h:016x}")
+    }
+
     /// Hold out whole episodes: `(train, held_out)` with `round(fraction × episodes)` episodes
     /// (at least one when `fraction > 0`, at most all but one; none from a dataset of one
     /// episode) drawn with `seed` in `held_out`. Episodes, not rows, so that held-out states are

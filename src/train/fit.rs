@@ -8,24 +8,47 @@ use super::algorithm::{LoopConfig, Metrics, OfflineAlgorithm};
 use super::checkpoint::{Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
 use super::RunDir;
 use crate::dataset::sampler::Sampler;
-use crate::dataset::{Dataset, Metadata, ReferenceScores};
+use crate::dataset::{Dataset, ReferenceScores};
 use crate::error::{Error, Result};
 use crate::eval::probe::{Probe, PROBE_ROWS};
 
 /// What a run records about its dataset (in every checkpoint's metadata, `extra.dataset`), so
-/// that its policy can be evaluated later without the data: the environment and the reference
-/// returns of score normalisation.
+/// that its policy can be evaluated later without the data (the environment and the reference
+/// returns of score normalisation) and that a resumed run can tell it is given the same data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetInfo {
     pub env_id: String,
     pub reference_scores: Option<ReferenceScores>,
+    /// Transitions and [`Dataset::fingerprint`] (absent in checkpoints written before).
+    #[serde(default)]
+    pub rows: Option<usize>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl DatasetInfo {
-    pub fn of(meta: &Metadata) -> Self {
+    pub fn of(data: &Dataset) -> Self {
         Self {
-            env_id: meta.env_id.clone(),
-            reference_scores: meta.reference_scores,
+            env_id: data.meta.env_id.clone(),
+            reference_scores: data.meta.reference_scores,
+            rows: Some(data.len()),
+            fingerprint: Some(data.fingerprint()),
+        }
+    }
+
+    /// Refuse to continue a run recorded on other data (when the record says which).
+    pub fn ensure_same_data(&self, data: &Dataset, run: &std::path::Path) -> Result<()> {
+        let now = Self::of(data);
+        match (&self.fingerprint, &now.fingerprint) {
+            (Some(was), Some(is)) if was != is => Err(Error::Config(format!(
+                "{} was trained on another dataset ({} transitions, fingerprint {was}; this \
+                 one: {} transitions, {is}): resume with the same data, or train into a new \
+                 --out",
+                run.display(),
+                self.rows.unwrap_or(0),
+                now.rows.unwrap_or(0)
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -58,6 +81,8 @@ pub fn fit(
     if data.is_empty() {
         return Err(Error::InvalidData("the dataset has no transitions".into()));
     }
+    // The whole dataset's identity, before the held-out split (what resume compares).
+    let info = DatasetInfo::of(data);
     // Held-out episodes: a function of the seed, so a resumed run holds out the same ones.
     let split;
     let (data, held_out) = if cfg.holdout > 0.0 {
@@ -102,7 +127,7 @@ pub fn fit(
             }
         }
         if checkpoint_now {
-            save_checkpoint(algo, run, run_config, &DatasetInfo::of(&data.meta), done)?;
+            save_checkpoint(algo, run, run_config, &info, done)?;
             run.plot()?;
         }
         bar.inc(1);
