@@ -319,6 +319,54 @@ mod tests {
         std::fs::write(dir.join("result.json"), serde_json::to_vec(&r).unwrap()).unwrap();
     }
 
+    /// Every built-in profile's overrides name real keys with values their algorithm accepts.
+    #[test]
+    fn built_in_profiles_resolve_and_validate() {
+        use crate::algos::AlgoKind;
+        for name in ["quick", "cpu", "paper"] {
+            let profile = cell::Profile::load(name).unwrap();
+            for (algo, sets) in &profile.overrides {
+                let what = format!("profile {name}, {algo}");
+                match algo.as_str() {
+                    "idql" => {
+                        let c: crate::algos::idql::IdqlConfig = crate::config::resolve(
+                            &crate::algos::idql::IdqlConfig::default(),
+                            None,
+                            sets,
+                        )
+                        .expect(&what);
+                        assert!(c.samples >= 1, "{what}");
+                    }
+                    "rtb" => {
+                        let c: crate::algos::rtb::RtbConfig = crate::config::resolve(
+                            &crate::algos::rtb::RtbConfig::default(),
+                            None,
+                            sets,
+                        )
+                        .expect(&what);
+                        c.validate().expect(&what);
+                    }
+                    other => {
+                        let kind = match other {
+                            "diffusion-bc" => AlgoKind::Prior,
+                            other => AlgoKind::from_name(other).expect(&what),
+                        };
+                        let v = crate::config::resolve(&kind.default_config(), None, sets)
+                            .expect(&what);
+                        let data = crate::dataset::testing::two_state_bandit();
+                        let spec = crate::dataset::spec::DataSpec::from_dataset(
+                            &data,
+                            &serde_json::from_value(v["data"].clone()).expect(&what),
+                        )
+                        .expect(&what);
+                        let device = burn::tensor::Device::flex().autodiff();
+                        kind.build(&v, spec, &device, 0).expect(&what);
+                    }
+                }
+            }
+        }
+    }
+
     /// Rerunning a grid with other `--set` values (or another profile) must not print the old
     /// numbers under the new label: the finished cell is refused, naming what differs.
     #[test]
