@@ -35,11 +35,29 @@ pub fn init() -> Result<Option<PathBuf>> {
                 .getattr("version_info")
                 .and_then(|v| Ok((v.get_item(0)?.extract()?, v.get_item(1)?.extract()?)))
                 .map_err(|e| e.to_string())?;
-            for venv in venv_candidates() {
-                let site = venv
-                    .join("lib")
+            let site_of = |venv: &Path| {
+                venv.join("lib")
                     .join(format!("python{}.{}", version.0, version.1))
-                    .join("site-packages");
+                    .join("site-packages")
+            };
+            // A venv asked for by name must be one: falling back silently would run with other
+            // package versions than the user chose.
+            if let Some(asked) = std::env::var_os("OFFRL_VENV").map(PathBuf::from) {
+                if !site_of(&asked).is_dir() {
+                    return Err(format!(
+                        "OFFRL_VENV={} is not a virtual environment of this Python {}.{} (no {}); \
+                         unset it to use .venv, or point it at a venv made with python{}.{}",
+                        asked.display(),
+                        version.0,
+                        version.1,
+                        site_of(&asked).display(),
+                        version.0,
+                        version.1
+                    ));
+                }
+            }
+            for venv in venv_candidates() {
+                let site = site_of(&venv);
                 if site.is_dir() {
                     let site = site.canonicalize().unwrap_or(site);
                     py.import("site")

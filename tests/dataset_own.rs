@@ -300,6 +300,15 @@ fn bad_files_are_refused_naming_file_and_column() {
         &[&base[..], &["--env", "Hopper-v5"]].concat(),
         &["3 values per row", "Hopper-v5 observations have 11"],
     );
+    // An environment that does not exist: one line, no Python traceback.
+    let unknown = offrl(&[&base[..], &["--env", "NoSuchEnv-v0"]].concat());
+    assert!(!unknown.status.success());
+    let err = stderr(&unknown);
+    assert!(
+        err.contains("NoSuchEnv-v0") && !err.contains("Traceback"),
+        "{err}"
+    );
+    assert!(err.trim().lines().count() <= 2, "{err}");
     std::fs::write(dir.path().join("text.parquet"), "not parquet\n").unwrap();
     let text = dir.path().join("text.parquet");
     assert_fails(

@@ -185,6 +185,18 @@ fn missing_gymnasium_says_how_to_install_it() {
     assert_eq!(probe(dir.path(), "Pendulum-v1"), "PROBE-OK");
 }
 
+/// `OFFRL_VENV` naming something that is not a venv is an error, not a silent fallback to
+/// `.venv` (which would run with packages the user did not choose).
+#[test]
+fn a_bad_offrl_venv_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = probe(dir.path(), "Hopper-v5");
+    assert!(
+        line.contains("is not a virtual environment") && line.contains("OFFRL_VENV="),
+        "{line}"
+    );
+}
+
 #[test]
 fn missing_mujoco_says_how_to_install_it() {
     // A venv whose site-packages shadows `mujoco` with a module that fails to import, then

@@ -229,7 +229,8 @@ fn table_spaces(file: &Path, cols: &Columns, opts: &ImportOptions) -> Result<Spa
     })
 }
 
-/// The spaces of `env_id`: the built-in table, else gymnasium (with the `python` feature).
+/// The spaces of `env_id`: the built-in table, else the environment itself (native, or
+/// gymnasium with the `python` feature), made once and asked.
 pub fn env_spaces(env_id: &str) -> Result<Spaces> {
     if let Some(k) = known_env(env_id) {
         return Ok(Spaces {
@@ -239,26 +240,13 @@ pub fn env_spaces(env_id: &str) -> Result<Spaces> {
             action_high: vec![k.action_bound; k.act_dim],
         });
     }
-    gym_spaces(env_id)
-}
-
-#[cfg(feature = "python")]
-fn gym_spaces(env_id: &str) -> Result<Spaces> {
-    let (obs_dim, action_low, action_high) = super::import::gym_spaces(env_id)?;
+    let env = crate::envs::make(env_id)?;
     Ok(Spaces {
         env_id: env_id.into(),
-        obs_dim: Some(obs_dim),
-        action_low,
-        action_high,
+        obs_dim: Some(env.observation_space().low.len()),
+        action_low: env.action_space().low.clone(),
+        action_high: env.action_space().high.clone(),
     })
-}
-
-#[cfg(not(feature = "python"))]
-fn gym_spaces(env_id: &str) -> Result<Spaces> {
-    Err(Error::env(
-        env_id,
-        "not in the built-in table, and looking it up in gymnasium needs the `python` feature",
-    ))
 }
 
 pub(crate) fn absolute(p: &Path) -> String {

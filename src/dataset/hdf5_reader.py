@@ -122,21 +122,3 @@ def read_minari(path):
             out[key] = (a.tobytes(), list(a.shape))
         out["episodes"] = names
         return out
-
-
-def env_spaces(env_id):
-    """(obs_dim, action_low, action_high) of a gymnasium environment with Box spaces."""
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    try:
-        obs, act = env.observation_space, env.action_space
-        if not isinstance(obs, gym.spaces.Box) or not isinstance(act, gym.spaces.Box):
-            raise LayoutError(f"{env_id} has {obs} / {act} spaces: only Box spaces are supported")
-        return (
-            int(np.prod(obs.shape)),
-            [float(x) for x in act.low.reshape(-1)],
-            [float(x) for x in act.high.reshape(-1)],
-        )
-    finally:
-        env.close()

@@ -113,13 +113,6 @@ fn call_reader<T>(
     })
 }
 
-/// Observation dim and action bounds of `env_id` from gymnasium (for environments outside the
-/// built-in table, [`super::columns::env_spaces`]).
-pub fn gym_spaces(env_id: &str) -> Result<(usize, Vec<f32>, Vec<f32>)> {
-    call_reader(Path::new(env_id), "env_spaces", env_id, |out| out.extract())
-        .map_err(|e| Error::env(env_id, format!("cannot look up its spaces: {e}")))
-}
-
 fn check_dims(env_id: &str, obs_dim: usize, act_dim: usize, low: &[f32]) -> Result<()> {
     if obs_dim != 0 && act_dim != 0 {
         if let Some(k) = known_env(env_id) {
