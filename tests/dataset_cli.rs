@@ -320,3 +320,33 @@ fn list_shows_the_fixture_cards() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no dataset named `no/such-dataset`"));
 }
+
+/// Flags out of their range are refused by name before any work (`--steps 0` used to collect
+/// nothing, `--noise nan` to pass NaN on, `--seeds 0` to run an empty grid).
+#[test]
+fn out_of_range_flags_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.parquet");
+    let o = path_str(&out);
+    let collect = [
+        "collect",
+        "--env",
+        "Pendulum-v1",
+        "--policy",
+        "random",
+        "-o",
+        o,
+    ];
+    assert_fails(
+        &[&collect[..], &["--steps", "0"]].concat(),
+        &["--steps", "0"],
+    );
+    for noise in ["--noise=nan", "--noise=-1"] {
+        assert_fails(
+            &[&collect[..], &["--steps", "10", noise]].concat(),
+            &["--noise", "not a finite number ≥ 0"],
+        );
+    }
+    assert!(!out.exists());
+    assert_fails(&["bench", "--seeds", "0"], &["--seeds", "0"]);
+}

@@ -40,8 +40,8 @@ pub struct GridArgs {
         default_value = "bc,iql,diffusion-bc,idql,rtb"
     )]
     pub algos: Vec<String>,
-    /// Number of seeds (0..N), or use --seed-list.
-    #[arg(long, default_value_t = 3)]
+    /// Number of seeds (0..N, at least 1), or use --seed-list.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub seeds: u64,
     /// Explicit seeds (comma-separated); overrides --seeds.
     #[arg(long, value_delimiter = ',')]

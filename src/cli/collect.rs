@@ -20,20 +20,29 @@ pub struct CollectArgs {
     /// <shared>/behavior-policies (hopper-trpo) or a path to a card's .json.
     #[arg(long)]
     pub policy: String,
-    /// Number of transitions to collect.
-    #[arg(long)]
+    /// Number of transitions to collect (at least 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub steps: usize,
     /// Sample actions from the policy's Gaussian instead of using its mean.
     #[arg(long)]
     pub stochastic: bool,
     /// Extra Gaussian action noise (standard deviation), clipped to the action bounds.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
     pub noise: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output Parquet file (written atomically).
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// A finite number ≥ 0 (noise levels): NaN and negative values are refused by name.
+fn non_negative(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number ≥ 0")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn run(args: CollectArgs) -> anyhow::Result<()> {
@@ -78,7 +87,7 @@ pub enum PolicyCommand {
         n_envs: usize,
         #[arg(long)]
         stochastic: bool,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
         noise: f32,
         /// Episode k is reset with seed `seed + k`.
         #[arg(long, default_value_t = 0)]
