@@ -68,8 +68,13 @@ def table(cells):
     out = ["| algorithm [variant] | " + " | ".join(short) + " | seeds × episodes | wall s per run |"]
     out.append("|" + "---|" * (len(datasets) + 3))
     for name in sorted(rows):
-        scores = [fmt([c["normalized_score"] for c in rows[name][d]]) for d in datasets]
         seeds = max(len(rows[name][d]) for d in datasets)
+        # A dataset with fewer seeds than the row's most says how many it has.
+        scores = [
+            fmt([c["normalized_score"] for c in rows[name][d]])
+            + (f" ({len(rows[name][d])} seeds)" if 0 < len(rows[name][d]) < seeds else "")
+            for d in datasets
+        ]
         eps = "/".join(str(e) for e in sorted(episodes[name]))
         # Evaluations of existing checkpoints train nothing: no wall time of their own.
         walls = [c["wall_seconds"] for d in datasets for c in rows[name][d] if "wall_seconds" in c]
