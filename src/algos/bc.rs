@@ -11,8 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::NetPolicy;
-use super::common::{adam, scalar, GaussianActor, NetConfig};
+use super::common::{adam, check_log_std, scalar, GaussianActor, NetConfig, NetPolicy};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::Result;
@@ -61,12 +60,7 @@ impl BcConfig {
         check::positive("lr", self.lr)?;
         check::positive("adam_eps", self.adam_eps)?;
         self.actor_net.validate("actor_net")?;
-        check::ordered(
-            "log_std_min",
-            self.log_std_min.into(),
-            "log_std_max",
-            self.log_std_max.into(),
-        )?;
+        check_log_std(self.log_std_min, self.log_std_max)?;
         self.train.validate()
     }
 }

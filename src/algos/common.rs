@@ -434,6 +434,11 @@ pub fn target_copy<M: Module>(fresh: M, source: &M) -> M {
     soft_update(fresh.no_grad(), source, 1.0)
 }
 
+/// The Gaussian actors' log-std clamp: finite bounds, `log_std_min` below `log_std_max`.
+pub fn check_log_std(min: f32, max: f32) -> Result<()> {
+    crate::config::check::ordered("log_std_min", min.into(), "log_std_max", max.into())
+}
+
 /// A deterministic policy from an actor network: normalise observations, run the actor on the
 /// plain (non-autodiff) device, map unit actions back to the environment's bounds.
 pub struct NetPolicy<A: Module> {

@@ -27,8 +27,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::NetPolicy;
-use super::common::{adam, column, scalar, target_copy, GaussianActor, NetConfig, TwinQ, ValueNet};
+use super::common::{
+    adam, check_log_std, column, scalar, target_copy, GaussianActor, NetConfig, NetPolicy, TwinQ,
+    ValueNet,
+};
 use crate::backend;
 use crate::dataset::spec::{BatchTensors, DataConfig, DataSpec, RewardNorm, SpecTensors};
 use crate::dataset::Batch;
@@ -131,12 +133,7 @@ impl IqlConfig {
         check::positive("adam_eps", self.adam_eps)?;
         self.critic_net.validate("critic_net")?;
         self.actor_net.validate("actor_net")?;
-        check::ordered(
-            "log_std_min",
-            self.log_std_min.into(),
-            "log_std_max",
-            self.log_std_max.into(),
-        )?;
+        check_log_std(self.log_std_min, self.log_std_max)?;
         self.train.validate()
     }
 }

@@ -12,9 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::common::NetPolicy;
 use super::common::{
-    adam, column, normal, scalar, soft_update, target_copy, NetConfig, RngState, TwinQ,
+    adam, column, normal, scalar, soft_update, target_copy, NetConfig, NetPolicy, RngState, TwinQ,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
