@@ -136,3 +136,80 @@ fn bench_grid_writes_the_table_and_resumes() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("rbt"));
 }
+
+/// The pids of `pid`'s children (Linux /proc).
+#[cfg(target_os = "linux")]
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so read after its `)`.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split_whitespace().nth(1).unwrap().parse().unwrap();
+        if ppid == pid {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Killing the grid kills its running cell instead of leaving it to train unattended.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_cell_dies_with_its_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut grid = Command::new(env!("CARGO_BIN_EXE_offrl"))
+        .args([
+            "bench",
+            "--suite",
+            "pendulum",
+            "--datasets",
+            "medium",
+            "--algos",
+            "bc",
+        ])
+        .args([
+            "--seed-list",
+            "0",
+            "--profile",
+            "quick",
+            "--set",
+            "bc.train.steps=100000000",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let cell = loop {
+        if let Some(&c) = children(grid.id()).first() {
+            break c;
+        }
+        assert!(start.elapsed().as_secs() < 60, "no cell started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    grid.kill().unwrap();
+    grid.wait().unwrap();
+    let alive = |pid: u32| {
+        Path::new(&format!("/proc/{pid}")).exists() && {
+            // A zombie (reaped by init soon) has finished too.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            !stat.contains(") Z ")
+        }
+    };
+    let killed = std::time::Instant::now();
+    while alive(cell) {
+        assert!(
+            killed.elapsed().as_secs() < 20,
+            "cell {cell} outlived its grid"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

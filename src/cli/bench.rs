@@ -319,7 +319,30 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
     Ok(table)
 }
 
+/// A cell dies with the process that started it (the grid, or a shell): left running, it would
+/// train unattended until it failed writing to a closed pipe. Its training resumes from its last
+/// checkpoint when the grid is run again.
+#[cfg(target_os = "linux")]
+fn die_with_parent() -> anyhow::Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
+    anyhow::ensure!(rc == 0, "prctl(PR_SET_PDEATHSIG) failed");
+    // The parent may have died before the call: then no signal will come.
+    anyhow::ensure!(
+        std::os::unix::process::parent_id() == parent,
+        "the process that started this cell is gone"
+    );
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent() -> anyhow::Result<()> {
+    Ok(())
+}
+
 fn run_cell(args: CellArgs) -> anyhow::Result<()> {
+    die_with_parent()?;
     let profile = cell::Profile::load(&args.profile)?.with_sets(&args.set)?;
     let grid_out = args
         .dir
