@@ -113,6 +113,10 @@ use crate::train::{EvalHook, Metrics, OfflineAlgorithm, Snapshot};
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "rtb";
 
+/// Mixed into the run's seed for the prior's samples that measure `σ_Q`: their own stream, so
+/// measuring leaves the training's draws as they were.
+const Q_SPREAD_SEED: u64 = 0x5152_5350;
+
 impl QFunction for IqlCritic {
     fn q(&self, obs: Tensor<2>, actions: Tensor<2>) -> Tensor<1> {
         IqlCritic::q(self, obs, actions)
@@ -197,7 +201,7 @@ impl RtbAlgo {
             .chunks(self.spec.obs_dim)
             .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
             .collect();
-        let mut mu = DiffusionPolicy::new(&self.rtb.prior, self.seed ^ 0x5152_5350);
+        let mut mu = DiffusionPolicy::new(&self.rtb.prior, self.seed ^ Q_SPREAD_SEED);
         let actions = mu.act(&repeated, n * k)?;
         let q = crate::policy::ActionScorer::score(&self.rtb.reward.q, &repeated, &actions, n * k)?;
         Ok(mean_spread(&q, k))
@@ -382,7 +386,7 @@ impl Policy for RtbPolicy {
 }
 
 /// Train RTB on `data` into the run directory `out` (resuming from its newest checkpoint), with
-/// the shared loop of [`super::fit`]: what `offrl train rtb` and the pipeline call.
+/// the shared loop of [`crate::train::fit`]: what `offrl train rtb` and the pipeline call.
 pub fn train(
     config: &RtbConfig,
     data: &Dataset,
