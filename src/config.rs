@@ -23,7 +23,22 @@ pub fn shared_dir() -> PathBuf {
         })
 }
 
-/// Resolve a config: `defaults` ← `file` ← `overrides`.
+/// `path` made absolute, as a config value (so that a resumed run compares equal from any
+/// folder). Config values are text: a path that is not UTF-8 is refused by name rather than
+/// mangled into one that does not exist.
+pub fn path_value(path: &Path) -> Result<String> {
+    let abs = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    abs.to_str().map(str::to_string).ok_or_else(|| {
+        Error::Config(format!(
+            "{}: the path is not valid UTF-8, and the run's config records it as text; rename \
+             it, or pass a symlink with a UTF-8 name",
+            path.display()
+        ))
+    })
+}
+
+/// Resolve a config: `defaults` ← `file` ← `overrides`. `file` is a TOML file, or the name of a
+/// built-in one (`configs/NAME.toml`, compiled in: `rtb-cpu`) when no such file exists.
 pub fn resolve<T: Serialize + DeserializeOwned>(
     defaults: &T,
     file: Option<&Path>,
@@ -31,7 +46,14 @@ pub fn resolve<T: Serialize + DeserializeOwned>(
 ) -> Result<T> {
     let mut value = serde_json::to_value(defaults).map_err(|e| Error::Config(e.to_string()))?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let built_in = path
+            .to_str()
+            .filter(|_| !path.exists())
+            .and_then(crate::embedded::config);
+        let text = match built_in {
+            Some(text) => text.to_string(),
+            None => std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+        };
         let table: toml::Table =
             toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
         let origin = path.display().to_string();

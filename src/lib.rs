@@ -9,9 +9,11 @@
 pub mod algos;
 pub mod backend;
 pub mod bench;
+pub mod checksum;
 pub mod config;
 pub mod dataset;
 pub mod diffusion;
+pub mod embedded;
 pub mod envs;
 pub mod error;
 pub mod eval;

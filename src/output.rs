@@ -5,6 +5,11 @@
 //! device such as `/dev/null`, a FIFO, `/dev/stdout`) is written through, never replaced; a
 //! directory is an error. New files get the permissions of any new file (0666 minus the umask),
 //! not the 0600 of a private temporary file.
+//!
+//! Temporary names carry the host and process id (`.offrl-HOST-PID-…`): a process killed
+//! mid-write (SIGKILL, Ctrl-C) cannot remove its file, so the next write into the same folder
+//! removes those of processes of this host that are gone ([`sweep_stale`]). Files of other hosts
+//! (a folder shared over NFS) and of live processes are left alone.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -54,8 +59,10 @@ impl Target {
             },
             Target::WriteThrough(_) => std::env::temp_dir(),
         };
+        sweep_stale(&dir, prefix);
         let mut builder = tempfile::Builder::new();
-        builder.prefix(prefix).suffix(suffix);
+        let prefix = temp_prefix(prefix);
+        builder.prefix(&prefix).suffix(suffix);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -83,6 +90,74 @@ impl Target {
             }
         }
     }
+}
+
+/// `prefix` followed by this host and process: what [`sweep_stale`] recognises.
+pub fn temp_prefix(prefix: &str) -> String {
+    format!("{prefix}{}-{}-", host_name(), std::process::id())
+}
+
+/// Remove the entries of `dir` named by [`temp_prefix`]`(prefix)` for a process of this host
+/// that no longer runs: what a killed writer left behind. Best effort: a failure to list or to
+/// remove leaves things as they were.
+pub fn sweep_stale(dir: &Path, prefix: &str) {
+    let ours = format!("{prefix}{}-", host_name());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&ours))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_is_alive(pid) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+#[cfg(unix)]
+fn process_is_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // Signal 0 checks existence only; EPERM means it exists under another user.
+    // SAFETY: kill(2) with signal 0 sends nothing.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_is_alive(_pid: u32) -> bool {
+    true // no cheap check: never remove
+}
+
+/// This machine's name, with `-` and path separators replaced so that names parse back.
+fn host_name() -> String {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Write `bytes` to `path` as the module docs say.
@@ -118,6 +193,33 @@ pub fn ensure_not_input(output: &Path, input: &Path) -> Result<()> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// What a writer killed mid-write left (a temporary file of a process that is gone) is
+    /// removed by the next write into the folder; a live process's file and others' are kept.
+    #[test]
+    fn temporary_files_of_killed_writers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let host = host_name();
+        let stale = dir
+            .path()
+            .join(format!(".offrl-{host}-{gone}-aB3x.parquet.tmp"));
+        let live = dir
+            .path()
+            .join(format!("{}live.tmp", temp_prefix(".offrl-")));
+        let other_host = dir.path().join(format!(".offrl-otherhost-{gone}-aB3x.tmp"));
+        let unrelated = dir.path().join(".offrl-notes.txt");
+        for f in [&stale, &live, &other_host, &unrelated] {
+            fs::write(f, vec![0u8; 1 << 16]).unwrap();
+        }
+        write_atomic(&dir.path().join("out.json"), b"{}").unwrap();
+        assert!(!stale.exists(), "the dead writer's file stayed");
+        for f in [&live, &other_host, &unrelated] {
+            assert!(f.exists(), "{} was removed", f.display());
+        }
+    }
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     fn mode(p: &Path) -> u32 {

@@ -37,8 +37,8 @@ fn assert_same_parquet_data(a: &Dataset, b: &Dataset) {
 
 #[test]
 fn every_card_parses_and_names_existing_policies() {
-    let dir = registry::registry_dir();
-    let names = registry::list(&dir).unwrap();
+    let reg = registry::Registry::BuiltIn;
+    let names = reg.names().unwrap();
     let cards_dir = offrl::config::shared_dir().join("behavior-policies");
     for suite in ["pendulum/", "locomotion-v5/", "nav2d/"] {
         assert!(
@@ -47,7 +47,9 @@ fn every_card_parses_and_names_existing_policies() {
         );
     }
     for name in &names {
-        let card = registry::load_card_from(&dir, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let card = reg
+            .load_card(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         match &card.source {
             DataSource::Collect { parts, .. } => {
                 for p in parts {

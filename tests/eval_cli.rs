@@ -342,3 +342,76 @@ fn cql_prior_and_idql_are_evaluated() {
         &["critic only", "--critic"],
     );
 }
+
+/// File and folder names that are not UTF-8 work (`eval --json` used to panic serialising
+/// them); where a path must become config text (RTB's `--prior`), the error says why.
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = |stem: &[u8]| -> PathBuf {
+        let mut name = stem.to_vec();
+        name.push(0xe9); // Latin-1 'é': not UTF-8 on its own
+        dir.path().join(OsStr::from_bytes(&name))
+    };
+    let data = odd(b"data");
+    std::fs::copy(pendulum_dataset(dir.path()), &data).unwrap();
+    let (run, json) = (odd(b"run"), odd(b"eval.json"));
+    let run_offrl = |args: &[&OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_offrl"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let os = |s: &str| OsString::from(s);
+    let mut train_args = vec![os("train"), os("bc"), os("--dataset"), data.clone().into()];
+    train_args.extend([os("--out"), run.clone().into()]);
+    for set in ["train.steps=5", "train.batch_size=32", "actor_net.width=8"] {
+        train_args.extend([os("--set"), os(set)]);
+    }
+    let refs: Vec<&OsStr> = train_args.iter().map(OsString::as_os_str).collect();
+    let out = run_offrl(&refs);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let eval_args = [
+        os("eval"),
+        os("--checkpoint"),
+        run.clone().into(),
+        os("--dataset"),
+        data.clone().into(),
+        os("--episodes"),
+        os("1"),
+        os("--json"),
+        json.clone().into(),
+    ];
+    let refs: Vec<&OsStr> = eval_args.iter().map(OsString::as_os_str).collect();
+    let out = run_offrl(&refs);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["checkpoint"]
+        .as_str()
+        .unwrap()
+        .contains("run\u{fffd}"));
+
+    let rtb_args = [
+        os("train"),
+        os("rtb"),
+        os("--dataset"),
+        data.clone().into(),
+        os("--prior"),
+        run.clone().into(),
+        os("--critic"),
+        run.clone().into(),
+        os("--out"),
+        dir.path().join("rtb").into(),
+    ];
+    let refs: Vec<&OsStr> = rtb_args.iter().map(OsString::as_os_str).collect();
+    let out = run_offrl(&refs);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--prior") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
+}

@@ -51,6 +51,79 @@ pub enum AlgoKind {
     Cql,
 }
 
+/// What the CLI, the bench runner and the Python package know about an algorithm: one row per
+/// algorithm, one name each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlgoInfo {
+    /// Its name in commands, bench cells and result files.
+    pub name: &'static str,
+    /// One line for listings.
+    pub summary: &'static str,
+    /// The trained models it is built from, by name (the bench runs those cells first, for the
+    /// same dataset and seed).
+    pub needs: &'static [&'static str],
+    /// How it is trained by [`train`]; `None` for a policy composed from `needs` at evaluation
+    /// time (IDQL).
+    pub trained: Option<AlgoKind>,
+}
+
+/// Every algorithm, in the order tables list them.
+pub const ALGORITHMS: &[AlgoInfo] = &[
+    AlgoInfo {
+        name: "bc",
+        summary: "behaviour cloning, Gaussian MLP policy",
+        needs: &[],
+        trained: Some(AlgoKind::Bc),
+    },
+    AlgoInfo {
+        name: "td3bc",
+        summary: "TD3+BC (Fujimoto & Gu 2021)",
+        needs: &[],
+        trained: Some(AlgoKind::Td3bc),
+    },
+    AlgoInfo {
+        name: "iql",
+        summary: "IQL (Kostrikov et al. 2022): expectile critic and advantage-weighted actor",
+        needs: &[],
+        trained: Some(AlgoKind::Iql),
+    },
+    AlgoInfo {
+        name: "cql",
+        summary: "CQL (Kumar et al. 2020), SAC-based, CORL settings",
+        needs: &[],
+        trained: Some(AlgoKind::Cql),
+    },
+    AlgoInfo {
+        name: "diffusion-bc",
+        summary: "the diffusion behaviour prior μ(a|s) acting alone (`offrl train prior`)",
+        needs: &[],
+        trained: Some(AlgoKind::Prior),
+    },
+    AlgoInfo {
+        name: "idql",
+        summary: "IDQL (Hansen-Estruch et al. 2023): the prior's samples, chosen by the IQL critic",
+        needs: &["diffusion-bc", "iql"],
+        trained: None,
+    },
+    AlgoInfo {
+        name: "rtb",
+        summary: "RTB (Venkatraman et al. 2024): the prior fine-tuned towards μ·exp(Q/α)",
+        needs: &["diffusion-bc", "iql"],
+        trained: Some(AlgoKind::Rtb),
+    },
+];
+
+/// The registry row of `name` (error listing the known names).
+pub fn algorithm(name: &str) -> Result<&'static AlgoInfo> {
+    ALGORITHMS.iter().find(|a| a.name == name).ok_or_else(|| {
+        let names: Vec<&str> = ALGORITHMS.iter().map(|a| a.name).collect();
+        Error::Config(format!(
+            "unknown algorithm `{name}` (known: {})",
+            names.join(", ")
+        ))
+    })
+}
+
 fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
     serde_json::from_value(value.clone()).map_err(|e| Error::Config(format!("{what}: {e}")))
 }
@@ -378,5 +451,14 @@ mod tests {
             let missing = crate::config::diff(&from_file, &defaults);
             assert!(missing.is_empty(), "{} lacks {missing:?}", file.display());
         }
+        // A built-in config by name (no such file in the working folder) is the file's content.
+        let by_name = Path::new("rtb-cpu");
+        assert!(!by_name.exists());
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rtb-cpu.toml");
+        let rtb = AlgoKind::Rtb.default_config();
+        assert_eq!(
+            crate::config::resolve(&rtb, Some(by_name), &[]).unwrap(),
+            crate::config::resolve(&rtb, Some(&file), &[]).unwrap()
+        );
     }
 }

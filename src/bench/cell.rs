@@ -39,17 +39,24 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// `configs/profiles/NAME.toml` of the source checkout (or a path to a TOML file).
+    /// A built-in profile by name (`quick`, `cpu`, `paper`: `configs/profiles/`, compiled in),
+    /// or a path to a TOML file of one's own.
     pub fn load(name_or_path: &str) -> Result<Profile> {
-        let path = if name_or_path.ends_with(".toml") {
-            PathBuf::from(name_or_path)
+        let (origin, text) = if name_or_path.ends_with(".toml") {
+            let path = PathBuf::from(name_or_path);
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            (path, text)
         } else {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("configs/profiles")
-                .join(format!("{name_or_path}.toml"))
+            let text = crate::embedded::profile(name_or_path).ok_or_else(|| {
+                Error::Config(format!(
+                    "no built-in profile `{name_or_path}` (built in: {}; or a path to a .toml)",
+                    crate::embedded::profile_names().join(", ")
+                ))
+            })?;
+            let origin = format!("configs/profiles/{name_or_path}.toml (built in)");
+            (PathBuf::from(origin), text.to_string())
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+        toml::from_str(&text).map_err(|e| Error::format(&origin, e.to_string()))
     }
 
     pub fn overrides_for(&self, algo: &str) -> Vec<String> {
@@ -77,7 +84,7 @@ pub fn split_set(s: &str) -> Result<(&str, &str)> {
         ))
     };
     let (algo, rest) = s.split_once('.').ok_or_else(bad)?;
-    dependencies(algo).map_err(|e| Error::Config(format!("--set `{s}`: {e}")))?;
+    algos::algorithm(algo).map_err(|e| Error::Config(format!("--set `{s}`: {e}")))?;
     if !rest.contains('=') {
         return Err(bad());
     }
@@ -104,32 +111,6 @@ pub fn settings(
         "backend": backend,
         "data_file": data_file.map(|p| p.display().to_string()),
     })
-}
-
-/// The algorithms a cell can run, and which other cells each one needs first.
-pub const ALGOS: &[(&str, &[&str])] = &[
-    ("bc", &[]),
-    ("td3bc", &[]),
-    ("iql", &[]),
-    ("cql", &[]),
-    ("diffusion-bc", &[]),
-    ("idql", &["diffusion-bc", "iql"]),
-    ("rtb", &["diffusion-bc", "iql"]),
-];
-
-/// The cells `algo` depends on (error for an unknown algorithm).
-pub fn dependencies(algo: &str) -> Result<&'static [&'static str]> {
-    ALGOS
-        .iter()
-        .find(|(name, _)| *name == algo)
-        .map(|(_, deps)| *deps)
-        .ok_or_else(|| {
-            let names: Vec<&str> = ALGOS.iter().map(|(n, _)| *n).collect();
-            Error::Config(format!(
-                "unknown algorithm `{algo}` (known: {})",
-                names.join(", ")
-            ))
-        })
 }
 
 /// The Parquet file of a registry dataset at a scale, made (once) under `data_dir`.
@@ -188,6 +169,19 @@ fn curve_value(report: &EvalReport) -> f64 {
     report.normalized.unwrap_or(report.mean)
 }
 
+/// The learning-curve points a run logged (`eval/score` at each step), read back from its
+/// metrics so that a resumed cell keeps the points from before its interruption.
+fn logged_curve(run_dir: &Path) -> Result<Vec<(f64, f64)>> {
+    Ok(crate::train::read_metrics(&run_dir.join("metrics.jsonl"))?
+        .into_iter()
+        .find(|(name, _)| name == EVAL_SCORE)
+        .map(|(_, points)| points)
+        .unwrap_or_default())
+}
+
+/// The metric under which a cell's intermediate evaluations are logged.
+const EVAL_SCORE: &str = "eval/score";
+
 /// The `diag/*` values of the newest metrics line of a run directory that has them (the final
 /// checkpoint's probes), without the prefix.
 pub fn last_diagnostics(run_dir: &Path) -> Result<BTreeMap<String, f64>> {
@@ -238,18 +232,16 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             report
         }
         name => {
-            // Diffusion-BC is the trained prior acting alone.
-            let kind = match name {
-                "diffusion-bc" => AlgoKind::Prior,
-                name => AlgoKind::from_name(name)?,
-            };
+            let kind = algos::algorithm(name)?
+                .trained
+                .expect("every algorithm but IDQL is trained");
             let mut overrides = profile.overrides_for(name);
             if kind == AlgoKind::Rtb {
                 // RTB fine-tunes this seed's prior with this seed's critic.
                 for (key, algo) in [("prior", "diffusion-bc"), ("critic", "iql")] {
                     let run = sibling_run(spec, algo)?;
-                    let abs = run.canonicalize().map_err(|e| Error::io(&run, e))?;
-                    overrides.push(format!("{key}={:?}", abs.display().to_string()));
+                    let abs = crate::config::path_value(&run)?;
+                    overrides.push(format!("{key}={abs:?}"));
                 }
             }
             let config = crate::config::resolve(&kind.default_config(), None, &overrides)?;
@@ -261,6 +253,15 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             let every = (steps / profile.evaluations.max(1)).max(1);
             let mut config = config;
             config["train"]["eval_every"] = every.into();
+            // A cell checkpoints at least at every evaluation, so an interrupted grid resumes
+            // it from its last evaluation rather than from zero.
+            let checkpoint_every = config
+                .pointer("/train/checkpoint_every")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0) as usize;
+            if checkpoint_every == 0 || checkpoint_every > every {
+                config["train"]["checkpoint_every"] = every.into();
+            }
             cell_config = config.clone();
             let mut hook =
                 |step: usize, algo: &dyn OfflineAlgorithm| -> Result<crate::train::Metrics> {
@@ -275,9 +276,8 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
                         profile.eval_envs,
                         eval_seed,
                     )?;
-                    curve.push((step as f64, curve_value(&r)));
                     super::report_progress(step as u64, steps as u64);
-                    Ok(vec![("eval/score", curve_value(&r))])
+                    Ok(vec![(EVAL_SCORE, curve_value(&r))])
                 };
             let algo = algos::train(
                 kind,
@@ -296,6 +296,7 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
                 profile.eval_envs,
                 eval_seed,
             )?;
+            curve = logged_curve(&run_dir)?;
             curve.push((steps as f64, curve_value(&r)));
             diagnostics = last_diagnostics(&run_dir)?;
             r

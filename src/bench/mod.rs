@@ -319,10 +319,73 @@ mod tests {
         std::fs::write(dir.join("result.json"), serde_json::to_vec(&r).unwrap()).unwrap();
     }
 
+    /// A cell interrupted after its second evaluation resumes from a checkpoint there (not from
+    /// zero: short cells used to save none before the end) and reports the same learning curve
+    /// and result as the uninterrupted cell (its curve used to lose the points before).
+    #[test]
+    fn an_interrupted_cell_resumes_with_its_whole_curve() {
+        use crate::dataset::{collect::collect, registry::CollectPart};
+        let out = tempfile::tempdir().unwrap();
+        let part = CollectPart {
+            policy: "pendulum-swingup".into(),
+            steps: 400,
+            stochastic: false,
+            noise: 0.5,
+        };
+        let data = collect("Pendulum-v1", &[part], 0, 1.0, None, false).unwrap();
+        let data_path = out.path().join("pendulum.parquet");
+        crate::dataset::io::save(&data, &data_path).unwrap();
+        let profile = cell::Profile {
+            description: String::new(),
+            scale: 1.0,
+            eval_episodes: 1,
+            eval_envs: 1,
+            evaluations: 4,
+            curve_episodes: 1,
+            overrides: [(
+                "bc".to_string(),
+                vec![
+                    "train.steps=40".to_string(),
+                    "train.batch_size=8".to_string(),
+                    "actor_net.width=8".to_string(),
+                ],
+            )]
+            .into(),
+        };
+        let device = crate::backend::BackendKind::Flex.train_device().unwrap();
+        let dir = cell_dir(out.path(), "bc", "pendulum", 0);
+        let spec = cell::CellSpec {
+            algo: "bc",
+            dataset_name: "pendulum",
+            data_path: &data_path,
+            seed: 0,
+            profile: &profile,
+            dir: &dir,
+            grid_out: out.path(),
+            device: &device,
+            settings: serde_json::Value::Null,
+        };
+        let whole = cell::run_cell(&spec).unwrap();
+        let steps: Vec<f64> = whole.curve.iter().map(|p| p.0).collect();
+        assert_eq!(steps, vec![10.0, 20.0, 30.0, 40.0]);
+        let checkpoints = dir.join("run/checkpoints");
+        // Interrupted after step 20: the later checkpoints and the result never happened.
+        for step in [30, 40] {
+            std::fs::remove_dir_all(crate::train::checkpoint::Checkpoint::dir_for_step(
+                &checkpoints,
+                step,
+            ))
+            .unwrap();
+        }
+        std::fs::remove_file(dir.join("result.json")).unwrap();
+        let resumed = cell::run_cell(&spec).unwrap();
+        assert_eq!(resumed.curve, whole.curve);
+        assert_eq!(resumed.returns, whole.returns);
+    }
+
     /// Every built-in profile's overrides name real keys with values their algorithm accepts.
     #[test]
     fn built_in_profiles_resolve_and_validate() {
-        use crate::algos::AlgoKind;
         for name in ["quick", "cpu", "paper"] {
             let profile = cell::Profile::load(name).unwrap();
             for (algo, sets) in &profile.overrides {
@@ -347,10 +410,10 @@ mod tests {
                         c.validate().expect(&what);
                     }
                     other => {
-                        let kind = match other {
-                            "diffusion-bc" => AlgoKind::Prior,
-                            other => AlgoKind::from_name(other).expect(&what),
-                        };
+                        let kind = crate::algos::algorithm(other)
+                            .expect(&what)
+                            .trained
+                            .expect(&what);
                         let v = crate::config::resolve(&kind.default_config(), None, sets)
                             .expect(&what);
                         let data = crate::dataset::testing::two_state_bandit();

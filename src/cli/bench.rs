@@ -156,12 +156,7 @@ fn grid_out(args: &GridArgs) -> PathBuf {
 pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
     let profile = cell::Profile::load(&args.profile)?;
     let out = grid_out(&args);
-    let suite_dir = registry::registry_dir().join(&args.suite);
-    let mut datasets: Vec<String> = registry::list(&suite_dir)
-        .with_context(|| format!("suite `{}`", args.suite))?
-        .into_iter()
-        .map(|m| format!("{}/{m}", args.suite))
-        .collect();
+    let mut datasets = registry::Registry::from_env().suite(&args.suite)?;
     if !args.datasets.is_empty() {
         for want in &args.datasets {
             let full = format!("{}/{want}", args.suite);
@@ -263,7 +258,7 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
     // Dependencies run first: they are cells of their own, shown in the table too.
     let mut algos: Vec<String> = Vec::new();
     for a in w.algos {
-        for dep in cell::dependencies(a)? {
+        for dep in crate::algos::algorithm(a)?.needs {
             if !algos.iter().any(|x| x == dep) {
                 algos.push(dep.to_string());
             }
@@ -282,10 +277,11 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
         cell_args.extend(["--data-file".to_string(), file.display().to_string()]);
     }
     // Cells in dependency waves: algorithms without dependencies first.
-    let (base, dependent): (Vec<String>, Vec<String>) = algos
-        .iter()
-        .cloned()
-        .partition(|a| cell::dependencies(a).map(|d| d.is_empty()).unwrap_or(true));
+    let (base, dependent): (Vec<String>, Vec<String>) = algos.iter().cloned().partition(|a| {
+        crate::algos::algorithm(a)
+            .map(|info| info.needs.is_empty())
+            .unwrap_or(true)
+    });
     let mut results = Vec::new();
     for wave in [base, dependent] {
         if wave.is_empty() {

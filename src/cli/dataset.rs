@@ -10,7 +10,7 @@ use crate::dataset::{columns, io, make, Dataset};
 
 #[derive(Subcommand)]
 pub enum DatasetCommand {
-    /// List the named datasets in the registry (datasets/ or $OFFRL_DATASETS).
+    /// List the named datasets in the registry (built in, or the folder $OFFRL_DATASETS).
     List,
     /// Summarise a dataset file: sizes, episodes, returns, normalised score, action range.
     Info { file: PathBuf },
@@ -69,8 +69,12 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
         }
         DatasetCommand::Validate { file } => {
             let data = io::load(&file)?;
+            let checksum = match io::recorded_fingerprint(&file)? {
+                Some(_) => "content matches its checksum",
+                None => "no checksum recorded: written by another tool or an older offrl",
+            };
             println!(
-                "{}: ok ({} transitions, {} episodes, obs_dim {}, act_dim {}, all values finite)",
+                "{}: ok ({} transitions, {} episodes, obs_dim {}, act_dim {}, all values finite; {checksum})",
                 file.display(),
                 data.len(),
                 data.episodes().len(),
@@ -129,11 +133,10 @@ fn write(data: &Dataset, output: &Path) -> anyhow::Result<()> {
 }
 
 fn list() -> anyhow::Result<()> {
-    let dir = registry::registry_dir();
-    let names = registry::list(&dir)
-        .with_context(|| format!("reading the dataset registry {}", dir.display()))?;
+    let reg = registry::Registry::from_env();
+    let names = reg.names().with_context(|| format!("reading {reg}"))?;
     for name in names {
-        let card = registry::load_card_from(&dir, &name)?;
+        let card = reg.load_card(&name)?;
         let kind = match card.source {
             DataSource::Import { .. } => "import",
             DataSource::Collect { .. } => "collect",

@@ -11,7 +11,7 @@
 //! Reference returns: the first that is about that environment and has them of the dataset's
 //! metadata (`--dataset`), the run's record, D4RL's table, the registry's cards.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -65,7 +65,8 @@ pub struct EvalArgs {
 /// What `--json` writes.
 #[derive(Debug, Serialize)]
 struct EvalOutput<'a> {
-    checkpoint: &'a Path,
+    /// Paths as text (JSON holds only UTF-8; other bytes become U+FFFD).
+    checkpoint: String,
     kind: &'a str,
     step: usize,
     env_id: &'a str,
@@ -75,7 +76,7 @@ struct EvalOutput<'a> {
     reference_scores: Option<ReferenceScores>,
     /// The IDQL settings, when evaluated with `--critic`.
     idql: Option<IdqlConfig>,
-    critic: Option<&'a Path>,
+    critic: Option<String>,
     #[serde(flatten)]
     report: &'a EvalReport,
 }
@@ -117,10 +118,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 .and_then(|r| same_env(&r.env_id, r.reference_scores))
         }) {
         Some(r) => Some(r),
-        None => crate::dataset::registry::reference_scores_for_env(
-            &crate::dataset::registry::registry_dir(),
-            &env_id,
-        )?,
+        None => crate::dataset::registry::Registry::from_env().reference_scores_for_env(&env_id)?,
     };
 
     let (mut policy, (obs_dim, act_dim), idql_config) = build_policy(&args, &ck)?;
@@ -166,7 +164,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.json {
         let out = EvalOutput {
-            checkpoint: &dir,
+            checkpoint: dir.display().to_string(),
             kind: &ck.meta.kind,
             step: ck.meta.step,
             env_id: &env_id,
@@ -175,7 +173,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             seed: args.seed,
             reference_scores: reference,
             idql: idql_config,
-            critic: args.critic.as_deref(),
+            critic: args.critic.as_ref().map(|p| p.display().to_string()),
             report: &report,
         };
         let text = serde_json::to_string_pretty(&out).expect("the report serialises");

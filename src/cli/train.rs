@@ -103,9 +103,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
 }
 
 fn absolute(path: &Path, flag: &str) -> anyhow::Result<String> {
-    let abs =
-        std::fs::canonicalize(path).with_context(|| format!("--{flag} {}", path.display()))?;
-    Ok(abs.display().to_string())
+    crate::config::path_value(path).with_context(|| format!("--{flag}"))
 }
 
 fn train(kind: AlgoKind, args: &CommonArgs, forced: Vec<String>) -> anyhow::Result<()> {

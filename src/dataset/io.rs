@@ -34,6 +34,11 @@ use crate::error::{Error, Result};
 
 /// Key of the JSON metadata in the Parquet key-value metadata.
 pub const METADATA_KEY: &str = "offrl";
+/// Key of the content checksum ([`Dataset::fingerprint`]) in the Parquet key-value metadata:
+/// [`load`] recomputes it, so an overwritten page or flipped bit is an error, not silent data.
+/// Only in the Parquet footer, not the embedded Arrow schema: tools that rewrite the file through
+/// Arrow (pyarrow, pandas) drop it with the old content rather than carry it to new content.
+pub const FINGERPRINT_KEY: &str = "offrl.fingerprint";
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Rows per record batch of the Arrow reader (boolean columns; every column of other writers'
@@ -100,10 +105,10 @@ fn save_with(
         schema.clone(),
         Some(
             props
-                .set_key_value_metadata(Some(vec![KeyValue::new(
-                    METADATA_KEY.to_string(),
-                    meta_json,
-                )]))
+                .set_key_value_metadata(Some(vec![
+                    KeyValue::new(METADATA_KEY.to_string(), meta_json),
+                    KeyValue::new(FINGERPRINT_KEY.to_string(), data.fingerprint()),
+                ]))
                 .build(),
         ),
     )
@@ -156,24 +161,34 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
         .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))
 }
 
-fn metadata_of(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> Result<Metadata> {
-    let json = builder
+/// The value of a key of the file's Parquet key-value metadata.
+fn key_value<'a>(builder: &'a ParquetRecordBatchReaderBuilder<File>, key: &str) -> Option<&'a str> {
+    builder
         .metadata()
         .file_metadata()
         .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == METADATA_KEY))
+        .and_then(|kv| kv.iter().find(|kv| kv.key == key))
         .and_then(|kv| kv.value.as_deref())
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                format!(
-                    "no `{METADATA_KEY}` key in the Parquet metadata: not an offrl dataset; a \
-                     file with D4RL's column names imports with `offrl dataset import --format \
-                     parquet {} --env ENV_ID -o OUT.parquet`",
-                    path.display()
-                ),
-            )
-        })?;
+}
+
+/// The content checksum a dataset file records ([`FINGERPRINT_KEY`]); `None` for files written
+/// by other tools or before offrl recorded one (they load unverified).
+pub fn recorded_fingerprint(path: &Path) -> Result<Option<String>> {
+    Ok(key_value(&open(path)?, FINGERPRINT_KEY).map(str::to_string))
+}
+
+fn metadata_of(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> Result<Metadata> {
+    let json = key_value(builder, METADATA_KEY).ok_or_else(|| {
+        Error::format(
+            path,
+            format!(
+                "no `{METADATA_KEY}` key in the Parquet metadata: not an offrl dataset; a \
+                 file with D4RL's column names imports with `offrl dataset import --format \
+                 parquet {} --env ENV_ID -o OUT.parquet`",
+                path.display()
+            ),
+        )
+    })?;
     let meta: Metadata = serde_json::from_str(json)
         .map_err(|e| Error::format(path, format!("`{METADATA_KEY}` metadata: {e}")))?;
     if meta.format_version > FORMAT_VERSION {
@@ -192,6 +207,7 @@ fn metadata_of(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> 
 pub fn load(path: &Path) -> Result<Dataset> {
     let builder = open(path)?;
     let meta = metadata_of(path, &builder)?;
+    let recorded = key_value(&builder, FINGERPRINT_KEY).map(str::to_string);
     let expected = schema(meta.obs_dim, meta.act_dim);
     let file_schema = builder.schema().clone();
     let mut columns = Vec::with_capacity(expected.fields().len());
@@ -288,6 +304,19 @@ pub fn load(path: &Path) -> Result<Dataset> {
     }
     data.validate()
         .map_err(|e| Error::format(path, e.to_string()))?;
+    if let Some(recorded) = recorded {
+        let content = data.fingerprint();
+        if content != recorded {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the columns do not match the file's checksum (`{FINGERPRINT_KEY}` \
+                     {recorded}, content {content}): the file is corrupted; restore a copy or \
+                     build it again"
+                ),
+            ));
+        }
+    }
     Ok(data)
 }
 
@@ -526,6 +555,40 @@ mod tests {
             }
             assert_eq!(load(&path).unwrap(), d, "{name}");
         }
+    }
+
+    /// A page overwritten in place (footer intact, so the file still parses) is caught by the
+    /// recorded checksum, naming the file; before checksums, such a file loaded as other data.
+    #[test]
+    fn overwritten_pages_are_detected() {
+        let n = 3000;
+        let rewards: Vec<f32> = (0..n).map(|i| (i % 17) as f32 * 0.5).collect();
+        let ends: Vec<(bool, bool)> = (0..n).map(|i| (i % 500 == 499, false)).collect();
+        let d = toy(&rewards, &ends);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.parquet");
+        save(&d, &path).unwrap();
+        assert_eq!(recorded_fingerprint(&path).unwrap(), Some(d.fingerprint()));
+        let clean = std::fs::read(&path).unwrap();
+        // Overwrite 64 bytes inside the reward column's values with other finite floats.
+        let needle: Vec<u8> = rewards[100..116]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let at = clean
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .expect("the rewards are stored plainly");
+        let mut bad = clean.clone();
+        for (k, chunk) in bad[at..at + 64].chunks_mut(4).enumerate() {
+            chunk.copy_from_slice(&(1000.0 + k as f32).to_le_bytes());
+        }
+        std::fs::write(&path, &bad).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("d.parquet") && err.contains("checksum") && err.contains("corrupted"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -101,6 +101,19 @@ pub fn known_env(env_id: &str) -> Option<&'static KnownEnv> {
         .find(|e| e.family.eq_ignore_ascii_case(family))
 }
 
+/// `(obs_dim, act_dim)` of an environment known without Python: the [`KNOWN_ENVS`] table, else
+/// the native environments. `None` for others (a gymnasium id this build cannot check cheaply).
+pub fn env_dims(env_id: &str) -> Option<(usize, usize)> {
+    if let Some(k) = known_env(env_id) {
+        return Some((k.obs_dim, k.act_dim));
+    }
+    if !crate::envs::NATIVE_IDS.contains(&env_id) {
+        return None;
+    }
+    let env = crate::envs::make(env_id).ok()?;
+    Some((env.observation_space().dim(), env.action_space().dim()))
+}
+
 /// D4RL reference returns for an environment, if known.
 pub fn reference_scores_for(env_id: &str) -> Option<ReferenceScores> {
     known_env(env_id).and_then(|e| e.reference_scores)
@@ -266,18 +279,13 @@ impl Dataset {
         out
     }
 
-    /// A 64-bit FNV-1a hash of every column's bytes (and the dims), as 16 hex digits: equal
-    /// for the same transitions, different (with overwhelming probability) otherwise. Stable
-    /// across machines and versions (unlike `std`'s hashers), so checkpoints can record it.
+    /// The [`crate::checksum`] of every column's bytes (and the dims): equal for the same
+    /// transitions, different (with overwhelming probability) otherwise. Checkpoints record it
+    /// (resume refuses other data) and dataset files carry it (loading detects corruption).
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
-        eat(&(self.obs_dim() as u64).to_le_bytes());
-        eat(&(self.act_dim() as u64).to_le_bytes());
+        let mut h = crate::checksum::Fnv1a::new();
+        h.update(&(self.obs_dim() as u64).to_le_bytes());
+        h.update(&(self.act_dim() as u64).to_le_bytes());
         for col in [
             &self.observations,
             &self.actions,
@@ -285,15 +293,15 @@ impl Dataset {
             &self.next_observations,
         ] {
             for v in col.iter() {
-                eat(&v.to_bits().to_le_bytes());
+                h.update(&v.to_bits().to_le_bytes());
             }
         }
         for flags in [&self.terminals, &self.timeouts] {
             for &f in flags.iter() {
-                eat(&[u8::from(f)]);
+                h.update(&[u8::from(f)]);
             }
         }
-        format!("{h:016x}")
+        h.hex()
     }
 
     /// Hold out whole episodes: `(train, held_out)` with `round(fraction × episodes)` episodes
@@ -386,6 +394,16 @@ impl Dataset {
                 "metadata action bounds are inverted or NaN at dim {j}: low {} > high {}",
                 m.action_low[j], m.action_high[j]
             ));
+        }
+        if let Some((obs, act)) = env_dims(&m.env_id) {
+            if (obs, act) != (m.obs_dim, m.act_dim) {
+                return bad(format!(
+                    "metadata names the environment `{}` (obs {obs} / act {act}), but the data \
+                     has obs_dim {} / act_dim {}: the env_id is wrong, or the data comes from \
+                     another environment",
+                    m.env_id, m.obs_dim, m.act_dim
+                ));
+            }
         }
         if let Some((col, row, dim, v)) = self.first_non_finite() {
             return bad(format!(
@@ -603,6 +621,28 @@ pub(crate) mod tests {
     const N: (bool, bool) = (false, false);
     const TERM: (bool, bool) = (true, false);
     const TOUT: (bool, bool) = (false, true);
+
+    /// Metadata naming an environment whose spaces do not fit the data is refused when the
+    /// dataset is checked (on save and load), not at the first evaluation.
+    #[test]
+    fn an_env_id_that_does_not_fit_the_data_is_named() {
+        let mut d = toy(&[1.0, 2.0], &[N, TERM]);
+        d.validate().unwrap();
+        for (env, dims) in [
+            ("Hopper-v5", "obs 11 / act 3"),
+            ("Nav2d-v0", "obs 2 / act 2"),
+        ] {
+            d.meta.env_id = env.into();
+            let err = d.validate().unwrap_err().to_string();
+            assert!(
+                err.contains(env) && err.contains(dims) && err.contains("obs_dim 2 / act_dim 1"),
+                "{err}"
+            );
+        }
+        // Nav2d's spaces are obs 2 / act 2: a 2/2 dataset naming it is fine.
+        assert_eq!(env_dims("Nav2d-v0"), Some((2, 2)));
+        assert_eq!(env_dims("Unknown-v9"), None);
+    }
 
     #[test]
     fn episodes_end_at_terminals_timeouts_and_last_row() {

@@ -3,6 +3,7 @@
 //! (`policy.bpk`, `policy.optim.bpk`, ...). A folder is written under a temporary name and renamed,
 //! so a killed run never leaves a half-written checkpoint; `latest` finds the newest complete one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -10,6 +11,9 @@ use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// Name prefix of a checkpoint folder being written.
+const PARTIAL: &str = ".partial-";
 
 /// Version of the checkpoint layout.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -26,6 +30,11 @@ pub struct CheckpointMeta {
     /// Anything else the algorithm needs to rebuild itself (dims, normalisation statistics, ...).
     #[serde(default)]
     pub extra: serde_json::Value,
+    /// Each part's [`crate::checksum`], filled in by [`Checkpoint::save`] and verified by
+    /// [`Checkpoint::part`] (so by loading and resuming). Empty in checkpoints written before
+    /// checksums: those load unverified.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
 }
 
 /// A checkpoint folder on disk.
@@ -49,7 +58,7 @@ pub fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
 }
 
 impl Checkpoint {
-    /// Write a checkpoint folder `dir` atomically.
+    /// Write a checkpoint folder `dir` atomically, recording each part's checksum in its metadata.
     pub fn save(
         dir: &Path,
         meta: &CheckpointMeta,
@@ -57,8 +66,11 @@ impl Checkpoint {
     ) -> Result<Checkpoint> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        // A folder left by a run killed while saving is removed by the next save.
+        crate::output::sweep_stale(parent, PARTIAL);
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".partial-");
+        let prefix = crate::output::temp_prefix(PARTIAL);
+        builder.prefix(&prefix);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -68,7 +80,12 @@ impl Checkpoint {
         let tmp = builder
             .tempdir_in(parent)
             .map_err(|e| Error::io(parent, e))?;
-        let meta_json = serde_json::to_vec_pretty(meta).expect("metadata serialises");
+        let mut meta = meta.clone();
+        meta.checksums = parts
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), crate::checksum::of(bytes)))
+            .collect();
+        let meta_json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         std::fs::write(tmp.path().join("meta.json"), meta_json).map_err(|e| Error::io(dir, e))?;
         for (name, bytes) in parts {
             let file = tmp.path().join(format!("{name}.bpk"));
@@ -81,7 +98,7 @@ impl Checkpoint {
         std::fs::rename(&tmp_path, dir).map_err(|e| Error::io(dir, e))?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
-            meta: meta.clone(),
+            meta,
         })
     }
 
@@ -118,10 +135,29 @@ impl Checkpoint {
         })
     }
 
-    /// The raw bytes of one part.
+    /// The raw bytes of one part, checked against the checksum its metadata records.
     pub fn part(&self, name: &str) -> Result<Vec<u8>> {
         let file = self.dir.join(format!("{name}.bpk"));
-        std::fs::read(&file).map_err(|e| Error::io(&file, e))
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        if self.meta.checksums.is_empty() {
+            return Ok(bytes); // written before checksums
+        }
+        let bad = |message: String| Error::Checkpoint {
+            path: file.clone(),
+            message,
+        };
+        let recorded = self.meta.checksums.get(name).ok_or_else(|| {
+            bad("meta.json records no checksum for this part: the checkpoint was altered".into())
+        })?;
+        let content = crate::checksum::of(&bytes);
+        if &content != recorded {
+            return Err(bad(format!(
+                "the parameters do not match the checksum in meta.json (recorded {recorded}, \
+                 content {content}): the file is corrupted or was altered; restore it, or delete \
+                 this checkpoint folder to resume from the one before"
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Load one part's parameters into `module` (built from the checkpoint's config).
@@ -222,6 +258,7 @@ mod tests {
             step: 5,
             config: serde_json::json!({"width": 8}),
             extra: serde_json::Value::Null,
+            checksums: BTreeMap::new(),
         };
         let ck_dir = Checkpoint::dir_for_step(dir.path(), 5);
         Checkpoint::save(&ck_dir, &meta, &[("mlp", module_bytes(&mlp).unwrap())]).unwrap();
@@ -231,7 +268,8 @@ mod tests {
         );
 
         let ck = Checkpoint::open(&ck_dir, Some("test")).unwrap();
-        assert_eq!(ck.meta, meta);
+        assert_eq!(ck.meta.config, meta.config);
+        assert_eq!(ck.meta.checksums.len(), 1);
         // A freshly initialised model differs; loading must make it identical.
         let fresh = cfg.init(&device);
         let loaded = ck.load_module("mlp", fresh).unwrap();
@@ -244,6 +282,21 @@ mod tests {
         assert_eq!(a, b);
 
         assert!(Checkpoint::open(&ck_dir, Some("iql")).is_err());
+
+        // Altered weights (same size, one byte changed) are refused, naming the part.
+        let file = ck_dir.join("mlp.bpk");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&file, &bytes).unwrap();
+        let err = Checkpoint::open(&ck_dir, None)
+            .unwrap()
+            .load_module("mlp", cfg.init(&device))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mlp.bpk") && err.contains("checksum"), "{err}");
+        bytes[last] ^= 0x40;
+        std::fs::write(&file, &bytes).unwrap();
 
         // Pruning keeps the newest.
         let later = Checkpoint::dir_for_step(dir.path(), 12);

@@ -110,9 +110,11 @@ pub fn fit(
             super::ensure_finite(step, name, value)?;
         }
         let done = step + 1;
+        let mut evaluated = false;
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
             if let Some(hook) = eval.as_mut() {
                 metrics.extend(hook(done, &*algo)?);
+                evaluated = true;
             }
         }
         let checkpoint_now =
@@ -120,7 +122,8 @@ pub fn fit(
         if checkpoint_now {
             metrics.extend(algo.diagnostics(&probe)?);
         }
-        if done % cfg.log_every == 0 || checkpoint_now {
+        // Evaluations are always logged: the metrics are where learning curves are read from.
+        if done % cfg.log_every == 0 || checkpoint_now || evaluated {
             run.log(done, &metrics)?;
             if let Some((name, value)) = metrics.first() {
                 bar.set_message(format!("{name} {value:.4}"));
@@ -159,6 +162,7 @@ pub fn save_checkpoint(
         step,
         config: run_config.clone(),
         extra: json!({ "spec": algo.spec(), "state": snap.state, "dataset": dataset }),
+        checksums: Default::default(),
     };
     let parts: Vec<(&str, Vec<u8>)> = snap
         .parts
