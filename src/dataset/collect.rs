@@ -92,6 +92,7 @@ pub fn rollout(
 
 /// Library versions behind an environment, for provenance.
 pub fn env_versions(env_id: &str) -> Result<Value> {
+    #[cfg_attr(not(feature = "python"), allow(unused_mut))]
     let mut v = json!({ "offrl": env!("CARGO_PKG_VERSION") });
     if !envs::NATIVE_IDS.contains(&env_id) {
         #[cfg(feature = "python")]

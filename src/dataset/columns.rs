@@ -159,18 +159,28 @@ fn import_table(format: ImportFormat, file: &Path, opts: &ImportOptions) -> Resu
         ImportFormat::Arrow => read_arrow(file)?,
         _ => read_npz(file)?,
     };
-    let spaces = table_spaces(file, &cols, opts)?;
-    let converted = cols.converted.clone();
-    assemble(
-        file,
-        cols,
-        &spaces,
-        json!({
-            "importer": format!("{format:?}").to_lowercase(),
-            "file": absolute(file),
-            "converted": converted,
-        }),
-    )
+    let source = json!({
+        "importer": format!("{format:?}").to_lowercase(),
+        "file": absolute(file),
+        "converted": cols.converted,
+    });
+    from_columns(file, cols, opts, source)
+}
+
+/// Columns already in memory (read from a table file, or handed over by the Python package) →
+/// a checked [`Dataset`]: the spaces of `opts.env` (else the data's own dims and a symmetric
+/// bound), then [`assemble`]. `origin` names them in errors.
+pub fn from_columns(
+    origin: &Path,
+    cols: Columns,
+    opts: &ImportOptions,
+    source: serde_json::Value,
+) -> Result<Dataset> {
+    let spaces = table_spaces(origin, &cols, opts)?;
+    let data = assemble(origin, cols, &spaces, source)?;
+    data.validate()
+        .map_err(|e| Error::format(origin, e.to_string()))?;
+    Ok(data)
 }
 
 /// The spaces of a table file: the environment's (`--env`), else the data's own dims (checked

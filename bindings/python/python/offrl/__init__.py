@@ -1,0 +1,16 @@
+"""offrl from Python: offline RL with diffusion priors, IQL critics and RTB fine-tuning.
+
+    import offrl
+    data = offrl.Dataset.from_parquet("hopper-medium.parquet")   # or from_numpy(...)
+    iql = offrl.Algorithm("iql", sets=["train.steps=100000"], seed=0)
+    iql.fit(data, logdir="runs/iql")                                # resumes if run again
+    actions = iql.predict(observations)                             # [n, act_dim] float32
+    iql.save("iql.ckpt"); same = offrl.load("iql.ckpt")
+
+Datasets, configs, run directories and checkpoints are the CLI's: a model trained with
+`offrl train` opens with `offrl.load(run_dir)`, and one trained here with `offrl eval`.
+"""
+
+from ._offrl import Algorithm, Dataset, __version__, algorithms, collect, load
+
+__all__ = ["Algorithm", "Dataset", "algorithms", "collect", "load", "__version__"]

@@ -1,0 +1,464 @@
+//! `import offrl`: the library from Python, shaped like d3rlpy (datasets in, `fit`, `predict`,
+//! `save`/`load`). A thin layer: datasets, algorithms, configs, run directories and
+//! checkpoints are offrl's own, so a model trained by the CLI opens here and the other way round.
+//! Arrays come in through NumPy's own conversion (`ascontiguousarray(x, float32)`: no copy when
+//! they already are C-ordered float32) and go out as NumPy arrays owning offrl's buffers.
+
+use std::path::{Path, PathBuf};
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use offrl::algos::{self, AlgoKind};
+use offrl::backend::BackendKind;
+use offrl::dataset::columns::{Column, Columns, ImportOptions};
+use offrl::dataset::{io, Dataset as Data};
+use offrl::policy::Policy;
+use offrl::train::OfflineAlgorithm;
+
+/// offrl's errors as Python's: a missing file is `FileNotFoundError`, everything else (bad
+/// values, configs, data) `ValueError`; the message is the CLI's.
+fn py_err(e: impl Into<anyhow::Error>) -> PyErr {
+    let e: anyhow::Error = e.into();
+    let missing = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    });
+    let text = offrl::cli::error_report(&e);
+    if missing {
+        PyFileNotFoundError::new_err(text)
+    } else {
+        PyValueError::new_err(text)
+    }
+}
+
+/// A dataset of transitions (D4RL's columns), in memory.
+#[pyclass(name = "Dataset", module = "offrl")]
+struct Dataset {
+    inner: Data,
+}
+
+#[pymethods]
+impl Dataset {
+    /// Load an offrl Parquet file (what `offrl dataset make/import/collect` write).
+    #[staticmethod]
+    fn from_parquet(path: PathBuf) -> PyResult<Self> {
+        io::load(&path).map(|inner| Self { inner }).map_err(py_err)
+    }
+
+    /// Arrays in D4RL's layout (any numeric dtype; floats become float32, flags bool). Without
+    /// `next_observations` the next row's observation is used and rows ending in a time-out
+    /// are dropped, as D4RL's `qlearning_dataset` does. `env` (e.g. "Hopper-v5") gives the
+    /// action bounds and reference returns; without it, `action_bound` (default: 1 when every
+    /// action lies in [-1, 1]).
+    #[staticmethod]
+    #[pyo3(signature = (observations, actions, rewards, terminals, timeouts=None, next_observations=None, env=None, action_bound=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_numpy(
+        py: Python<'_>,
+        observations: &Bound<'_, PyAny>,
+        actions: &Bound<'_, PyAny>,
+        rewards: &Bound<'_, PyAny>,
+        terminals: &Bound<'_, PyAny>,
+        timeouts: Option<&Bound<'_, PyAny>>,
+        next_observations: Option<&Bound<'_, PyAny>>,
+        env: Option<String>,
+        action_bound: Option<f32>,
+    ) -> PyResult<Self> {
+        let mut cols = Columns {
+            noun: "array",
+            ..Default::default()
+        };
+        let mut arrays = vec![
+            ("observations", observations, 2),
+            ("actions", actions, 2),
+            ("rewards", rewards, 1),
+            ("terminals", terminals, 0),
+        ];
+        if let Some(t) = timeouts {
+            arrays.push(("timeouts", t, 0));
+        }
+        if let Some(n) = next_observations {
+            arrays.push(("next_observations", n, 2));
+        }
+        for (name, array, ndim) in arrays {
+            cols.found.push(name.to_string());
+            cols.by_name
+                .insert(name.to_string(), column(py, name, array, ndim)?);
+        }
+        let opts = ImportOptions {
+            env,
+            action_bound,
+            ..Default::default()
+        };
+        let source = serde_json::json!({ "importer": "python", "from": "numpy arrays" });
+        let origin = Path::new("<numpy arrays>");
+        let data =
+            offrl::dataset::columns::from_columns(origin, cols, &opts, source).map_err(py_err)?;
+        Ok(Self { inner: data })
+    }
+
+    /// Write an offrl Parquet file (atomically; the CLI reads it).
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        io::save(&self.inner, &path).map_err(py_err)
+    }
+
+    /// The columns as NumPy arrays (a dict of D4RL's names).
+    fn to_numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = &self.inner;
+        let n = d.len();
+        let out = PyDict::new(py);
+        let matrix = |v: &[f32], w: usize| -> PyResult<Bound<'py, PyArray2<f32>>> {
+            let a = Array2::from_shape_vec((n, w), v.to_vec()).map_err(py_err_shape)?;
+            Ok(a.into_pyarray(py))
+        };
+        out.set_item("observations", matrix(&d.observations, d.obs_dim())?)?;
+        out.set_item("actions", matrix(&d.actions, d.act_dim())?)?;
+        out.set_item("rewards", PyArray1::from_slice(py, &d.rewards))?;
+        out.set_item(
+            "next_observations",
+            matrix(&d.next_observations, d.obs_dim())?,
+        )?;
+        out.set_item("terminals", PyArray1::from_slice(py, &d.terminals))?;
+        out.set_item("timeouts", PyArray1::from_slice(py, &d.timeouts))?;
+        Ok(out)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[getter]
+    fn env_id(&self) -> String {
+        self.inner.meta.env_id.clone()
+    }
+
+    #[getter]
+    fn obs_dim(&self) -> usize {
+        self.inner.obs_dim()
+    }
+
+    #[getter]
+    fn act_dim(&self) -> usize {
+        self.inner.act_dim()
+    }
+
+    /// Undiscounted return of every episode.
+    fn episode_returns(&self) -> Vec<f64> {
+        self.inner.episode_returns()
+    }
+
+    /// The content checksum (what checkpoints record to refuse resuming on other data).
+    fn fingerprint(&self) -> String {
+        self.inner.fingerprint()
+    }
+
+    fn __repr__(&self) -> String {
+        let d = &self.inner;
+        format!(
+            "offrl.Dataset({} transitions of {}, obs_dim {}, act_dim {}, {} episodes)",
+            d.len(),
+            d.meta.env_id,
+            d.obs_dim(),
+            d.act_dim(),
+            d.episodes().len()
+        )
+    }
+}
+
+fn py_err_shape(e: numpy::ndarray::ShapeError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// `array` as a C-ordered float32 NumPy array (a view when it already is one).
+fn float32<'py>(py: Python<'py>, array: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    py.import("numpy")?
+        .call_method1("ascontiguousarray", (array, "float32"))
+}
+
+/// One D4RL column from a NumPy-like array: `ndim` 2 for vectors (a 1-D array is one value per
+/// row), 1 for rewards, 0 for flags (nonzero is true).
+fn column(py: Python<'_>, name: &str, array: &Bound<'_, PyAny>, ndim: usize) -> PyResult<Column> {
+    let np = py.import("numpy")?;
+    let a = if ndim == 0 {
+        float32(py, &np.call_method1("not_equal", (array, 0))?)?
+    } else {
+        float32(py, array)?
+    };
+    let a: PyReadonlyArrayDyn<'_, f32> = a.extract()?;
+    let shape = a.shape().to_vec();
+    let (rows, width) = match (ndim, shape.as_slice()) {
+        (2, [rows, width]) => (*rows, *width),
+        (2, [rows]) => (*rows, 1),
+        (0 | 1, [rows]) => (*rows, 1),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "`{name}` has shape {shape:?}, expected {}",
+                if ndim == 2 { "[rows, dim]" } else { "[rows]" }
+            )))
+        }
+    };
+    Ok(Column {
+        values: a.as_slice()?.to_vec(),
+        rows,
+        width,
+    })
+}
+
+/// Roll a behaviour policy out in an environment: `offrl collect` as a function.
+#[pyfunction]
+#[pyo3(signature = (env, policy, steps, noise=0.0, seed=0, stochastic=false))]
+fn collect(
+    env: &str,
+    policy: &str,
+    steps: usize,
+    noise: f32,
+    seed: u64,
+    stochastic: bool,
+) -> PyResult<Dataset> {
+    let part = offrl::dataset::registry::CollectPart {
+        policy: policy.to_string(),
+        steps,
+        stochastic,
+        noise,
+    };
+    offrl::dataset::collect::collect(env, &[part], seed, 1.0, None, false)
+        .map(|inner| Dataset { inner })
+        .map_err(py_err)
+}
+
+/// An algorithm by name (`offrl.algorithms()` lists them) with its config: the defaults, a
+/// config file or built-in config name, then `key=value` overrides — as `offrl train` takes them.
+#[pyclass(name = "Algorithm", module = "offrl", unsendable)]
+struct Algorithm {
+    name: String,
+    kind: AlgoKind,
+    config: serde_json::Value,
+    seed: u64,
+    trained: Option<Box<dyn OfflineAlgorithm>>,
+    policy: Option<Box<dyn Policy>>,
+    run_dir: Option<PathBuf>,
+}
+
+impl Algorithm {
+    fn trained(&self) -> PyResult<&dyn OfflineAlgorithm> {
+        self.trained.as_deref().ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{} is not trained: call fit(dataset, ...) or offrl.load(path) first",
+                self.name
+            ))
+        })
+    }
+
+    fn from_trained(algo: Box<dyn OfflineAlgorithm>, run_dir: Option<PathBuf>) -> PyResult<Self> {
+        let name = algo.name().to_string();
+        let info = algos::ALGORITHMS
+            .iter()
+            .find(|a| a.trained.is_some_and(|k| k.name() == name))
+            .ok_or_else(|| PyValueError::new_err(format!("unknown model kind `{name}`")))?;
+        Ok(Self {
+            name: info.name.to_string(),
+            kind: info.trained.expect("found by its kind"),
+            config: serde_json::Value::Null,
+            seed: 0,
+            trained: Some(algo),
+            policy: None,
+            run_dir,
+        })
+    }
+}
+
+#[pymethods]
+impl Algorithm {
+    #[new]
+    #[pyo3(signature = (name, config=None, sets=Vec::new(), seed=0))]
+    fn new(name: &str, config: Option<PathBuf>, sets: Vec<String>, seed: u64) -> PyResult<Self> {
+        let info = algos::algorithm(name).map_err(py_err)?;
+        let kind = info.trained.ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "`{name}` is composed from trained models ({}), not trained itself",
+                info.needs.join(", ")
+            ))
+        })?;
+        let config = offrl::config::resolve(&kind.default_config(), config.as_deref(), &sets)
+            .map_err(py_err)?;
+        Ok(Self {
+            name: info.name.to_string(),
+            kind,
+            config,
+            seed,
+            trained: None,
+            policy: None,
+            run_dir: None,
+        })
+    }
+
+    /// Train on `dataset` for `n_steps` updates (default: the config's `train.steps`) into the
+    /// run directory `logdir` (metrics.jsonl, plots, checkpoints); training the same `logdir`
+    /// again resumes it.
+    #[pyo3(signature = (dataset, logdir, n_steps=None))]
+    fn fit(&mut self, dataset: &Dataset, logdir: PathBuf, n_steps: Option<usize>) -> PyResult<()> {
+        let mut config = self.config.clone();
+        if let Some(steps) = n_steps {
+            config["train"]["steps"] = steps.into();
+        }
+        let device = BackendKind::Flex.train_device().map_err(py_err)?;
+        let algo = algos::train(
+            self.kind,
+            &config,
+            &dataset.inner,
+            &logdir,
+            self.seed,
+            &device,
+            None,
+        )
+        .map_err(py_err)?;
+        self.config = config;
+        self.trained = Some(algo);
+        self.policy = None;
+        self.run_dir = Some(logdir);
+        Ok(())
+    }
+
+    /// Actions for one observation `[obs_dim]` or a batch `[n, obs_dim]` (any float dtype; a
+    /// C-ordered float32 batch is read in place): float32 `[act_dim]` or `[n, act_dim]`.
+    fn predict<'py>(
+        &mut self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = self.trained()?.spec();
+        let (obs_dim, act_dim) = (spec.obs_dim, spec.act_dim);
+        let a = float32(py, obs)?;
+        let a: PyReadonlyArrayDyn<'py, f32> = a.extract()?;
+        let (n, single) = match a.shape() {
+            [w] if *w == obs_dim => (1, true),
+            [n, w] if *w == obs_dim => (*n, false),
+            shape => {
+                return Err(PyValueError::new_err(format!(
+                    "observations of shape {shape:?}: the model takes [{obs_dim}] or [n, {obs_dim}]"
+                )))
+            }
+        };
+        if self.policy.is_none() {
+            self.policy = Some(self.trained()?.policy().map_err(py_err)?);
+        }
+        let policy = self.policy.as_mut().expect("set above");
+        let actions = policy.act(a.as_slice()?, n).map_err(py_err)?;
+        if single {
+            return Ok(PyArray1::from_vec(py, actions).into_any());
+        }
+        let a = Array2::from_shape_vec((n, act_dim), actions).map_err(py_err_shape)?;
+        Ok(a.into_pyarray(py).into_any())
+    }
+
+    /// Episodes in an environment by id (native, or gymnasium's through the CLI's bridge when
+    /// built in): the mean, std, per-episode returns and the D4RL-normalised score if known.
+    #[pyo3(signature = (env, episodes=10, seed=0, n_envs=10))]
+    fn evaluate<'py>(
+        &mut self,
+        py: Python<'py>,
+        env: &str,
+        episodes: usize,
+        seed: u64,
+        n_envs: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut policy = self.trained()?.policy().map_err(py_err)?;
+        let reference = offrl::dataset::reference_scores_for(env);
+        let report = offrl::eval::evaluate(
+            policy.as_mut(),
+            || offrl::envs::make(env),
+            n_envs.min(episodes).max(1),
+            episodes,
+            seed,
+            reference,
+        )
+        .map_err(py_err)?;
+        let out = PyDict::new(py);
+        out.set_item("mean", report.mean)?;
+        out.set_item("std", report.std)?;
+        out.set_item("returns", report.returns)?;
+        out.set_item("normalized", report.normalized)?;
+        Ok(out)
+    }
+
+    /// Copy the newest checkpoint of the run to `path` (a checkpoint folder that `offrl.load`
+    /// and `offrl eval --checkpoint` open).
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        self.trained()?;
+        let run = self.run_dir.as_ref().ok_or_else(|| {
+            PyValueError::new_err("this model was loaded, not trained here: it is saved already")
+        })?;
+        let newest = offrl::train::checkpoint::Checkpoint::resolve(run).map_err(py_err)?;
+        copy_dir(&newest, &path).map_err(py_err)
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resolved config (as the run directory records it).
+    #[getter]
+    fn config(&self) -> String {
+        self.config.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.trained.is_some() {
+            "trained"
+        } else {
+            "untrained"
+        };
+        format!("offrl.Algorithm({:?}, {state})", self.name)
+    }
+}
+
+/// Copy a checkpoint folder (flat: meta.json and the parts) to `to`, which must not exist.
+fn copy_dir(from: &Path, to: &Path) -> offrl::Result<()> {
+    if to.exists() {
+        return Err(offrl::Error::Config(format!(
+            "{} exists: save into a new folder",
+            to.display()
+        )));
+    }
+    std::fs::create_dir_all(to).map_err(|e| offrl::Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| offrl::Error::io(from, e))? {
+        let entry = entry.map_err(|e| offrl::Error::io(from, e))?;
+        let target = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &target).map_err(|e| offrl::Error::io(&target, e))?;
+    }
+    Ok(())
+}
+
+/// A trained model from a run directory (its newest checkpoint) or a checkpoint folder.
+#[pyfunction]
+fn load(path: PathBuf) -> PyResult<Algorithm> {
+    let device = BackendKind::Flex.train_device().map_err(py_err)?;
+    let algo = algos::load(&path, &device).map_err(py_err)?;
+    Algorithm::from_trained(algo, None)
+}
+
+/// `(name, summary, needs)` of every algorithm.
+#[pyfunction]
+fn algorithms() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
+    algos::ALGORITHMS
+        .iter()
+        .map(|a| (a.name, a.summary, a.needs.to_vec()))
+        .collect()
+}
+
+#[pymodule]
+fn _offrl(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    offrl::backend::init_cpu_runtime();
+    m.add_class::<Dataset>()?;
+    m.add_class::<Algorithm>()?;
+    m.add_function(wrap_pyfunction!(collect, m)?)?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(algorithms, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

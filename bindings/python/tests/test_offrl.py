@@ -1,0 +1,98 @@
+"""The Python package against known answers: round trips, a short fit, save/load, the CLI's
+models, bad input."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import offrl
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    return offrl.collect("Pendulum-v1", "pendulum-swingup", steps=1000, noise=0.5, seed=0)
+
+
+def test_numpy_and_parquet_round_trips(pendulum, tmp_path):
+    cols = pendulum.to_numpy()
+    assert cols["observations"].shape == (1000, 3) and cols["observations"].dtype == np.float32
+    assert cols["terminals"].dtype == np.bool_
+    again = offrl.Dataset.from_numpy(env="Pendulum-v1", **cols)
+    assert again.fingerprint() == pendulum.fingerprint()
+    path = tmp_path / "p.parquet"
+    pendulum.save(str(path))
+    back = offrl.Dataset.from_parquet(str(path))
+    assert back.fingerprint() == pendulum.fingerprint()
+    assert len(back) == 1000 and back.env_id == "Pendulum-v1" and back.act_dim == 1
+    # float64 input converts; without next_observations the next row's is taken (D4RL's rule).
+    d = offrl.Dataset.from_numpy(cols["observations"].astype(np.float64), cols["actions"],
+                                 cols["rewards"], cols["terminals"], cols["timeouts"],
+                                 action_bound=2.0)
+    assert len(d) == 1000 - int(cols["timeouts"].sum()) - (0 if cols["timeouts"][-1] else 1)
+
+
+def test_fit_predict_save_load(pendulum, tmp_path):
+    bc = offrl.Algorithm("bc", sets=["actor_net.width=16", "train.batch_size=32"], seed=3)
+    bc.fit(pendulum, logdir=str(tmp_path / "bc"), n_steps=30)
+    obs = pendulum.to_numpy()["observations"][:256]
+    act = bc.predict(obs)
+    assert act.shape == (256, 1) and act.dtype == np.float32
+    assert np.all(np.abs(act) <= 2.0)
+    bc.save(str(tmp_path / "bc.ckpt"))
+    same = offrl.load(str(tmp_path / "bc.ckpt"))
+    assert same.name == "bc"
+    np.testing.assert_array_equal(same.predict(obs), act)
+    from_run = offrl.load(str(tmp_path / "bc"))
+    np.testing.assert_array_equal(from_run.predict(obs), act)
+    report = bc.evaluate("Pendulum-v1", episodes=2, seed=0)
+    assert len(report["returns"]) == 2
+
+
+def test_a_cli_model_opens_here_and_the_other_way(pendulum, tmp_path):
+    exe = os.environ.get("OFFRL_BIN") or shutil.which("offrl")
+    for candidate in (ROOT / "target" / "debug" / "offrl", ROOT / "target" / "release" / "offrl"):
+        if exe is None and candidate.exists():
+            exe = str(candidate)
+    if exe is None:
+        pytest.skip("no offrl binary (cargo build, or OFFRL_BIN)")
+    data = tmp_path / "p.parquet"
+    pendulum.save(str(data))
+    run = tmp_path / "cli-bc"
+    subprocess.run([exe, "train", "bc", "--dataset", str(data), "--out", str(run), "--seed", "1",
+                    "--set", "train.steps=20", "--set", "actor_net.width=16",
+                    "--eval-episodes", "0"], check=True, capture_output=True)
+    model = offrl.load(str(run))
+    assert model.predict(np.zeros((4, 3), np.float32)).shape == (4, 1)
+    here = offrl.Algorithm("bc", sets=["actor_net.width=16", "train.steps=20"], seed=1)
+    here.fit(pendulum, logdir=str(tmp_path / "py-bc"))
+    out = tmp_path / "eval.json"
+    subprocess.run([exe, "eval", "--checkpoint", str(tmp_path / "py-bc"), "--episodes", "1",
+                    "--json", str(out)], check=True, capture_output=True)
+    assert json.loads(out.read_text())["kind"] == "bc"
+
+
+def test_bad_input_raises_with_the_cli_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        offrl.Dataset.from_parquet(str(tmp_path / "nope.parquet"))
+    with pytest.raises(ValueError, match="unknown algorithm `sac`"):
+        offrl.Algorithm("sac")
+    with pytest.raises(ValueError, match="lr"):
+        offrl.Algorithm("bc", sets=["lr=-1"]).fit(
+            offrl.collect("Pendulum-v1", "random", steps=50), logdir=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="no environment gives their bounds"):
+        offrl.Dataset.from_numpy(np.zeros((5, 3)), np.full((5, 1), 2.0), np.zeros(5),
+                                 np.zeros(5, bool), np.ones(5, bool))
+    with pytest.raises(ValueError, match="rows"):
+        offrl.Dataset.from_numpy(np.zeros((5, 3)), np.zeros((4, 1)), np.zeros(5),
+                                 np.zeros(5, bool), np.zeros(5, bool))
+    with pytest.raises(ValueError, match="not trained"):
+        offrl.Algorithm("iql").predict(np.zeros((1, 3), np.float32))
+    assert [a[0] for a in offrl.algorithms()] == [
+        "bc", "td3bc", "iql", "cql", "diffusion-bc", "idql", "rtb"]
