@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -16,6 +18,7 @@ use offrl::algos::{self, AlgoKind};
 use offrl::backend::BackendKind;
 use offrl::dataset::columns::{Column, Columns, ImportOptions};
 use offrl::dataset::{io, Dataset as Data};
+use offrl::envs::{BoxSpace, Env, Step};
 use offrl::policy::Policy;
 use offrl::train::OfflineAlgorithm;
 
@@ -355,34 +358,72 @@ impl Algorithm {
         Ok(a.into_pyarray(py).into_any())
     }
 
-    /// Episodes in an environment by id (native, or gymnasium's through the CLI's bridge when
-    /// built in): the mean, std, per-episode returns and the D4RL-normalised score if known.
+    /// Episodes of the policy in `env`: an environment id (native, e.g. "Pendulum-v1"), a
+    /// gymnasium environment object (wrappers and all; one episode at a time), or a callable
+    /// that makes one (called `n_envs` times, stepped together). Returns the mean, std,
+    /// per-episode returns and the D4RL-normalised score when the id has reference returns.
     #[pyo3(signature = (env, episodes=10, seed=0, n_envs=10))]
     fn evaluate<'py>(
         &mut self,
         py: Python<'py>,
-        env: &str,
+        env: &Bound<'py, PyAny>,
         episodes: usize,
         seed: u64,
         n_envs: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut policy = self.trained()?.policy().map_err(py_err)?;
-        let reference = offrl::dataset::reference_scores_for(env);
-        let report = offrl::eval::evaluate(
-            policy.as_mut(),
-            || offrl::envs::make(env),
-            n_envs.min(episodes).max(1),
-            episodes,
-            seed,
-            reference,
-        )
-        .map_err(py_err)?;
+        let (id, report) = if let Ok(id) = env.extract::<String>() {
+            let reference = offrl::dataset::reference_scores_for(&id);
+            let n = n_envs.min(episodes).max(1);
+            let make = || offrl::envs::make(&id);
+            let r = offrl::eval::evaluate(policy.as_mut(), make, n, episodes, seed, reference);
+            (id.clone(), r)
+        } else {
+            let (factory, n) = if env.hasattr("step")? {
+                (None, 1) // one object: its episodes run one after another
+            } else if env.is_callable() {
+                (Some(env), n_envs.min(episodes).max(1))
+            } else {
+                return Err(PyValueError::new_err(
+                    "env: an environment id, a gymnasium environment, or a callable making one",
+                ));
+            };
+            let first = PyEnv::new(py, &factory.map_or_else(|| Ok(env.clone()), |f| f.call0())?)?;
+            let id = first.id.clone();
+            let reference = offrl::dataset::reference_scores_for(&id);
+            let first = std::cell::RefCell::new(Some(first));
+            let make = || -> offrl::Result<Box<dyn Env>> {
+                if let Some(e) = first.borrow_mut().take() {
+                    return Ok(Box::new(e));
+                }
+                let made = match factory {
+                    Some(f) => f.call0().and_then(|e| PyEnv::new(py, &e)),
+                    None => PyEnv::new(py, env),
+                };
+                made.map(|e| Box::new(e) as Box<dyn Env>)
+                    .map_err(|e| offrl::Error::env(&id, e.to_string()))
+            };
+            let r = offrl::eval::evaluate(policy.as_mut(), make, n, episodes, seed, reference);
+            (id.clone(), r)
+        };
+        let report = report.map_err(py_err)?;
         let out = PyDict::new(py);
+        out.set_item("env", id)?;
         out.set_item("mean", report.mean)?;
         out.set_item("std", report.std)?;
         out.set_item("returns", report.returns)?;
+        out.set_item("lengths", report.lengths)?;
         out.set_item("normalized", report.normalized)?;
         Ok(out)
+    }
+
+    /// The policy as a function, for a gymnasium loop: `env.step(model(obs))`.
+    fn __call__<'py>(
+        &mut self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.predict(py, obs)
     }
 
     /// Copy the newest checkpoint of the run to `path` (a checkpoint folder that `offrl.load`
@@ -414,6 +455,109 @@ impl Algorithm {
             "untrained"
         };
         format!("offrl.Algorithm({:?}, {state})", self.name)
+    }
+}
+
+/// A gymnasium environment object handed in from Python, as an offrl [`Env`]: evaluation runs
+/// offrl's loop on the user's own environment (wrappers and all). Python errors inside it
+/// come back as offrl's environment errors, with their text.
+struct PyEnv {
+    env: Py<PyAny>,
+    id: String,
+    observation_space: BoxSpace,
+    action_space: BoxSpace,
+    action_shape: Vec<usize>,
+    max_episode_steps: Option<usize>,
+}
+
+impl PyEnv {
+    fn new(py: Python<'_>, env: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let np = py.import("numpy")?;
+        let flat = |a: Bound<'_, PyAny>| -> PyResult<Vec<f32>> {
+            np.call_method1("asarray", (a, "float32"))?
+                .call_method0("ravel")?
+                .call_method0("tolist")?
+                .extract()
+        };
+        let space = |name: &str| -> PyResult<(BoxSpace, Vec<usize>)> {
+            let s = env.getattr(name)?;
+            let (low, high) = (flat(s.getattr("low")?)?, flat(s.getattr("high")?)?);
+            let shape: Vec<usize> = s.getattr("shape")?.extract()?;
+            Ok((BoxSpace::new(low, high), shape))
+        };
+        let (observation_space, _) = space("observation_space")?;
+        let (action_space, action_shape) = space("action_space")?;
+        let spec = env.getattr("spec").ok().filter(|s| !s.is_none());
+        let id = match &spec {
+            Some(s) => s.getattr("id")?.extract()?,
+            None => env.get_type().name()?.to_string(),
+        };
+        let max_episode_steps = match &spec {
+            Some(s) => s.getattr("max_episode_steps")?.extract()?,
+            None => None,
+        };
+        Ok(Self {
+            env: env.clone().unbind(),
+            id,
+            observation_space,
+            action_space,
+            action_shape,
+            max_episode_steps,
+        })
+    }
+
+    fn observation(&self, py: Python<'_>, obs: Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
+        py.import("numpy")?
+            .call_method1("asarray", (obs, "float32"))?
+            .call_method0("ravel")?
+            .call_method0("tolist")?
+            .extract()
+    }
+
+    fn env_err(&self, e: PyErr) -> offrl::Error {
+        offrl::Error::env(&self.id, e.to_string())
+    }
+}
+
+impl Env for PyEnv {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn observation_space(&self) -> &BoxSpace {
+        &self.observation_space
+    }
+
+    fn action_space(&self) -> &BoxSpace {
+        &self.action_space
+    }
+
+    fn max_episode_steps(&self) -> Option<usize> {
+        self.max_episode_steps
+    }
+
+    fn reset(&mut self, seed: Option<u64>) -> offrl::Result<Vec<f32>> {
+        Python::attach(|py| -> PyResult<Vec<f32>> {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("seed", seed)?;
+            let out = self.env.bind(py).call_method("reset", (), Some(&kwargs))?;
+            self.observation(py, out.get_item(0)?)
+        })
+        .map_err(|e| self.env_err(e))
+    }
+
+    fn step(&mut self, action: &[f32]) -> offrl::Result<Step> {
+        Python::attach(|py| -> PyResult<Step> {
+            let a = PyArray1::from_slice(py, action).reshape(self.action_shape.clone())?;
+            let out = self.env.bind(py).call_method1("step", (a,))?;
+            Ok(Step {
+                obs: self.observation(py, out.get_item(0)?)?,
+                reward: out.get_item(1)?.extract()?,
+                terminated: out.get_item(2)?.extract()?,
+                truncated: out.get_item(3)?.extract()?,
+            })
+        })
+        .map_err(|e| self.env_err(e))
     }
 }
 
