@@ -47,7 +47,12 @@ else:
     rewards = [np.asarray(get(e, "rewards")) for e in eps]
     cols["rewards"] = np.concatenate(rewards)
     cols["terminals"] = np.concatenate([get(e, "terminations") for e in eps])
-    cols["timeouts"] = np.concatenate([get(e, "truncations") for e in eps])
+    # An episode cut without a flag (collection stopped) ends in a time-out, as offrl documents.
+    truncs = [np.array(get(e, "truncations"), bool) for e in eps]
+    for e, t in zip(eps, truncs):
+        if len(t) and not get(e, "terminations")[-1]:
+            t[-1] = True
+    cols["timeouts"] = np.concatenate(truncs)
     lengths = [len(r) for r in rewards]
     # Returns of the rewards as offrl stores them (float32, as D4RL's qlearning_dataset casts).
     returns = [float(r.astype(np.float32).astype(np.float64).sum()) for r in rewards]
@@ -254,4 +259,76 @@ with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "w") as g:
         data.meta.source["dropped_rows_without_next_observation"],
         serde_json::json!(2)
     );
+}
+
+/// Writes one small Pendulum dataset with Minari itself in each of its storages (hdf5, arrow,
+/// parquet) under OUT/<format>: three episodes of 25, 30 and 17 steps, the second ending in a
+/// termination (set by hand: Pendulum never terminates), the last cut without a flag.
+const MINARI_STORAGES: &str = r#"
+import os, sys, warnings
+import numpy as np
+import gymnasium as gym
+out = sys.argv[1]
+os.environ["MINARI_DATASETS_PATH"] = out
+warnings.simplefilter("ignore")
+import minari
+from minari.data_collector import EpisodeBuffer
+env = gym.make("Pendulum-v1")
+env.action_space.seed(0)
+buffers = []
+for ep, steps in enumerate([25, 30, 17]):
+    o, _ = env.reset(seed=ep)
+    obs, acts, rews = [o], [], []
+    for t in range(steps):
+        a = env.action_space.sample()
+        o, r, _, _, _ = env.step(a)
+        obs.append(o); acts.append(a); rews.append(r)
+    term = np.zeros(steps, bool); trunc = np.zeros(steps, bool)
+    if ep == 0: trunc[-1] = True
+    if ep == 1: term[-1] = True
+    buffers.append(EpisodeBuffer(id=ep, observations=np.array(obs), actions=np.array(acts),
+                                 rewards=np.array(rews), terminations=term, truncations=trunc))
+for fmt in ("hdf5", "arrow", "parquet"):
+    minari.create_dataset_from_buffers(f"offrl/{fmt}-v0", buffers, env=env,
+                                       algorithm_name="random", data_format=fmt)
+"#;
+
+/// Minari's arrow and parquet storages import natively (no Python in the reading), every value
+/// as Minari itself reads it, and equal to the same episodes in its HDF5 storage.
+#[test]
+fn minari_storages_import_exactly() {
+    let Some(py) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    run_python(&py, MINARI_STORAGES, &[dir.path().to_str().unwrap()]);
+    let mut imported = Vec::new();
+    for fmt in ["hdf5", "arrow", "parquet"] {
+        let src = dir.path().join(format!("offrl/{fmt}-v0"));
+        let file = dir.path().join(format!("{fmt}.parquet"));
+        let run = offrl(&[
+            "dataset",
+            "import",
+            "--format",
+            "minari",
+            src.to_str().unwrap(),
+            "-o",
+            file.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{fmt}: {}", stderr(&run));
+        let data = io::load(&file).unwrap();
+        let reference = check_against_reference(&py, "minari", &src, &data);
+        assert_eq!(reference.reader, "minari");
+        assert_eq!(data.len(), 25 + 30 + 17, "{fmt}");
+        assert_eq!(data.meta.source["storage"], fmt);
+        // Episode ends: a truncation, a termination, and a cut marked a time-out.
+        assert!(
+            data.timeouts[24] && data.terminals[54] && data.timeouts[71],
+            "{fmt}"
+        );
+        imported.push(data);
+    }
+    for other in &imported[1..] {
+        assert_eq!(other.fingerprint(), imported[0].fingerprint());
+    }
 }

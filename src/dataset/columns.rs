@@ -49,6 +49,45 @@ pub struct Column {
     pub width: usize,
 }
 
+impl Column {
+    /// No rows yet (its width is set by the first rows appended).
+    pub fn empty() -> Column {
+        Column {
+            values: Vec::new(),
+            rows: 0,
+            width: 0,
+        }
+    }
+
+    /// Append `part`'s rows (read from `file`'s column `name`); widths must agree.
+    pub fn append(&mut self, file: &Path, name: &str, part: Column) -> Result<()> {
+        if self.rows > 0 && part.rows > 0 && part.width != self.width {
+            return Err(Error::format(
+                file,
+                format!(
+                    "column `{name}` has {} values per row in one part, {} in another",
+                    self.width, part.width
+                ),
+            ));
+        }
+        if part.rows > 0 || self.rows == 0 {
+            self.width = part.width;
+        }
+        self.rows += part.rows;
+        self.values.extend(part.values);
+        Ok(())
+    }
+
+    /// Rows `start..end`.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Column {
+        Column {
+            values: self.values[start * self.width..end * self.width].to_vec(),
+            rows: end - start,
+            width: self.width,
+        }
+    }
+}
+
 /// The columns a file holds under D4RL's names, with what reading them converted.
 #[derive(Debug, Default)]
 pub struct Columns {
@@ -105,7 +144,8 @@ pub fn import(format: ImportFormat, file: &Path, opts: &ImportOptions) -> Result
         ImportFormat::Parquet | ImportFormat::Arrow | ImportFormat::Npz => {
             import_table(format, file, opts)?
         }
-        ImportFormat::D4rl | ImportFormat::Minari => hdf5(format, file, opts)?,
+        ImportFormat::Minari => super::minari::import(file, opts.env.as_deref())?,
+        ImportFormat::D4rl => d4rl(file, opts)?,
     };
     if opts.drop_non_finite {
         let dropped = data.drop_non_finite();
@@ -130,24 +170,18 @@ pub fn import(format: ImportFormat, file: &Path, opts: &ImportOptions) -> Result
 }
 
 #[cfg(feature = "python")]
-fn hdf5(format: ImportFormat, file: &Path, opts: &ImportOptions) -> Result<Dataset> {
-    let env = opts.env.as_deref();
-    match format {
-        ImportFormat::D4rl => {
-            let env = env.ok_or_else(|| {
-                Error::Config("D4RL files do not name their environment: pass --env".into())
-            })?;
-            super::import::import_d4rl(file, env)
-        }
-        _ => super::import::import_minari(file, env),
-    }
+fn d4rl(file: &Path, opts: &ImportOptions) -> Result<Dataset> {
+    let env = opts.env.as_deref().ok_or_else(|| {
+        Error::Config("D4RL files do not name their environment: pass --env".into())
+    })?;
+    super::import::import_d4rl(file, env)
 }
 
 #[cfg(not(feature = "python"))]
-fn hdf5(_: ImportFormat, file: &Path, _: &ImportOptions) -> Result<Dataset> {
+fn d4rl(file: &Path, _: &ImportOptions) -> Result<Dataset> {
     Err(Error::Config(format!(
-        "{}: importing HDF5 (d4rl, minari) needs the `python` feature (h5py through pyo3); \
-         Parquet, Arrow and npz files import without it",
+        "{}: importing D4RL HDF5 needs the `python` feature (h5py through pyo3); Parquet, \
+         Arrow and npz files (and Minari's arrow and parquet storages) import without it",
         file.display()
     )))
 }
@@ -439,33 +473,46 @@ fn open(file: &Path) -> Result<File> {
 
 /// A Parquet file written by any writer (pyarrow, pandas, polars, DuckDB, offrl).
 pub fn read_parquet(file: &Path) -> Result<Columns> {
-    let bad = |e: parquet::errors::ParquetError| {
-        Error::format(file, format!("not a readable Parquet file: {e}"))
-    };
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open(file)?)
-            .map_err(bad)?
-            .build()
-            .map_err(bad)?;
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::format(file, format!("not a readable Parquet file: {e}")))?;
-    from_batches(file, &batches)
+    from_batches(file, &parquet_batches(file)?)
 }
 
 /// An Arrow IPC file (Feather v2), or an Arrow IPC stream.
 pub fn read_arrow(file: &Path) -> Result<Columns> {
+    from_batches(file, &arrow_batches(file)?)
+}
+
+/// The record batches of a Parquet file (`.parquet`) or an Arrow IPC file or stream (else).
+pub fn record_batches(file: &Path) -> Result<Vec<RecordBatch>> {
+    if file.extension().is_some_and(|e| e == "parquet") {
+        parquet_batches(file)
+    } else {
+        arrow_batches(file)
+    }
+}
+
+fn parquet_batches(file: &Path) -> Result<Vec<RecordBatch>> {
+    let bad = |e: parquet::errors::ParquetError| {
+        Error::format(file, format!("not a readable Parquet file: {e}"))
+    };
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open(file)?)
+        .map_err(bad)?
+        .build()
+        .map_err(bad)?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::format(file, format!("not a readable Parquet file: {e}")))
+}
+
+fn arrow_batches(file: &Path) -> Result<Vec<RecordBatch>> {
     let bad = |e: arrow_schema::ArrowError| {
         Error::format(file, format!("not a readable Arrow IPC file: {e}"))
     };
-    let batches = match arrow_ipc::reader::FileReader::try_new(open(file)?, None) {
+    match arrow_ipc::reader::FileReader::try_new(open(file)?, None) {
         Ok(reader) => reader.collect::<std::result::Result<Vec<_>, _>>(),
         Err(_) => arrow_ipc::reader::StreamReader::try_new(open(file)?, None)
             .map_err(bad)?
             .collect(),
     }
-    .map_err(bad)?;
-    from_batches(file, &batches)
+    .map_err(bad)
 }
 
 fn from_batches(file: &Path, batches: &[RecordBatch]) -> Result<Columns> {
@@ -484,25 +531,10 @@ fn from_batches(file: &Path, batches: &[RecordBatch]) -> Result<Columns> {
         if !is_wanted(name) {
             continue;
         }
-        let mut col = Column {
-            values: Vec::new(),
-            rows: 0,
-            width: 0,
-        };
+        let mut col = Column::empty();
         for batch in batches {
             let part = array_column(file, name, batch.column(i), &mut cols.converted)?;
-            if col.rows > 0 && part.width != col.width && part.rows > 0 {
-                return Err(Error::format(
-                    file,
-                    format!(
-                        "column `{name}` has {} values per row in one batch, {} in another",
-                        col.width, part.width
-                    ),
-                ));
-            }
-            col.width = part.width;
-            col.rows += part.rows;
-            col.values.extend(part.values);
+            col.append(file, name, part)?;
         }
         cols.converted.dedup();
         per_name.insert(name.clone(), col);
@@ -587,7 +619,7 @@ fn gather_per_dimension(file: &Path, cols: &mut BTreeMap<String, Column>) -> Res
 }
 
 /// One Arrow array as f32 values: scalars (floats, integers, booleans) or lists of floats.
-fn array_column(
+pub(crate) fn array_column(
     file: &Path,
     name: &str,
     col: &ArrayRef,

@@ -10,6 +10,7 @@ pub mod columns;
 pub mod import;
 pub mod io;
 pub mod make;
+pub mod minari;
 pub mod registry;
 pub mod sampler;
 pub mod spec;

@@ -44,7 +44,7 @@ pub enum DataSource {
 pub enum ImportFormat {
     /// D4RL's flat HDF5 layout (observations, actions, rewards, terminals, timeouts, ...).
     D4rl,
-    /// A Minari dataset folder (data/main_data.hdf5 with episode groups + data/metadata.json).
+    /// A Minari dataset folder (data/metadata.json; episodes in its hdf5, arrow or parquet storage).
     Minari,
     /// A Parquet file with D4RL's column names (any writer: pyarrow, pandas, polars, DuckDB).
     Parquet,

@@ -52,6 +52,16 @@ impl Dataset {
         io::load(&path).map(|inner| Self { inner }).map_err(py_err)
     }
 
+    /// A Minari dataset folder (its arrow and parquet storages are read natively; HDF5 needs
+    /// the CLI's `offrl dataset import --format minari`). `env` overrides its env spec's id.
+    #[staticmethod]
+    #[pyo3(signature = (path, env=None))]
+    fn from_minari(path: PathBuf, env: Option<String>) -> PyResult<Self> {
+        offrl::dataset::minari::import(&path, env.as_deref())
+            .map(|inner| Self { inner })
+            .map_err(py_err)
+    }
+
     /// Arrays in D4RL's layout (any numeric dtype; floats become float32, flags bool). Without
     /// `next_observations` the next row's observation is used and rows ending in a time-out
     /// are dropped, as D4RL's `qlearning_dataset` does. `env` (e.g. "Hopper-v5") gives the

@@ -133,3 +133,28 @@ def test_evaluation_on_a_users_gymnasium_env(pendulum, tmp_path):
         obs, reward, terminated, truncated, _ = env.step(bc(obs))
     with pytest.raises(ValueError, match="environment"):
         bc.evaluate(42)
+
+
+def test_a_minari_dataset_in_its_arrow_storage(tmp_path, monkeypatch):
+    minari = pytest.importorskip("minari")
+    gym = pytest.importorskip("gymnasium")
+    from minari.data_collector import EpisodeBuffer
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    env = gym.make("Pendulum-v1")
+    o, _ = env.reset(seed=0)
+    obs, acts, rews = [o], [], []
+    for _ in range(20):
+        a = env.action_space.sample()
+        o, r, _, _, _ = env.step(a)
+        obs.append(o); acts.append(a); rews.append(r)
+    buf = EpisodeBuffer(id=0, observations=np.array(obs), actions=np.array(acts),
+                        rewards=np.array(rews), terminations=np.zeros(20, bool),
+                        truncations=np.eye(20, dtype=bool)[-1])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers("py/arrow-v0", [buf], env=env,
+                                           algorithm_name="random", data_format="arrow")
+    d = offrl.Dataset.from_minari(str(tmp_path / "py" / "arrow-v0"))
+    assert len(d) == 20 and d.env_id == "Pendulum-v1"
+    np.testing.assert_array_equal(d.to_numpy()["rewards"], np.array(rews, np.float32))
