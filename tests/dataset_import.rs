@@ -104,6 +104,21 @@ fn check_against_reference(py: &Path, mode: &str, src: &Path, data: &Dataset) ->
     reference
 }
 
+/// `offrl dataset import --format minari SRC -o FILE`, then the file loaded.
+fn import_minari(src: &Path, file: &Path) -> Dataset {
+    let run = offrl(&[
+        "dataset",
+        "import",
+        "--format",
+        "minari",
+        src.to_str().unwrap(),
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}: {}", src.display(), stderr(&run));
+    io::load(file).unwrap()
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -168,18 +183,7 @@ fn minari_fixture_imports_exactly() {
     };
     let src = shared.join("fixtures/minari/pendulum/expert-imitation-v0");
     let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("pendulum.parquet");
-    let run = offrl(&[
-        "dataset",
-        "import",
-        "--format",
-        "minari",
-        src.to_str().unwrap(),
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    let data = io::load(&file).unwrap();
+    let data = import_minari(&src, &out.path().join("pendulum.parquet"));
     assert_eq!(data.meta.env_id, "Pendulum-v1");
     assert_eq!((data.obs_dim(), data.act_dim()), (3, 1));
     assert_eq!(
@@ -305,18 +309,7 @@ fn minari_storages_import_exactly() {
     let mut imported = Vec::new();
     for fmt in ["hdf5", "arrow", "parquet"] {
         let src = dir.path().join(format!("offrl/{fmt}-v0"));
-        let file = dir.path().join(format!("{fmt}.parquet"));
-        let run = offrl(&[
-            "dataset",
-            "import",
-            "--format",
-            "minari",
-            src.to_str().unwrap(),
-            "-o",
-            file.to_str().unwrap(),
-        ]);
-        assert!(run.status.success(), "{fmt}: {}", stderr(&run));
-        let data = io::load(&file).unwrap();
+        let data = import_minari(&src, &dir.path().join(format!("{fmt}.parquet")));
         let reference = check_against_reference(&py, "minari", &src, &data);
         assert_eq!(reference.reader, "minari");
         assert_eq!(data.len(), 25 + 30 + 17, "{fmt}");

@@ -11,9 +11,7 @@
 use serde_json::{json, Value};
 
 use super::registry::CollectPart;
-use super::{
-    reference_scores_for, Dataset, DatasetBuilder, Metadata, ReferenceScores, FORMAT_VERSION,
-};
+use super::{Dataset, DatasetBuilder, Metadata, ReferenceScores};
 use crate::envs::{self, Env};
 use crate::error::{Error, Result};
 use crate::policy::{self, Policy};
@@ -161,14 +159,13 @@ pub fn collect(
         }));
     }
     bar.finish_and_clear();
-    let meta = Metadata {
-        format_version: FORMAT_VERSION,
-        env_id: env_id.to_string(),
-        obs_dim: obs_space.dim(),
-        act_dim: act_space.dim(),
-        action_low: act_space.low.clone(),
-        action_high: act_space.high.clone(),
-        source: json!({
+    let mut meta = Metadata::new(
+        env_id,
+        obs_space.dim(),
+        act_space.dim(),
+        act_space.low.clone(),
+        act_space.high.clone(),
+        json!({
             "kind": "collect",
             "env_id": env_id,
             "seed": seed,
@@ -177,8 +174,10 @@ pub fn collect(
             "parts": part_records,
             "episode_returns": all_returns,
         }),
-        reference_scores: reference.or_else(|| reference_scores_for(env_id)),
-    };
+    );
+    if reference.is_some() {
+        meta.reference_scores = reference;
+    }
     builder.finish(meta)
 }
 

@@ -38,7 +38,7 @@ use arrow_schema::DataType;
 use serde_json::json;
 
 use super::registry::ImportFormat;
-use super::{known_env, reference_scores_for, Dataset, Metadata, FORMAT_VERSION};
+use super::{known_env, Dataset, Metadata};
 use crate::error::{Error, Result};
 
 /// One column as f32 values, row-major `[rows, width]`.
@@ -415,16 +415,14 @@ pub fn assemble(
         }
     }
     let mut data = Dataset {
-        meta: Metadata {
-            format_version: FORMAT_VERSION,
-            env_id: env_id.clone(),
+        meta: Metadata::new(
+            env_id,
             obs_dim,
             act_dim,
-            action_low: spaces.action_low.clone(),
-            action_high: spaces.action_high.clone(),
+            spaces.action_low.clone(),
+            spaces.action_high.clone(),
             source,
-            reference_scores: reference_scores_for(env_id),
-        },
+        ),
         observations,
         actions: act.values,
         rewards: rew.values,

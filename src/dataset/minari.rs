@@ -18,7 +18,7 @@ use arrow_array::{Array, RecordBatch};
 use serde_json::{json, Value};
 
 use super::columns::{self, Column};
-use super::{known_env, reference_scores_for, Dataset, Metadata, FORMAT_VERSION};
+use super::{known_env, Dataset, Metadata};
 use crate::error::{Error, Result};
 
 /// A Minari dataset's folder and metadata, with what offrl needs from them.
@@ -303,14 +303,13 @@ pub fn build(info: &MinariInfo, ep: Episodes) -> Result<Dataset> {
     }
     let m = &info.meta;
     let mut data = Dataset {
-        meta: Metadata {
-            format_version: FORMAT_VERSION,
-            env_id: env_id.clone(),
+        meta: Metadata::new(
+            env_id,
             obs_dim,
             act_dim,
-            action_low: info.action_low.clone(),
-            action_high: info.action_high.clone(),
-            source: json!({
+            info.action_low.clone(),
+            info.action_high.clone(),
+            json!({
                 "importer": "minari",
                 "storage": info.format,
                 "file": columns::absolute(&ep.file),
@@ -321,8 +320,7 @@ pub fn build(info: &MinariInfo, ep: Episodes) -> Result<Dataset> {
                 "code_permalink": m.get("code_permalink"),
                 "episodes": ep.lengths.len(),
             }),
-            reference_scores: reference_scores_for(env_id),
-        },
+        ),
         observations: ep.observations.values,
         actions: ep.actions.values,
         rewards: ep.rewards,

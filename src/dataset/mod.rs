@@ -137,6 +137,30 @@ pub struct Metadata {
     pub reference_scores: Option<ReferenceScores>,
 }
 
+impl Metadata {
+    /// The metadata of data recorded in `env_id` with these dims and action bounds, the current
+    /// layout version and D4RL's reference returns when it has them.
+    pub fn new(
+        env_id: &str,
+        obs_dim: usize,
+        act_dim: usize,
+        action_low: Vec<f32>,
+        action_high: Vec<f32>,
+        source: serde_json::Value,
+    ) -> Metadata {
+        Metadata {
+            format_version: FORMAT_VERSION,
+            env_id: env_id.to_string(),
+            obs_dim,
+            act_dim,
+            action_low,
+            action_high,
+            source,
+            reference_scores: reference_scores_for(env_id),
+        }
+    }
+}
+
 /// Current version of the on-disk layout.
 pub const FORMAT_VERSION: u32 = 1;
 
