@@ -273,12 +273,10 @@ fn read_tables(info: &MinariInfo) -> Result<Episodes> {
         let rewards = column("rewards", steps)?;
         let term = column("terminations", steps)?;
         let trunc = column("truncations", steps)?;
-        let w = obs.width;
         out.observations
             .append(file, "observations", obs.slice_rows(0, steps))?;
         out.next_observations
             .append(file, "observations", obs.slice_rows(1, rows))?;
-        debug_assert_eq!(out.observations.width, w);
         out.actions.append(file, "actions", actions)?;
         out.rewards.extend(rewards.values);
         out.terminations

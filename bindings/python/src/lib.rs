@@ -192,6 +192,13 @@ fn float32<'py>(py: Python<'py>, array: &Bound<'py, PyAny>) -> PyResult<Bound<'p
         .call_method1("ascontiguousarray", (array, "float32"))
 }
 
+/// Any array-like as its float32 values in C order (one conversion by NumPy, then one copy out
+/// of its buffer; no per-element Python objects).
+fn floats(py: Python<'_>, array: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
+    let a: PyReadonlyArrayDyn<'_, f32> = float32(py, array)?.extract()?;
+    Ok(a.as_slice()?.to_vec())
+}
+
 /// One D4RL column from a NumPy-like array: `ndim` 2 for vectors (a 1-D array is one value per
 /// row), 1 for rewards, 0 for flags (nonzero is true).
 fn column(py: Python<'_>, name: &str, array: &Bound<'_, PyAny>, ndim: usize) -> PyResult<Column> {
@@ -482,16 +489,12 @@ struct PyEnv {
 
 impl PyEnv {
     fn new(py: Python<'_>, env: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let np = py.import("numpy")?;
-        let flat = |a: Bound<'_, PyAny>| -> PyResult<Vec<f32>> {
-            np.call_method1("asarray", (a, "float32"))?
-                .call_method0("ravel")?
-                .call_method0("tolist")?
-                .extract()
-        };
         let space = |name: &str| -> PyResult<(BoxSpace, Vec<usize>)> {
             let s = env.getattr(name)?;
-            let (low, high) = (flat(s.getattr("low")?)?, flat(s.getattr("high")?)?);
+            let (low, high) = (
+                floats(py, &s.getattr("low")?)?,
+                floats(py, &s.getattr("high")?)?,
+            );
             let shape: Vec<usize> = s.getattr("shape")?.extract()?;
             Ok((BoxSpace::new(low, high), shape))
         };
@@ -514,14 +517,6 @@ impl PyEnv {
             action_shape,
             max_episode_steps,
         })
-    }
-
-    fn observation(&self, py: Python<'_>, obs: Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
-        py.import("numpy")?
-            .call_method1("asarray", (obs, "float32"))?
-            .call_method0("ravel")?
-            .call_method0("tolist")?
-            .extract()
     }
 
     fn env_err(&self, e: PyErr) -> offrl::Error {
@@ -551,7 +546,7 @@ impl Env for PyEnv {
             let kwargs = PyDict::new(py);
             kwargs.set_item("seed", seed)?;
             let out = self.env.bind(py).call_method("reset", (), Some(&kwargs))?;
-            self.observation(py, out.get_item(0)?)
+            floats(py, &out.get_item(0)?)
         })
         .map_err(|e| self.env_err(e))
     }
@@ -561,7 +556,7 @@ impl Env for PyEnv {
             let a = PyArray1::from_slice(py, action).reshape(self.action_shape.clone())?;
             let out = self.env.bind(py).call_method1("step", (a,))?;
             Ok(Step {
-                obs: self.observation(py, out.get_item(0)?)?,
+                obs: floats(py, &out.get_item(0)?)?,
                 reward: out.get_item(1)?.extract()?,
                 terminated: out.get_item(2)?.extract()?,
                 truncated: out.get_item(3)?.extract()?,
