@@ -23,6 +23,14 @@ pub struct IdqlConfig {
     /// Proposals drawn from the prior per state (IDQL uses 32 to 128).
     pub samples: usize,
     pub selection: Selection,
+    /// Multiplies the prior's noise draws when it proposes (1: samples of μ, as IDQL does; below
+    /// 1: proposals at a lower temperature, as diffusion-BC acts).
+    #[serde(default = "unit")]
+    pub act_noise_scale: f64,
+}
+
+fn unit() -> f64 {
+    1.0
 }
 
 impl Default for IdqlConfig {
@@ -30,6 +38,7 @@ impl Default for IdqlConfig {
         Self {
             samples: 32,
             selection: Selection::Greedy,
+            act_noise_scale: 1.0,
         }
     }
 }
@@ -64,6 +73,7 @@ impl<P: Policy, S: ActionScorer> IdqlPolicy<P, S> {
         if config.samples == 0 {
             return Err(Error::Config("idql: samples must be at least 1".into()));
         }
+        crate::diffusion::check_noise_scale(config.act_noise_scale)?;
         if let Selection::Softmax { temperature } = config.selection {
             if !(temperature > 0.0 && temperature.is_finite()) {
                 return Err(Error::Config(format!(
@@ -158,7 +168,8 @@ pub fn load_policy(
         )));
     }
     let obs_dim = ps.obs_dim();
-    let proposals = DiffusionPolicy::new(&prior, seed);
+    let mut proposals = DiffusionPolicy::new(&prior, seed);
+    proposals.noise_scale = config.act_noise_scale;
 
     IdqlPolicy::new(proposals, critic, obs_dim, config, seed)
 }
@@ -199,6 +210,7 @@ mod tests {
         let cfg = IdqlConfig {
             samples: 256,
             selection: Selection::Greedy,
+            ..IdqlConfig::default()
         };
         let mut p =
             IdqlPolicy::new(Uniform(ChaCha8Rng::seed_from_u64(1)), Parabola, 2, cfg, 0).unwrap();
@@ -217,6 +229,7 @@ mod tests {
         let cfg = IdqlConfig {
             samples: 512,
             selection: Selection::Softmax { temperature: 0.02 },
+            ..IdqlConfig::default()
         };
         let mut p =
             IdqlPolicy::new(Uniform(ChaCha8Rng::seed_from_u64(2)), Parabola, 1, cfg, 3).unwrap();
@@ -231,6 +244,7 @@ mod tests {
         let bad = IdqlConfig {
             samples: 4,
             selection: Selection::Softmax { temperature: 0.0 },
+            ..IdqlConfig::default()
         };
         assert!(
             IdqlPolicy::new(Uniform(ChaCha8Rng::seed_from_u64(0)), Parabola, 1, bad, 0).is_err()
@@ -238,6 +252,7 @@ mod tests {
         let none = IdqlConfig {
             samples: 0,
             selection: Selection::Greedy,
+            ..IdqlConfig::default()
         };
         assert!(
             IdqlPolicy::new(Uniform(ChaCha8Rng::seed_from_u64(0)), Parabola, 1, none, 0).is_err()

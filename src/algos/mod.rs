@@ -20,6 +20,8 @@ pub mod bc;
 pub mod common;
 pub mod cql;
 pub mod diffusion_bc;
+pub mod flow_bc;
+pub mod fql;
 pub mod idql;
 pub mod iql;
 pub mod rtb;
@@ -49,6 +51,11 @@ pub enum AlgoKind {
     Bc,
     Td3bc,
     Cql,
+    /// Flow-matching behaviour cloning (`flow-bc`).
+    #[serde(rename = "flow-bc")]
+    #[value(name = "flow-bc")]
+    FlowBc,
+    Fql,
 }
 
 /// What the CLI, the bench runner and the Python package know about an algorithm: one row per
@@ -100,6 +107,18 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         trained: Some(AlgoKind::Prior),
     },
     AlgoInfo {
+        name: "flow-bc",
+        summary: "flow-matching behaviour cloning (rectified flow, FQL's BC flow): a = f(s, z)",
+        needs: &[],
+        trained: Some(AlgoKind::FlowBc),
+    },
+    AlgoInfo {
+        name: "fql",
+        summary: "FQL (Park et al. 2025): a one-step policy distilled from a BC flow against −Q",
+        needs: &[],
+        trained: Some(AlgoKind::Fql),
+    },
+    AlgoInfo {
         name: "idql",
         summary: "IDQL (Hansen-Estruch et al. 2023): the prior's samples, chosen by the IQL critic",
         needs: &["diffusion-bc", "iql"],
@@ -129,12 +148,14 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 6] = [
+    pub const ALL: [AlgoKind; 8] = [
         AlgoKind::Iql,
         AlgoKind::Bc,
         AlgoKind::Td3bc,
         AlgoKind::Cql,
         AlgoKind::Prior,
+        AlgoKind::FlowBc,
+        AlgoKind::Fql,
         AlgoKind::Rtb,
     ];
 
@@ -146,6 +167,8 @@ impl AlgoKind {
             AlgoKind::Bc => bc::NAME,
             AlgoKind::Td3bc => td3bc::NAME,
             AlgoKind::Cql => cql::NAME,
+            AlgoKind::FlowBc => flow_bc::NAME,
+            AlgoKind::Fql => fql::NAME,
         }
     }
 
@@ -171,6 +194,8 @@ impl AlgoKind {
             AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
             AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
             AlgoKind::Cql => serde_json::to_value(cql::CqlConfig::default()),
+            AlgoKind::FlowBc => serde_json::to_value(flow_bc::FlowBcConfig::default()),
+            AlgoKind::Fql => serde_json::to_value(fql::FqlConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -198,6 +223,13 @@ impl AlgoKind {
                 Box::new(td3bc::Td3Bc::new(typed(config, what)?, spec, device, seed)?)
             }
             AlgoKind::Cql => Box::new(cql::Cql::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::FlowBc => Box::new(flow_bc::FlowBc::new(
+                typed(config, what)?,
+                spec,
+                device,
+                seed,
+            )?),
+            AlgoKind::Fql => Box::new(fql::Fql::new(typed(config, what)?, spec, device, seed)?),
         })
     }
 }

@@ -27,6 +27,11 @@ pub enum TrainCommand {
     Td3bc(CommonArgs),
     /// Conservative Q-Learning, SAC-based, CORL settings. Config: configs/cql.toml.
     Cql(CommonArgs),
+    /// Flow-matching behaviour cloning (FQL's BC flow). Config: configs/flow-bc.toml.
+    FlowBc(CommonArgs),
+    /// Flow Q-Learning (Park et al. 2025): one-step policy distilled from a BC flow against −Q.
+    /// Config: configs/fql.toml (choose `alpha` per dataset).
+    Fql(CommonArgs),
     /// Fine-tune a diffusion prior with RTB, the critic's Q as reward (log r = Q/α).
     /// Config: configs/rtb.toml (configs/rtb-cpu.toml: a CPU-sized variant).
     Rtb(RtbArgs),
@@ -88,6 +93,8 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         TrainCommand::Bc(a) => train(AlgoKind::Bc, &a, Vec::new()),
         TrainCommand::Td3bc(a) => train(AlgoKind::Td3bc, &a, Vec::new()),
         TrainCommand::Cql(a) => train(AlgoKind::Cql, &a, Vec::new()),
+        TrainCommand::FlowBc(a) => train(AlgoKind::FlowBc, &a, Vec::new()),
+        TrainCommand::Fql(a) => train(AlgoKind::Fql, &a, Vec::new()),
         TrainCommand::Rtb(a) => {
             // Paths become absolute TOML strings, so a resumed run compares equal from any folder.
             let mut forced = vec![

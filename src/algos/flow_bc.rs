@@ -1,0 +1,384 @@
+//! Flow-matching behaviour cloning (rectified flow: Liu et al. 2023, Lipman et al. 2023), as the
+//! `actor_bc_flow` of Flow Q-Learning (Park, Li & Levine, ICML 2025; seohongpark/fql).
+//!
+//! A velocity field `v(s, x, t)` carries Gaussian noise `x₀ ~ N(0, I)` at `t = 0` to the data's
+//! actions at `t = 1`. Per update, on a minibatch `(s, a)` in unit action space: draw
+//! `x₀ ~ N(0, I)`, `t ~ U[0, 1]`, set `x_t = (1 − t)·x₀ + t·a` and regress `v(s, x_t, t)` onto
+//! `a − x₀` (mean squared error over rows and dimensions). Acting integrates
+//! `dx/dt = v(s, x, t)` from `x₀ = z` with `flow_steps` Euler steps and clips to the box: a
+//! **deterministic map** `a = f(s, z)` of the noise ([`FlowMap`]), which FQL distils into a
+//! one-step policy and noise-space samplers tilt.
+//!
+//! Defaults are FQL's: 4 × 512 GELU MLP, Adam 3e-4, batch 256, 10 Euler steps; observations
+//! normalised (this project's data-side default, as for every other algorithm).
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::common::{adam, normal, scalar, uniform, NetConfig, RngState};
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
+use crate::dataset::Batch;
+use crate::error::{Error, Result};
+use crate::nn::host::TrainingMlp;
+use crate::nn::{Activation, Mlp};
+use crate::policy::Policy;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "flow-bc";
+
+/// The checkpoint part holding the velocity field.
+pub const FIELD_PART: &str = "field";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowBcConfig {
+    pub lr: f64,
+    pub adam_eps: f64,
+    /// The velocity field's MLP on `[s, x, t]`.
+    pub net: NetConfig,
+    pub activation: Activation,
+    /// Euler steps from noise to action when acting.
+    pub flow_steps: usize,
+    pub data: DataConfig,
+    pub train: LoopConfig,
+}
+
+impl Default for FlowBcConfig {
+    /// FQL's `actor_bc_flow` settings (`agents/fql.py`, `get_config`).
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            adam_eps: 1e-8,
+            net: NetConfig {
+                hidden: 4,
+                width: 512,
+                layer_norm: false,
+            },
+            activation: Activation::Gelu,
+            flow_steps: 10,
+            data: DataConfig {
+                normalize_obs: true,
+                reward_norm: RewardNorm::None,
+            },
+            train: LoopConfig::default(),
+        }
+    }
+}
+
+impl FlowBcConfig {
+    /// Every setting in its allowed range, named as in the config, before any work.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::positive("lr", self.lr)?;
+        check::positive("adam_eps", self.adam_eps)?;
+        check::count("flow_steps", self.flow_steps)?;
+        self.net.validate("net")?;
+        self.train.validate()
+    }
+}
+
+/// The velocity field `v(s, x, t)`: an MLP on the concatenation `[s, x, t]`.
+#[derive(Module, Debug)]
+pub struct VelocityField {
+    pub net: Mlp,
+}
+
+impl VelocityField {
+    pub fn new(
+        net: &NetConfig,
+        activation: Activation,
+        obs_dim: usize,
+        act_dim: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Self {
+        let mut net = net.mlp(obs_dim + act_dim + 1, act_dim, rng, device);
+        net.activation = activation;
+        Self { net }
+    }
+}
+
+/// `[s, x, t]` rows for the field; `t` is one value per row (`[n, 1]`).
+fn field_input(obs: Tensor<2>, x: Tensor<2>, t: Tensor<2>) -> Tensor<2> {
+    Tensor::cat(vec![obs, x, t], 1)
+}
+
+/// The flow-matching loss of `field` on `(obs, act)` (normalised observations, unit actions),
+/// noise and times from `rng`; differentiable through `field` (record it with
+/// [`TrainingMlp::forward`], then take its gradients).
+pub fn flow_matching_loss(
+    field: &TrainingMlp,
+    obs: Tensor<2>,
+    act: Tensor<2>,
+    rng: &mut ChaCha8Rng,
+) -> Tensor<1> {
+    let [n, ad] = act.dims();
+    let device = act.device();
+    let x0 = normal(rng, n, ad, &device);
+    let t = uniform(rng, n, 1, 0.0, 1.0, &device);
+    let xt = x0.clone() * (t.clone() * -1.0 + 1.0) + act.clone() * t.clone();
+    let predicted = field.forward(field_input(obs, xt, t));
+    (predicted - (act - x0)).powi_scalar(2).mean()
+}
+
+/// `K` Euler steps of `dx/dt = v(s, x, t)` from `x = z` at `t = 0`, then clipped to `[−1, 1]`:
+/// actions in unit space, no gradient. `field` is run as the step's engine runs it.
+pub fn integrate(field: &TrainingMlp, obs: Tensor<2>, z: Tensor<2>, steps: usize) -> Tensor<2> {
+    let [n, _] = z.dims();
+    let device = z.device();
+    let dt = 1.0 / steps as f32;
+    let mut x = z;
+    for k in 0..steps {
+        let t = crate::nn::tensor2(&vec![k as f32 * dt; n], n, 1, &device);
+        let v = field.eval(field_input(obs.clone(), x.clone(), t));
+        x = x + v * dt;
+    }
+    x.clamp(-1.0, 1.0)
+}
+
+/// The deterministic behaviour map `a = f(s, z)` of a trained field: normalised observations and
+/// noise in, unit actions out (inference copy on the plain device).
+#[derive(Clone)]
+pub struct FlowMap {
+    pub field: VelocityField,
+    pub steps: usize,
+    device: Device,
+}
+
+impl FlowMap {
+    pub fn new(field: &VelocityField, steps: usize) -> Self {
+        let (field, device) = crate::nn::inference_copy(field);
+        Self {
+            field,
+            steps,
+            device,
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `f(s, z)` for `[n, obs_dim]` normalised observations and `[n, act_dim]` noise.
+    pub fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        integrate(
+            &TrainingMlp::new(&self.field.net, &self.device),
+            obs,
+            z,
+            self.steps,
+        )
+    }
+}
+
+/// A flow map acting: raw observations in, environment actions out, `z ~ N(0, I)` from its own
+/// seeded generator.
+pub struct FlowPolicy {
+    map: FlowMap,
+    spec: DataSpec,
+    rng: ChaCha8Rng,
+}
+
+impl FlowPolicy {
+    pub fn new(map: FlowMap, spec: &DataSpec, seed: u64) -> Self {
+        Self {
+            map,
+            spec: spec.clone(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl Policy for FlowPolicy {
+    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
+        if obs.len() != n * od {
+            return Err(Error::InvalidData(format!(
+                "flow policy: {} observation values for {n} rows of {od}",
+                obs.len()
+            )));
+        }
+        let device = self.map.device().clone();
+        let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &device);
+        let z = normal(&mut self.rng, n, ad, &device);
+        let unit = crate::nn::to_vec(self.map.map(obs, z));
+        Ok(self.spec.action_from_unit(&unit))
+    }
+}
+
+pub struct FlowBc {
+    cfg: FlowBcConfig,
+    spec: DataSpec,
+    device: Device,
+    seed: u64,
+    rng: ChaCha8Rng,
+    field: VelocityField,
+    optim: ModuleOptimizer,
+}
+
+impl FlowBc {
+    pub fn new(cfg: FlowBcConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let field = VelocityField::new(
+            &cfg.net,
+            cfg.activation,
+            spec.obs_dim,
+            spec.act_dim,
+            &mut rng,
+            device,
+        );
+        Ok(Self {
+            optim: adam(cfg.adam_eps),
+            cfg,
+            spec,
+            device: device.clone(),
+            seed,
+            rng,
+            field,
+        })
+    }
+
+    /// The trained behaviour map.
+    pub fn map(&self) -> FlowMap {
+        FlowMap::new(&self.field, self.cfg.flow_steps)
+    }
+}
+
+impl OfflineAlgorithm for FlowBc {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn spec(&self) -> &DataSpec {
+        &self.spec
+    }
+
+    fn update(&mut self, batch: &Batch, _step: usize) -> Result<Metrics> {
+        let b = self.spec.batch_tensors(batch, &self.device);
+        let field = TrainingMlp::new(&self.field.net, &self.device);
+        let loss = flow_matching_loss(&field, b.obs, b.act, &mut self.rng);
+        let mut grads = GradientsParams::new();
+        field.register_grads(&mut loss.backward(), &mut grads);
+        self.field = self.optim.step(self.cfg.lr, self.field.clone(), grads);
+        Ok(vec![("flow_loss", scalar(&loss))])
+    }
+
+    fn policy(&self) -> Result<Box<dyn Policy>> {
+        Ok(Box::new(FlowPolicy::new(self.map(), &self.spec, self.seed)))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            parts: module_parts(FIELD_PART, &self.field, Some(&self.optim))?,
+            state: json!({ "rng": RngState::of(&self.rng) }),
+        })
+    }
+
+    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
+        self.field = ck.load_module(FIELD_PART, self.field.clone())?;
+        self.optim = load_optim(ck, FIELD_PART, self.optim.clone())?;
+        self.rng = RngState::restore_from(ck, state)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::testing;
+    use rand::Rng;
+
+    /// Known answer: in state A = (1, 0) the data's actions are a two-mode mixture, 25 % at
+    /// −0.5 and 75 % at +0.5 (each ± U(0.05)); in state B = (0, 1) one mode at 0.2. The flow's
+    /// samples must put the modes' mass where the data does (±0.03) and centre each mode within
+    /// 0.05, and inversion-free Euler integration must stay inside the box.
+    #[test]
+    fn recovers_the_modes_and_weights_of_a_mixture() {
+        let mut data = testing::empty(2, 1, -1.0, 1.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for i in 0..2000 {
+            let jitter = rng.random_range(-0.05f32..0.05);
+            let a = if i % 4 == 0 { -0.5 } else { 0.5 } + jitter;
+            testing::push(&mut data, &[1.0, 0.0], &[a], 0.0, &[1.0, 0.0], true);
+            testing::push(
+                &mut data,
+                &[0.0, 1.0],
+                &[0.2 + jitter],
+                0.0,
+                &[0.0, 1.0],
+                true,
+            );
+        }
+        let cfg = FlowBcConfig {
+            lr: 3e-3,
+            net: NetConfig {
+                hidden: 2,
+                width: 64,
+                layer_norm: false,
+            },
+            flow_steps: 20,
+            data: DataConfig {
+                normalize_obs: false,
+                reward_norm: RewardNorm::None,
+            },
+            ..FlowBcConfig::default()
+        };
+        let spec = DataSpec::from_dataset(&data, &cfg.data).unwrap();
+        let mut algo = FlowBc::new(cfg, spec, &Device::flex().autodiff(), 1).unwrap();
+        let mut sampler = crate::dataset::sampler::Sampler::new(&data, 2);
+        for step in 0..1500 {
+            let batch = sampler.sample(256).clone();
+            algo.update(&batch, step).unwrap();
+        }
+        let mut policy = algo.policy().unwrap();
+        let n = 4000;
+        let a: Vec<f32> = policy.act(&[1.0, 0.0].repeat(n), n).unwrap();
+        let upper: Vec<f32> = a.iter().copied().filter(|&x| x > 0.0).collect();
+        let lower: Vec<f32> = a.iter().copied().filter(|&x| x <= 0.0).collect();
+        let weight = upper.len() as f64 / n as f64;
+        let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        assert!((weight - 0.75).abs() < 0.03, "weight of +0.5: {weight}");
+        assert!(
+            (mean(&upper) - 0.5).abs() < 0.05,
+            "upper mode {}",
+            mean(&upper)
+        );
+        assert!(
+            (mean(&lower) + 0.5).abs() < 0.05,
+            "lower mode {}",
+            mean(&lower)
+        );
+        let b = policy.act(&[0.0, 1.0].repeat(n), n).unwrap();
+        assert!((mean(&b) - 0.2).abs() < 0.03, "state B mode {}", mean(&b));
+        assert!(a.iter().chain(&b).all(|x| (-1.0..=1.0).contains(x)));
+    }
+
+    /// The map is deterministic in (s, z): the same noise gives the same actions.
+    #[test]
+    fn the_map_is_a_function_of_the_noise() {
+        let data = testing::two_state_bandit();
+        let cfg = FlowBcConfig {
+            net: NetConfig {
+                hidden: 1,
+                width: 8,
+                layer_norm: false,
+            },
+            ..FlowBcConfig::default()
+        };
+        let spec = DataSpec::from_dataset(&data, &cfg.data).unwrap();
+        let algo = FlowBc::new(cfg, spec, &Device::flex().autodiff(), 0).unwrap();
+        let map = algo.map();
+        let device = map.device().clone();
+        let obs = crate::nn::tensor2(&[1.0, 0.0, 0.0, 1.0], 2, 2, &device);
+        let z = crate::nn::tensor2(&[0.3, -1.2], 2, 1, &device);
+        let a = crate::nn::to_vec(map.map(obs.clone(), z.clone()));
+        assert_eq!(a, crate::nn::to_vec(map.map(obs, z)));
+    }
+}
