@@ -129,15 +129,21 @@ pub fn flow_matching_loss(
 }
 
 /// `K` Euler steps of `dx/dt = v(s, x, t)` from `x = z` at `t = 0`, then clipped to `[−1, 1]`:
-/// actions in unit space, no gradient. `field` is run as the step's engine runs it.
-pub fn integrate(field: &TrainingMlp, obs: Tensor<2>, z: Tensor<2>, steps: usize) -> Tensor<2> {
+/// actions in unit space. `field` maps `[s, x, t]` rows to velocities: differentiable through it
+/// or not, as the caller runs the network.
+pub fn integrate(
+    field: impl Fn(Tensor<2>) -> Tensor<2>,
+    obs: Tensor<2>,
+    z: Tensor<2>,
+    steps: usize,
+) -> Tensor<2> {
     let [n, _] = z.dims();
     let device = z.device();
     let dt = 1.0 / steps as f32;
     let mut x = z;
     for k in 0..steps {
         let t = crate::nn::tensor2(&vec![k as f32 * dt; n], n, 1, &device);
-        let v = field.eval(field_input(obs.clone(), x.clone(), t));
+        let v = field(field_input(obs.clone(), x.clone(), t));
         x = x + v * dt;
     }
     x.clamp(-1.0, 1.0)
@@ -166,14 +172,26 @@ impl FlowMap {
         &self.device
     }
 
-    /// `f(s, z)` for `[n, obs_dim]` normalised observations and `[n, act_dim]` noise.
+    /// `f(s, z)` for `[n, obs_dim]` normalised observations and `[n, act_dim]` noise, without
+    /// gradient (on the host on the CPU backend).
     pub fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
-        integrate(
-            &TrainingMlp::new(&self.field.net, &self.device),
-            obs,
-            z,
-            self.steps,
-        )
+        let field = TrainingMlp::new(&self.field.net, &self.device);
+        integrate(|x| field.eval(x), obs, z, self.steps)
+    }
+}
+
+/// The same map through burn's module: differentiable with respect to `z` (the Langevin term of
+/// noise-space samplers), detached when `z` is.
+impl super::outsourced::NoiseMap for FlowMap {
+    fn noise_dim(&self) -> usize {
+        self.field.net.output.weight.dims()[1]
+    }
+
+    fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        if !z.is_tracked() {
+            return FlowMap::map(self, obs, z);
+        }
+        integrate(|x| self.field.net.forward(x), obs, z, self.steps)
     }
 }
 

@@ -223,7 +223,7 @@ impl OfflineAlgorithm for Fql {
         // BC flow, then the one-step policy distilled from it against −Q.
         let flow_loss = flow_matching_loss(&field, b.obs.clone(), b.act.clone(), &mut self.rng);
         let z = normal(&mut self.rng, n, ad, device);
-        let flow_act = integrate(&field, b.obs.clone(), z.clone(), cfg.flow_steps);
+        let flow_act = integrate(|x| field.eval(x), b.obs.clone(), z.clone(), cfg.flow_steps);
         let policy_act = actor.forward(Tensor::cat(vec![b.obs.clone(), z], 1));
         let distill_loss = (policy_act.clone() - flow_act).powi_scalar(2).mean();
         let policy_in = Tensor::cat(vec![b.obs, policy_act.clamp(-1.0, 1.0)], 1);

@@ -24,6 +24,7 @@ pub mod flow_bc;
 pub mod fql;
 pub mod idql;
 pub mod iql;
+pub mod outsourced;
 pub mod rtb;
 pub mod td3bc;
 

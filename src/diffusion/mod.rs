@@ -43,6 +43,7 @@ pub mod fused;
 pub mod gaussian;
 pub mod model;
 pub mod prior;
+pub mod reference;
 pub mod schedule;
 pub mod transform;
 
@@ -58,6 +59,7 @@ pub use gaussian::{
 };
 pub use model::{EpsModel, EpsNet, NetConfig};
 pub use prior::{gradient_step, DiffusionPolicy, DiffusionPrior};
+pub use reference::StandardNormal;
 pub use schedule::{
     NoiseSchedule, ScheduleConfig, ScheduleKind, StartDistribution, StartKind, Variance,
 };
