@@ -297,7 +297,8 @@ fn two_mode_map_with_linear_q_gives_the_quadrature_weights() {
     );
 }
 
-/// The flow-BC map is a noise map: its differentiable path (z tracked) and its host path agree.
+/// The flow-BC map is a noise map: its differentiable path (z tracked) and its host path agree, and
+/// so do burn's gradient of `Σ u ⊙ f(s, z)` and the host's vector-Jacobian product.
 #[test]
 fn flow_map_paths_agree() {
     use offrl::algos::flow_bc::{FlowMap, VelocityField};
@@ -319,9 +320,23 @@ fn flow_map_paths_agree() {
     let o = tensor2(&[0.1, -0.3, 0.7, 0.0, 0.2, -1.0], 2, 3, &device);
     let z = tensor2(&[0.5, -0.2, 1.3, 0.4], 2, 2, &device);
     let host = to_vec(FlowMap::map(&map, o.clone(), z.clone()));
-    let leaf = z.autodiff().require_grad();
-    let tracked = to_vec(NoiseMap::map(&map, o.autodiff(), leaf).without_autodiff());
+    let leaf = z.clone().autodiff().require_grad();
+    let out = NoiseMap::map(&map, o.clone().autodiff(), leaf.clone());
+    let tracked = to_vec(out.clone().without_autodiff());
     for (a, b) in host.iter().zip(&tracked) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let u = [0.7f32, -1.1, 0.25, 2.0];
+    let weights = tensor2(&u, 2, 2, &Device::flex()).autodiff();
+    let grads = (out * weights).sum().backward();
+    let want = to_vec(leaf.grad(&grads).unwrap());
+    let got = map
+        .host_vjp(&to_vec(o), &to_vec(z), 2, |_| Some(u.to_vec()))
+        .expect("the CPU backend has the host path");
+    for (a, b) in got.iter().zip(&want) {
+        assert!(
+            (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+            "{got:?} vs {want:?}"
+        );
     }
 }

@@ -172,6 +172,36 @@ impl FlowMap {
         &self.device
     }
 
+    /// The map of a trained flow-BC run (a run directory or checkpoint folder) on `device`, with
+    /// the data spec it was trained in (its observations are normalised by that spec). Any other
+    /// kind of checkpoint is refused, naming it.
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<(Self, DataSpec)> {
+        let dir = Checkpoint::resolve(path)?;
+        let ck = Checkpoint::open(&dir, Some(NAME))?;
+        let bad = |message: String| Error::Checkpoint {
+            path: dir.clone(),
+            message,
+        };
+        let cfg: FlowBcConfig =
+            serde_json::from_value(ck.meta.config.get("config").cloned().unwrap_or_default())
+                .map_err(|e| bad(format!("bad flow-bc config: {e}")))?;
+        let spec: DataSpec =
+            serde_json::from_value(ck.meta.extra.get("spec").cloned().unwrap_or_default())
+                .map_err(|e| bad(format!("bad data spec: {e}")))?;
+        // Parameters are overwritten by the checkpoint's; the generator only shapes the network.
+        let rng = &mut ChaCha8Rng::seed_from_u64(0);
+        let field = VelocityField::new(
+            &cfg.net,
+            cfg.activation,
+            spec.obs_dim,
+            spec.act_dim,
+            rng,
+            device,
+        );
+        let field = ck.load_module(FIELD_PART, field)?;
+        Ok((Self::new(&field, cfg.flow_steps), spec))
+    }
+
     /// `f(s, z)` for `[n, obs_dim]` normalised observations and `[n, act_dim]` noise, without
     /// gradient (on the host on the CPU backend).
     pub fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
@@ -180,9 +210,93 @@ impl FlowMap {
     }
 }
 
+impl FlowMap {
+    /// `uᵀ ∂f/∂z` on the host (CPU backend; `None` elsewhere): `obs` normalised `[n, od]` and `z`
+    /// `[n, ad]` row-major, `outer` the gradient of a scalar with respect to the map's (clipped)
+    /// actions, given those actions. The Euler steps run forward with their tapes, then backward:
+    /// `g_k = g_{k+1} + dt·(∂v/∂x)ᵀ g_{k+1}`, zero where the final clip was active.
+    pub fn host_vjp(
+        &self,
+        obs: &[f32],
+        z: &[f32],
+        n: usize,
+        outer: impl FnOnce(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        use crate::nn::host::{HostMlp, Shards};
+        if !crate::backend::host_kernels(&self.device) {
+            return None;
+        }
+        let field = HostMlp::from_mlp(&self.field.net);
+        let (od, ad) = (obs.len() / n.max(1), z.len() / n.max(1));
+        let (k_steps, dt) = (self.steps, 1.0 / self.steps as f32);
+        let shards = Shards::of(n);
+        // Forward: every step's tape, and the final (unclipped) x, per shard.
+        let forward = shards.map(|_, rows| {
+            let mut x = z[rows.start * ad..rows.end * ad].to_vec();
+            let mut tapes = Vec::with_capacity(k_steps);
+            for k in 0..k_steps {
+                let t = k as f32 * dt;
+                let input: Vec<f32> = rows
+                    .clone()
+                    .enumerate()
+                    .flat_map(|(j, i)| {
+                        obs[i * od..(i + 1) * od]
+                            .iter()
+                            .chain(&x[j * ad..(j + 1) * ad])
+                            .copied()
+                            .chain([t])
+                    })
+                    .collect();
+                let (v, tape) = field.forward_tape(input, rows.len());
+                x.iter_mut().zip(&v).for_each(|(x, v)| *x += v * dt);
+                tapes.push(tape);
+            }
+            (x, tapes)
+        });
+        let x_final: Vec<f32> = forward
+            .iter()
+            .flat_map(|(x, _)| x.iter().copied())
+            .collect();
+        let clipped: Vec<f32> = x_final.iter().map(|x| x.clamp(-1.0, 1.0)).collect();
+        let mut g = outer(&clipped)?;
+        (g.iter_mut().zip(&x_final)).for_each(|(g, x)| {
+            if x.abs() > 1.0 {
+                *g = 0.0;
+            }
+        });
+        // Backward through the Euler steps, shard by shard.
+        let d_in = od + ad + 1;
+        let back = shards.map(|i, rows| {
+            let mut g = g[rows.start * ad..rows.end * ad].to_vec();
+            for tape in forward[i].1.iter().rev() {
+                let scaled: Vec<f32> = g.iter().map(|g| g * dt).collect();
+                let (dx, _) = field.backward(tape, &scaled, true, false);
+                let dx = dx.expect("input gradient");
+                for (j, row) in dx.chunks_exact(d_in).enumerate() {
+                    (g[j * ad..(j + 1) * ad].iter_mut())
+                        .zip(&row[od..od + ad])
+                        .for_each(|(g, d)| *g += d);
+                }
+            }
+            g
+        });
+        Some(back.concat())
+    }
+}
+
 /// The same map through burn's module: differentiable with respect to `z` (the Langevin term of
-/// noise-space samplers), detached when `z` is.
+/// noise-space samplers), detached when `z` is; its gradient on the host where there is one.
 impl super::outsourced::NoiseMap for FlowMap {
+    fn vjp(
+        &self,
+        obs: &[f32],
+        z: &[f32],
+        n: usize,
+        outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        self.host_vjp(obs, z, n, outer)
+    }
+
     fn noise_dim(&self) -> usize {
         self.field.net.output.weight.dims()[1]
     }

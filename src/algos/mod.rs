@@ -57,6 +57,8 @@ pub enum AlgoKind {
     #[value(name = "flow-bc")]
     FlowBc,
     Fql,
+    /// Noise-space (outsourced) posterior sampling on a flow-BC map.
+    Outsourced,
 }
 
 /// What the CLI, the bench runner and the Python package know about an algorithm: one row per
@@ -73,6 +75,9 @@ pub struct AlgoInfo {
     /// How it is trained by [`train`]; `None` for a policy composed from `needs` at evaluation
     /// time (IDQL).
     pub trained: Option<AlgoKind>,
+    /// Config keys that name the run directories of `needs` (`(key, algorithm)`): the bench
+    /// fills them with the same dataset's and seed's cells.
+    pub inputs: &'static [(&'static str, &'static str)],
 }
 
 /// Every algorithm, in the order tables list them.
@@ -82,54 +87,71 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         summary: "behaviour cloning, Gaussian MLP policy",
         needs: &[],
         trained: Some(AlgoKind::Bc),
+        inputs: &[],
     },
     AlgoInfo {
         name: "td3bc",
         summary: "TD3+BC (Fujimoto & Gu 2021)",
         needs: &[],
         trained: Some(AlgoKind::Td3bc),
+        inputs: &[],
     },
     AlgoInfo {
         name: "iql",
         summary: "IQL (Kostrikov et al. 2022): expectile critic and advantage-weighted actor",
         needs: &[],
         trained: Some(AlgoKind::Iql),
+        inputs: &[],
     },
     AlgoInfo {
         name: "cql",
         summary: "CQL (Kumar et al. 2020), SAC-based, CORL settings",
         needs: &[],
         trained: Some(AlgoKind::Cql),
+        inputs: &[],
     },
     AlgoInfo {
         name: "diffusion-bc",
         summary: "the diffusion behaviour prior μ(a|s) acting alone (`offrl train prior`)",
         needs: &[],
         trained: Some(AlgoKind::Prior),
+        inputs: &[],
     },
     AlgoInfo {
         name: "flow-bc",
         summary: "flow-matching behaviour cloning (rectified flow, FQL's BC flow): a = f(s, z)",
         needs: &[],
         trained: Some(AlgoKind::FlowBc),
+        inputs: &[],
     },
     AlgoInfo {
         name: "fql",
         summary: "FQL (Park et al. 2025): a one-step policy distilled from a BC flow against −Q",
         needs: &[],
         trained: Some(AlgoKind::Fql),
+        inputs: &[],
     },
     AlgoInfo {
         name: "idql",
         summary: "IDQL (Hansen-Estruch et al. 2023): the prior's samples, chosen by the IQL critic",
         needs: &["diffusion-bc", "iql"],
         trained: None,
+        inputs: &[],
     },
     AlgoInfo {
         name: "rtb",
         summary: "RTB (Venkatraman et al. 2024): the prior fine-tuned towards μ·exp(Q/α)",
         needs: &["diffusion-bc", "iql"],
         trained: Some(AlgoKind::Rtb),
+        inputs: &[("prior", "diffusion-bc"), ("critic", "iql")],
+    },
+    AlgoInfo {
+        name: "outsourced",
+        summary:
+            "outsourced sampling (Venkatraman et al. 2025): RTB in the flow-BC map's noise space",
+        needs: &["flow-bc", "iql"],
+        trained: Some(AlgoKind::Outsourced),
+        inputs: &[("behavior", "flow-bc"), ("critic", "iql")],
     },
 ];
 
@@ -149,7 +171,7 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 8] = [
+    pub const ALL: [AlgoKind; 9] = [
         AlgoKind::Iql,
         AlgoKind::Bc,
         AlgoKind::Td3bc,
@@ -158,6 +180,7 @@ impl AlgoKind {
         AlgoKind::FlowBc,
         AlgoKind::Fql,
         AlgoKind::Rtb,
+        AlgoKind::Outsourced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -170,6 +193,7 @@ impl AlgoKind {
             AlgoKind::Cql => cql::NAME,
             AlgoKind::FlowBc => flow_bc::NAME,
             AlgoKind::Fql => fql::NAME,
+            AlgoKind::Outsourced => outsourced::NAME,
         }
     }
 
@@ -197,6 +221,7 @@ impl AlgoKind {
             AlgoKind::Cql => serde_json::to_value(cql::CqlConfig::default()),
             AlgoKind::FlowBc => serde_json::to_value(flow_bc::FlowBcConfig::default()),
             AlgoKind::Fql => serde_json::to_value(fql::FqlConfig::default()),
+            AlgoKind::Outsourced => serde_json::to_value(outsourced::OutsourcedConfig::default()),
         };
         v.expect("configs serialise")
     }
@@ -231,6 +256,12 @@ impl AlgoKind {
                 seed,
             )?),
             AlgoKind::Fql => Box::new(fql::Fql::new(typed(config, what)?, spec, device, seed)?),
+            AlgoKind::Outsourced => Box::new(outsourced::Outsourced::new(
+                typed(config, what)?,
+                spec,
+                device,
+                seed,
+            )?),
         })
     }
 }

@@ -18,11 +18,47 @@
 //! trajectories are the off-policy ones (forward-noised draws of `N(0, I)`).
 //!
 //! Using it for control is this project's own: the paper has no control experiment.
+//!
+//! As an algorithm (`offrl train outsourced --behavior RUN --critic RUN`), each update takes a
+//! batch of dataset states and runs `on_policy` updates on the sampler's own trajectories and
+//! `off_policy` updates on reference trajectories; α is in the units of `alpha_scale`, as RTB's
+//! (`q_spread`: the critic's spread over the behaviour map's actions). Acting: `z` from the
+//! sampler's chain (with the Langevin term), then `a = f(s, z)`.
+//! Not built yet (see issue 21): the replay buffer of past z's as a third source of off-policy
+//! trajectories, the official code's loss clipping and gradient-norm clipping.
 
-use burn::tensor::Tensor;
+use std::path::Path;
 
-use super::rtb::{LogReward, QFunction};
-use crate::dataset::spec::DataSpec;
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::common::{normal, RngState};
+use super::flow_bc::FlowMap;
+use super::iql::IqlCritic;
+use super::rtb::{
+    mean_spread, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior, QFunction, Rtb,
+    RtbConfig, Q_SPREAD_SAMPLES,
+};
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
+use crate::dataset::Batch;
+use crate::diffusion::{
+    sample_actions, sample_actions_scaled, EpsModel, NoiseSchedule, ScheduleConfig, ScheduleKind,
+    StandardNormal, Variance,
+};
+use crate::error::{Error, Result};
+use crate::eval::probe::{Probe, POLICY_NAMES, PRIOR_NAMES};
+use crate::policy::Policy;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+
+/// The algorithm's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "outsourced";
+
+/// Mixed into the run's seed for the draws that measure `σ_Q` (their own stream).
+const Q_SPREAD_SEED: u64 = 0x5152_5351;
 
 /// A deterministic generator `a = f(s, z)`: normalised observations `[n, obs_dim]` and noise
 /// `[n, noise_dim]` in, unit-box actions `[n, act_dim]` out, differentiable with respect to `z`
@@ -30,6 +66,19 @@ use crate::dataset::spec::DataSpec;
 pub trait NoiseMap {
     fn noise_dim(&self) -> usize;
     fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2>;
+
+    /// `uᵀ ∂f/∂z` on host rows (`obs` normalised, `z`), `outer` giving `u` from the map's
+    /// actions, when the map can compute it without burn's autodiff; `None` (the default) sends
+    /// [`MapReward`] to autodiff.
+    fn vjp(
+        &self,
+        _obs: &[f32],
+        _z: &[f32],
+        _n: usize,
+        _outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 impl<M: NoiseMap + ?Sized> NoiseMap for &M {
@@ -39,6 +88,16 @@ impl<M: NoiseMap + ?Sized> NoiseMap for &M {
 
     fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
         (**self).map(obs, z)
+    }
+
+    fn vjp(
+        &self,
+        obs: &[f32],
+        z: &[f32],
+        n: usize,
+        outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        (**self).vjp(obs, z, n, outer)
     }
 }
 
@@ -59,5 +118,399 @@ impl<M: NoiseMap, Q: QFunction> LogReward for MapReward<M, Q> {
         let raw = obs * maps.obs_std + maps.obs_mean;
         let act = unit * maps.act_half + maps.act_center;
         self.q.q(raw, act).div_scalar(self.alpha)
+    }
+
+    /// On the host when both the map and Q can: Q's action gradient at the map's actions, chained
+    /// through the unit-to-environment affine map and the map's own vector-Jacobian product.
+    fn gradient(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        let [n, ad] = z.dims();
+        let device = z.device().without_autodiff();
+        let (ov, zv) = (crate::nn::to_vec(obs.clone()), crate::nn::to_vec(z.clone()));
+        let raw = self.spec.denormalize_obs(&ov);
+        let (_, half) = self.spec.action_affine();
+        let inv_alpha = 1.0 / self.alpha as f32;
+        let outer = |unit: &[f32]| -> Option<Vec<f32>> {
+            let env = self.spec.action_from_unit(unit);
+            let dq = self.q.action_gradient(&raw, &env, n)?;
+            Some(
+                dq.iter()
+                    .enumerate()
+                    .map(|(i, g)| g * half[i % ad] * inv_alpha)
+                    .collect(),
+            )
+        };
+        match self.map.vjp(&ov, &zv, n, &outer) {
+            Some(g) => crate::nn::tensor2(&g, n, ad, &device),
+            None => super::rtb::reward_gradient(self, obs, z),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutsourcedConfig {
+    /// The behaviour map f(s, z): a run directory or checkpoint of `offrl train flow-bc`.
+    pub behavior: String,
+    /// The critic Q: a run directory or checkpoint of `offrl train critic` / `iql`.
+    pub critic: String,
+    /// Temperature of `log r = Q/α`, in the units of `alpha_scale`.
+    pub alpha: f64,
+    pub alpha_scale: AlphaScale,
+    /// The reference chain over z. Its variance must be β_t (`N(0, I)` invariant); its schedule
+    /// should reach noise (ᾱ_T ≈ 0), or the start z_T informs z_0 and the sampler falls short of
+    /// the target (tests/rtb_posteriors.rs).
+    pub schedule: ScheduleConfig,
+    /// Trajectories per state, k (VarGrad log Z over them).
+    pub trajectories: usize,
+    /// Trajectories per backward pass (memory bound; the gradient does not depend on it).
+    pub chunk: usize,
+    pub lr: f64,
+    pub adam_eps: f64,
+    /// On-policy updates per batch of states.
+    pub on_policy: usize,
+    /// Updates per batch on reference trajectories (forward-noised draws of N(0, I)).
+    pub off_policy: usize,
+    pub log_z: LogZConfig,
+    pub correction: CorrectionConfig,
+    /// When acting, multiply the sampler's noise draws by this.
+    pub act_noise_scale: f64,
+    pub data: DataConfig,
+    pub train: LoopConfig,
+}
+
+impl Default for OutsourcedConfig {
+    /// The official code's sampler shape (25 steps, a schedule that reaches noise) with RTB's
+    /// offline-RL training settings.
+    fn default() -> Self {
+        let rtb = RtbConfig::default();
+        Self {
+            behavior: String::new(),
+            critic: String::new(),
+            alpha: 0.5,
+            alpha_scale: AlphaScale::QSpread,
+            schedule: ScheduleConfig {
+                steps: 25,
+                kind: ScheduleKind::Cosine,
+                variance: Variance::Beta,
+                ..ScheduleConfig::default()
+            },
+            trajectories: rtb.trajectories,
+            chunk: rtb.chunk,
+            lr: rtb.lr,
+            adam_eps: rtb.adam_eps,
+            on_policy: 1,
+            off_policy: 1,
+            log_z: rtb.log_z,
+            correction: rtb.correction,
+            act_noise_scale: 1.0,
+            // Observations are normalised with the map's statistics, Q has its own: the data spec
+            // only checks dimensions.
+            data: DataConfig {
+                normalize_obs: false,
+                reward_norm: RewardNorm::None,
+            },
+            train: rtb.train,
+        }
+    }
+}
+
+impl OutsourcedConfig {
+    /// The RTB settings of the sampler (the same machinery, on the reference chain).
+    fn rtb(&self) -> RtbConfig {
+        RtbConfig {
+            alpha: self.alpha,
+            alpha_scale: self.alpha_scale,
+            trajectories: self.trajectories,
+            chunk: self.chunk,
+            lr: self.lr,
+            adam_eps: self.adam_eps,
+            on_policy: self.on_policy,
+            off_policy: self.off_policy,
+            log_z: self.log_z.clone(),
+            correction: self.correction.clone(),
+            tanh_jacobian: false,
+            act_noise_scale: self.act_noise_scale,
+            data: self.data.clone(),
+            train: self.train.clone(),
+            ..RtbConfig::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.rtb().validate()?;
+        if self.schedule.variance != Variance::Beta {
+            return Err(Error::Config(
+                "outsourced: `schedule.variance` must be \"beta\": only then does the reference \
+                 chain keep N(0, I)"
+                    .into(),
+            ));
+        }
+        self.train.validate()
+    }
+}
+
+/// The noise-space sampler with a flow-BC behaviour map and an IQL critic.
+pub type FlowSampler = Rtb<StandardNormal, MapReward<FlowMap, IqlCritic>>;
+
+/// Outsourced posterior sampling as an [`OfflineAlgorithm`] (`offrl train outsourced`).
+pub struct Outsourced {
+    pub sampler: FlowSampler,
+    spec: DataSpec,
+    rng: ChaCha8Rng,
+    seed: u64,
+    q_spread: Option<f64>,
+}
+
+impl Outsourced {
+    /// Load the behaviour map and the critic named by `config` and build a fresh sampler.
+    pub fn new(
+        config: OutsourcedConfig,
+        spec: DataSpec,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        let plain = device.clone().without_autodiff();
+        let path = |p: &str, what: &str| -> Result<std::path::PathBuf> {
+            if p.is_empty() {
+                return Err(Error::Config(format!(
+                    "outsourced: no {what} given (--{what} RUN_OR_CHECKPOINT, or `{what} = \"...\"` in the config)"
+                )));
+            }
+            Checkpoint::resolve(Path::new(p))
+        };
+        let (map, map_spec) = FlowMap::load(&path(&config.behavior, "behavior")?, &plain)?;
+        let critic = IqlCritic::load(&path(&config.critic, "critic")?, &plain)?;
+        let cs = critic.spec();
+        for (what, od, ad) in [
+            ("behaviour map", map_spec.obs_dim, map_spec.act_dim),
+            ("critic", cs.obs_dim, cs.act_dim),
+        ] {
+            if (od, ad) != (spec.obs_dim, spec.act_dim) {
+                return Err(Error::InvalidData(format!(
+                    "outsourced: the {what} was trained on obs {od} / act {ad}, the dataset has obs {} / act {}",
+                    spec.obs_dim, spec.act_dim
+                )));
+            }
+        }
+        let reference = StandardNormal {
+            schedule: NoiseSchedule::new(&config.schedule)?,
+            dim: spec.act_dim,
+        };
+        let reward = MapReward {
+            map,
+            q: critic,
+            alpha: config.alpha,
+            spec: map_spec,
+        };
+        crate::backend::seed(&plain, seed);
+        let sampler = Rtb::new(config.rtb(), reference, reward, spec.obs_dim, None, device)?;
+        Ok(Self {
+            sampler,
+            spec,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            q_spread: None,
+        })
+    }
+
+    /// Normalised observations as the behaviour map sees them.
+    fn obs_tensor(&self, obs: &[f32], n: usize) -> Tensor<2> {
+        let map_spec = &self.sampler.reward.spec;
+        let device = self.sampler.reward.map.device();
+        crate::nn::tensor2(&map_spec.normalize_obs(obs), n, map_spec.obs_dim, device)
+    }
+
+    /// σ_Q over [`Q_SPREAD_SAMPLES`] of the behaviour map's actions per state.
+    fn measure_q_spread(&self, obs: &[f32], n: usize) -> Result<f64> {
+        let k = Q_SPREAD_SAMPLES;
+        let repeated: Vec<f32> = obs
+            .chunks(self.spec.obs_dim)
+            .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
+            .collect();
+        let mut mu = MapPolicy {
+            map: self.sampler.reward.map.clone(),
+            spec: self.sampler.reward.spec.clone(),
+            rng: ChaCha8Rng::seed_from_u64(self.seed ^ Q_SPREAD_SEED),
+        };
+        let actions = mu.act(&repeated, n * k)?;
+        let q =
+            crate::policy::ActionScorer::score(&self.sampler.reward.q, &repeated, &actions, n * k)?;
+        Ok(mean_spread(&q, k))
+    }
+
+    fn set_q_spread(&mut self, spread: f64) -> Result<()> {
+        let config = &self.sampler.config;
+        if config.alpha_scale == AlphaScale::QSpread {
+            if !(spread > 0.0 && spread.is_finite()) {
+                return Err(Error::InvalidData(format!(
+                    "outsourced: alpha_scale = \"q_spread\", but the critic's spread over the behaviour map's actions is {spread}; set alpha in absolute units"
+                )));
+            }
+            self.sampler.reward.alpha = config.alpha * spread;
+        }
+        self.q_spread = Some(spread);
+        Ok(())
+    }
+}
+
+impl OfflineAlgorithm for Outsourced {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn spec(&self) -> &DataSpec {
+        &self.spec
+    }
+
+    fn update(&mut self, batch: &Batch, _step: usize) -> Result<Metrics> {
+        let n = batch.size;
+        let obs = self.obs_tensor(&batch.observations, n);
+        if self.q_spread.is_none() {
+            let spread = self.measure_q_spread(&batch.observations, n)?;
+            self.set_q_spread(spread)?;
+        }
+        let mut metrics = Metrics::new();
+        for _ in 0..self.sampler.config.on_policy {
+            let s = self.sampler.on_policy_update(obs.clone(), &mut self.rng);
+            metrics = vec![
+                ("loss_on", s.loss),
+                ("log_z", s.log_z),
+                ("log_r", s.log_r),
+                ("kl", s.log_ratio),
+                ("log_ratio_var", s.log_ratio_var),
+            ];
+        }
+        for _ in 0..self.sampler.config.off_policy {
+            // Reference trajectories: z_0 ~ N(0, I), noised along the forward chain.
+            let z0 = sample_actions(&self.sampler.prior, obs.clone(), &mut self.rng);
+            let s = self
+                .sampler
+                .off_policy_update(obs.clone(), z0, &mut self.rng);
+            metrics.retain(|(k, _)| *k != "loss_off");
+            metrics.push(("loss_off", s.loss));
+            if self.sampler.config.on_policy == 0 {
+                metrics.extend([("log_z", s.log_z), ("log_r", s.log_r)]);
+            }
+        }
+        metrics.push(("alpha", self.sampler.reward.alpha));
+        metrics.extend(self.q_spread.map(|s| ("q_spread", s)));
+        Ok(metrics)
+    }
+
+    fn policy(&self) -> Result<Box<dyn Policy>> {
+        if self.sampler.config.alpha_scale == AlphaScale::QSpread && self.q_spread.is_none() {
+            return Err(Error::Config(
+                "outsourced: alpha_scale = \"q_spread\" sets α at the first update; this model has had none"
+                    .into(),
+            ));
+        }
+        Ok(Box::new(OutsourcedPolicy::new(&self.sampler, self.seed)))
+    }
+
+    /// The probes of the policy's and of the behaviour map's actions, and the critic's mean Q of
+    /// the data's, the policy's and the map's actions at the same states.
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        let critic = &self.sampler.reward.q;
+        let a_pi = probe.act(self.policy()?.as_mut())?;
+        let mut mu = MapPolicy {
+            map: self.sampler.reward.map.clone(),
+            spec: self.sampler.reward.spec.clone(),
+            rng: ChaCha8Rng::seed_from_u64(self.seed),
+        };
+        let a_mu = probe.act(&mut mu)?;
+        let mut metrics = probe.stats(&a_pi).metrics(POLICY_NAMES);
+        metrics.extend(probe.stats(&a_mu).metrics(PRIOR_NAMES));
+        metrics.extend([
+            ("diag/q_data", probe.mean_score(critic, &probe.actions)?),
+            ("diag/q_policy", probe.mean_score(critic, &a_pi)?),
+            ("diag/q_prior", probe.mean_score(critic, &a_mu)?),
+        ]);
+        Ok(metrics)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            parts: self.sampler.parts()?,
+            state: json!({ "rng": RngState::of(&self.rng), "q_spread": self.q_spread }),
+        })
+    }
+
+    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
+        self.sampler.restore_parts(ck)?;
+        if let Some(spread) = state.get("q_spread").and_then(Value::as_f64) {
+            self.set_q_spread(spread)?;
+        }
+        self.rng = RngState::restore_from(ck, state)?;
+        Ok(())
+    }
+}
+
+/// The behaviour map acting on its own: `a = f(s, z)`, `z ~ N(0, I)`.
+struct MapPolicy {
+    map: FlowMap,
+    spec: DataSpec,
+    rng: ChaCha8Rng,
+}
+
+impl Policy for MapPolicy {
+    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
+        let device = self.map.device().clone();
+        let o = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, self.spec.obs_dim, &device);
+        let z = normal(&mut self.rng, n, self.spec.act_dim, &device);
+        Ok(self
+            .spec
+            .action_from_unit(&crate::nn::to_vec(self.map.map(o, z))))
+    }
+}
+
+/// The sampler acting: `z` from its chain (with the Langevin term), then `a = f(s, z)`.
+pub struct OutsourcedPolicy {
+    reference: StandardNormal,
+    correction: super::rtb::Correction,
+    fused: Option<crate::diffusion::fused::FusedEpsNet>,
+    reward: MapReward<FlowMap, IqlCritic>,
+    langevin_clip: f64,
+    noise_scale: f64,
+    rng: ChaCha8Rng,
+}
+
+impl OutsourcedPolicy {
+    pub fn new(sampler: &FlowSampler, seed: u64) -> Self {
+        let (correction, fused) = sampler.frozen_correction();
+        Self {
+            reference: sampler.prior.clone(),
+            correction,
+            fused,
+            reward: sampler.reward.clone(),
+            langevin_clip: sampler.config.correction.langevin_clip,
+            noise_scale: sampler.config.act_noise_scale,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl Policy for OutsourcedPolicy {
+    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
+        let spec = &self.reward.spec;
+        if obs.len() != n * spec.obs_dim {
+            return Err(Error::InvalidData(format!(
+                "outsourced policy: {} observation values for {n} rows of {}",
+                obs.len(),
+                spec.obs_dim
+            )));
+        }
+        let device = self.reward.map.device().clone();
+        let o = crate::nn::tensor2(&spec.normalize_obs(obs), n, spec.obs_dim, &device);
+        let posterior = Posterior {
+            prior: &self.reference as &dyn EpsModel,
+            correction: &self.correction,
+            fused: self.fused.as_ref(),
+            reward: &self.reward,
+            langevin_clip: self.langevin_clip,
+        };
+        let z = sample_actions_scaled(&posterior, o.clone(), &mut self.rng, self.noise_scale);
+        let unit = self.reward.map.map(o, z);
+        Ok(spec.action_from_unit(&crate::nn::to_vec(unit)))
     }
 }

@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::table::CellResult;
-use crate::algos::{self, AlgoKind};
+use crate::algos;
 use crate::dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, EvalReport};
@@ -232,17 +232,14 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             report
         }
         name => {
-            let kind = algos::algorithm(name)?
-                .trained
-                .expect("every algorithm but IDQL is trained");
+            let info = algos::algorithm(name)?;
+            let kind = info.trained.expect("every algorithm but IDQL is trained");
             let mut overrides = profile.overrides_for(name);
-            if kind == AlgoKind::Rtb {
-                // RTB fine-tunes this seed's prior with this seed's critic.
-                for (key, algo) in [("prior", "diffusion-bc"), ("critic", "iql")] {
-                    let run = sibling_run(spec, algo)?;
-                    let abs = crate::config::path_value(&run)?;
-                    overrides.push(format!("{key}={abs:?}"));
-                }
+            // A fine-tuning cell (RTB, outsourced) reads this seed's cells of its inputs.
+            for (key, algo) in info.inputs {
+                let run = sibling_run(spec, algo)?;
+                let abs = crate::config::path_value(&run)?;
+                overrides.push(format!("{key}={abs:?}"));
             }
             let config = crate::config::resolve(&kind.default_config(), None, &overrides)?;
             let steps = config

@@ -409,6 +409,13 @@ mod tests {
                         .expect(&what);
                         c.validate().expect(&what);
                     }
+                    "outsourced" => {
+                        use crate::algos::outsourced::OutsourcedConfig;
+                        let c: OutsourcedConfig =
+                            crate::config::resolve(&OutsourcedConfig::default(), None, sets)
+                                .expect(&what);
+                        c.validate().expect(&what);
+                    }
                     other => {
                         let kind = crate::algos::algorithm(other)
                             .expect(&what)

@@ -35,6 +35,10 @@ pub enum TrainCommand {
     /// Fine-tune a diffusion prior with RTB, the critic's Q as reward (log r = Q/α).
     /// Config: configs/rtb.toml (configs/rtb-cpu.toml: a CPU-sized variant).
     Rtb(RtbArgs),
+    /// Noise-space (outsourced) posterior sampling: a diffusion over the noise z of a flow-BC
+    /// map a = f(s, z), fine-tuned by RTB towards N(z)·exp(Q(s, f(s, z))/α).
+    /// Config: configs/outsourced.toml.
+    Outsourced(OutsourcedArgs),
 }
 
 /// What every `offrl train <model>` takes.
@@ -84,6 +88,21 @@ pub struct RtbArgs {
     pub common: CommonArgs,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct OutsourcedArgs {
+    /// The behaviour map: run directory or checkpoint of `offrl train flow-bc`.
+    #[arg(long)]
+    pub behavior: PathBuf,
+    /// The critic: run directory or checkpoint of `offrl train critic` (or `iql`).
+    #[arg(long)]
+    pub critic: PathBuf,
+    /// Temperature α (log r = Q/α, in the config's `alpha_scale` units); overrides the config's.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
         TrainCommand::Prior(a) => train(AlgoKind::Prior, &a, Vec::new()),
@@ -105,6 +124,16 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
                 forced.push(format!("alpha={alpha:e}"));
             }
             train(AlgoKind::Rtb, &a.common, forced)
+        }
+        TrainCommand::Outsourced(a) => {
+            let mut forced = vec![
+                format!("behavior={:?}", absolute(&a.behavior, "behavior")?),
+                format!("critic={:?}", absolute(&a.critic, "critic")?),
+            ];
+            if let Some(alpha) = a.alpha {
+                forced.push(format!("alpha={alpha:e}"));
+            }
+            train(AlgoKind::Outsourced, &a.common, forced)
         }
     }
 }

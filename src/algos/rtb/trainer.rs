@@ -91,7 +91,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     }
 
     /// The inference copy of the correction and, on the CPU backend, its fused executor.
-    pub(super) fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
+    pub fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
         let correction = self.model.correction.frozen();
         let fused = crate::backend::host_kernels(&self.device)
             .then(|| FusedEpsNet::new(&correction.net, self.prior.schedule()));
