@@ -39,8 +39,8 @@ use super::common::{normal, RngState};
 use super::flow_bc::FlowMap;
 use super::iql::IqlCritic;
 use super::rtb::{
-    mean_spread, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior, QFunction, Rtb,
-    RtbConfig, Q_SPREAD_SAMPLES,
+    mean_spread, scaled_alpha, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior,
+    QFunction, Rtb, RtbConfig, Q_SPREAD_SAMPLES,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
@@ -341,14 +341,8 @@ impl Outsourced {
 
     fn set_q_spread(&mut self, spread: f64) -> Result<()> {
         let config = &self.sampler.config;
-        if config.alpha_scale == AlphaScale::QSpread {
-            if !(spread > 0.0 && spread.is_finite()) {
-                return Err(Error::InvalidData(format!(
-                    "outsourced: alpha_scale = \"q_spread\", but the critic's spread over the behaviour map's actions is {spread}; set alpha in absolute units"
-                )));
-            }
-            self.sampler.reward.alpha = config.alpha * spread;
-        }
+        self.sampler.reward.alpha =
+            scaled_alpha(config.alpha, config.alpha_scale, spread, "behaviour map")?;
         self.q_spread = Some(spread);
         Ok(())
     }
@@ -370,29 +364,12 @@ impl OfflineAlgorithm for Outsourced {
             let spread = self.measure_q_spread(&batch.observations, n)?;
             self.set_q_spread(spread)?;
         }
-        let mut metrics = Metrics::new();
-        for _ in 0..self.sampler.config.on_policy {
-            let s = self.sampler.on_policy_update(obs.clone(), &mut self.rng);
-            metrics = vec![
-                ("loss_on", s.loss),
-                ("log_z", s.log_z),
-                ("log_r", s.log_r),
-                ("kl", s.log_ratio),
-                ("log_ratio_var", s.log_ratio_var),
-            ];
-        }
-        for _ in 0..self.sampler.config.off_policy {
-            // Reference trajectories: z_0 ~ N(0, I), noised along the forward chain.
-            let z0 = sample_actions(&self.sampler.prior, obs.clone(), &mut self.rng);
-            let s = self
-                .sampler
-                .off_policy_update(obs.clone(), z0, &mut self.rng);
-            metrics.retain(|(k, _)| *k != "loss_off");
-            metrics.push(("loss_off", s.loss));
-            if self.sampler.config.on_policy == 0 {
-                metrics.extend([("log_z", s.log_z), ("log_r", s.log_r)]);
-            }
-        }
+        // Off-policy: reference trajectories, z_0 ~ N(0, I) noised along the forward chain.
+        let mut metrics = self.sampler.batch_update(
+            obs.clone(),
+            |reference, rng| sample_actions(reference, obs.clone(), rng),
+            &mut self.rng,
+        );
         metrics.push(("alpha", self.sampler.reward.alpha));
         metrics.extend(self.q_spread.map(|s| ("q_spread", s)));
         Ok(metrics)

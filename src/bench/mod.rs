@@ -6,6 +6,9 @@ pub mod cell;
 pub mod idql_cell;
 pub mod table;
 
+/// The environment variable through which a grid tells its cells its process id.
+pub const GRID_PID_VAR: &str = "OFFRL_GRID_PID";
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -191,6 +194,8 @@ fn run_cell_process(
     let log_path = dir.join("log.txt");
     let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
     let mut child = Command::new(exe)
+        // The cell checks that this process is still its parent once it has asked to die with it.
+        .env(GRID_PID_VAR, std::process::id().to_string())
         .args([
             "bench",
             "cell",

@@ -320,11 +320,16 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
 /// checkpoint when the grid is run again.
 #[cfg(target_os = "linux")]
 fn die_with_parent() -> anyhow::Result<()> {
-    let parent = std::os::unix::process::parent_id();
+    // The grid names itself; a cell started by hand dies with whatever started it.
+    let parent = std::env::var(crate::bench::GRID_PID_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or_else(std::os::unix::process::parent_id);
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
     anyhow::ensure!(rc == 0, "prctl(PR_SET_PDEATHSIG) failed");
-    // The parent may have died before the call: then no signal will come.
+    // The parent may have died before the call (even before this process first ran): then no
+    // signal will come, and the process that adopted this one is not the grid.
     anyhow::ensure!(
         std::os::unix::process::parent_id() == parent,
         "the process that started this cell is gone"

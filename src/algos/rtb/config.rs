@@ -104,6 +104,20 @@ pub enum AlphaScale {
     QSpread,
 }
 
+/// The temperature `log r` divides Q by: `alpha` itself, or `alpha · σ_Q` under
+/// [`AlphaScale::QSpread`] (refused, naming `model`, when the measured spread is not positive).
+pub fn scaled_alpha(alpha: f64, scale: AlphaScale, spread: f64, model: &str) -> Result<f64> {
+    match scale {
+        AlphaScale::Absolute => Ok(alpha),
+        AlphaScale::QSpread if spread > 0.0 && spread.is_finite() => Ok(alpha * spread),
+        AlphaScale::QSpread => Err(Error::InvalidData(format!(
+            "{model}: alpha_scale = \"q_spread\", but the critic's spread over the {model} \
+             samples' actions is {spread}: Q does not tell them apart at these states; set alpha \
+             in absolute units"
+        ))),
+    }
+}
+
 /// Actions drawn from μ per state to measure the critic's spread `σ_Q`.
 pub const Q_SPREAD_SAMPLES: usize = 16;
 

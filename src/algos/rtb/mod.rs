@@ -210,15 +210,7 @@ impl RtbAlgo {
     /// Record `σ_Q` and, under `alpha_scale = "q_spread"`, set the reward's temperature from it.
     fn set_q_spread(&mut self, spread: f64) -> Result<()> {
         let config = &self.rtb.config;
-        if config.alpha_scale == AlphaScale::QSpread {
-            if !(spread > 0.0 && spread.is_finite()) {
-                return Err(Error::InvalidData(format!(
-                    "rtb: alpha_scale = \"q_spread\", but the critic's spread over the prior's actions is {spread}: \
-                     Q does not tell μ's actions apart at these states; set alpha in absolute units"
-                )));
-            }
-            self.rtb.reward.alpha = config.alpha * spread;
-        }
+        self.rtb.reward.alpha = scaled_alpha(config.alpha, config.alpha_scale, spread, "prior")?;
         self.q_spread = Some(spread);
         Ok(())
     }
@@ -244,27 +236,7 @@ impl OfflineAlgorithm for RtbAlgo {
             let spread = self.measure_q_spread(&batch.observations, n)?;
             self.set_q_spread(spread)?;
         }
-        let mut metrics = Metrics::new();
-        for _ in 0..self.rtb.config.on_policy {
-            let s = self.rtb.on_policy_update(obs.clone(), &mut self.rng);
-            metrics = vec![
-                ("loss_on", s.loss),
-                ("log_z", s.log_z),
-                ("log_r", s.log_r),
-                ("kl", s.log_ratio),
-                ("log_ratio_var", s.log_ratio_var),
-            ];
-        }
-        for _ in 0..self.rtb.config.off_policy {
-            let s = self
-                .rtb
-                .off_policy_update(obs.clone(), a0.clone(), &mut self.rng);
-            metrics.retain(|(k, _)| *k != "loss_off");
-            metrics.push(("loss_off", s.loss));
-            if self.rtb.config.on_policy == 0 {
-                metrics.extend([("log_z", s.log_z), ("log_r", s.log_r)]);
-            }
-        }
+        let mut metrics = self.rtb.batch_update(obs, |_, _| a0.clone(), &mut self.rng);
         metrics.push(("alpha", self.rtb.reward.alpha));
         metrics.extend(self.q_spread.map(|s| ("q_spread", s)));
         Ok(metrics)

@@ -98,6 +98,38 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         (correction, fused)
     }
 
+    /// The updates of one batch of states `obs`: `on_policy` on-policy ones, then `off_policy`
+    /// ones on trajectories that end at `x0(prior, rng)` (dataset actions for RTB, reference draws
+    /// for noise-space samplers), and their metrics.
+    pub fn batch_update<G: Rng>(
+        &mut self,
+        obs: Tensor<2>,
+        mut x0: impl FnMut(&P, &mut G) -> Tensor<2>,
+        rng: &mut G,
+    ) -> crate::train::Metrics {
+        let mut metrics = crate::train::Metrics::new();
+        for _ in 0..self.config.on_policy {
+            let s = self.on_policy_update(obs.clone(), rng);
+            metrics = vec![
+                ("loss_on", s.loss),
+                ("log_z", s.log_z),
+                ("log_r", s.log_r),
+                ("kl", s.log_ratio),
+                ("log_ratio_var", s.log_ratio_var),
+            ];
+        }
+        for _ in 0..self.config.off_policy {
+            let ends = x0(&self.prior, rng);
+            let s = self.off_policy_update(obs.clone(), ends, rng);
+            metrics.retain(|(k, _)| *k != "loss_off");
+            metrics.push(("loss_off", s.loss));
+            if self.config.on_policy == 0 {
+                metrics.extend([("log_z", s.log_z), ("log_r", s.log_r)]);
+            }
+        }
+        metrics
+    }
+
     /// One on-policy update on the states `obs` (`[b, obs_dim]`, normalised).
     pub fn on_policy_update(&mut self, obs: Tensor<2>, rng: &mut impl Rng) -> UpdateStats {
         let (correction, fused) = self.frozen_correction();
