@@ -3,47 +3,19 @@
 //! run and a critic run, resumes exactly, reloads, acts in the box, and refuses inputs of the
 //! wrong kind before any training.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use offrl::algos::{self, AlgoKind};
-use offrl::dataset::{Dataset, Metadata};
+use offrl::dataset::Dataset;
 use offrl::train::checkpoint::Checkpoint;
 use offrl::train::OfflineAlgorithm;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
-const OBS: usize = 3;
-const ACT: usize = 2;
 
-/// 8 episodes of 10 steps; reward prefers actions near (0.3, −0.2).
 fn dataset() -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let n = 80;
-    let obs: Vec<f32> = (0..n * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let act: Vec<f32> = (0..n * ACT).map(|_| rng.random_range(-0.9..0.9)).collect();
-    let rewards = (0..n)
-        .map(|i| -((act[2 * i] - 0.3).powi(2) + (act[2 * i + 1] + 0.2).powi(2)))
-        .collect();
-    let next: Vec<f32> = (0..n * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let meta = Metadata::new(
-        "Toy-v0",
-        OBS,
-        ACT,
-        vec![-1.0; ACT],
-        vec![1.0; ACT],
-        serde_json::Value::Null,
-    );
-    Dataset::new(
-        meta,
-        obs,
-        act,
-        rewards,
-        next,
-        vec![false; n],
-        (0..n).map(|i| i % 10 == 9).collect(),
-    )
-    .unwrap()
+    common::toy_dataset()
 }
 
 fn train(kind: AlgoKind, sets: &[&str], data: &Dataset, out: &Path) -> Box<dyn OfflineAlgorithm> {

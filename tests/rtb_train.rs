@@ -2,6 +2,8 @@
 //! trained for a few steps, then `rtb::train` through the shared loop — metrics, checkpoints,
 //! exact resume, reload, the policy, the NaN guard, and the initialisations that copy the prior.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -9,49 +11,21 @@ use burn::tensor::Device;
 use offrl::algos::rtb::{self, CorrectionInit, Rtb, RtbConfig};
 use offrl::algos::{self, AlgoKind};
 use offrl::dataset::spec::DataSpec;
-use offrl::dataset::{Dataset, Metadata, FORMAT_VERSION};
+use offrl::dataset::Dataset;
 use offrl::diffusion::{
     sample_trajectory, trajectory_log_prob, DiffusionPrior, EpsModel, PriorConfig, PriorSpec,
 };
 use offrl::nn::to_vec;
 use offrl::train::checkpoint::Checkpoint;
 use offrl::train::OfflineAlgorithm;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// Observation width of [`common::toy_dataset`].
 const OBS: usize = 3;
-const ACT: usize = 2;
 
-/// 8 episodes of 10 steps; reward prefers actions near (0.3, −0.2).
 fn dataset() -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let n = 80;
-    let obs: Vec<f32> = (0..n * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let act: Vec<f32> = (0..n * ACT).map(|_| rng.random_range(-0.9..0.9)).collect();
-    let rewards = (0..n)
-        .map(|i| -((act[2 * i] - 0.3).powi(2) + (act[2 * i + 1] + 0.2).powi(2)))
-        .collect();
-    let next: Vec<f32> = (0..n * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let meta = Metadata {
-        format_version: FORMAT_VERSION,
-        env_id: "Toy-v0".into(),
-        obs_dim: OBS,
-        act_dim: ACT,
-        action_low: vec![-1.0; ACT],
-        action_high: vec![1.0; ACT],
-        source: serde_json::Value::Null,
-        reference_scores: None,
-    };
-    Dataset::new(
-        meta,
-        obs,
-        act,
-        rewards,
-        next,
-        vec![false; n],
-        (0..n).map(|i| i % 10 == 9).collect(),
-    )
-    .unwrap()
+    common::toy_dataset()
 }
 
 /// A tiny prior (6 diffusion steps, 16-wide net) in the paper's pre-tanh action space.

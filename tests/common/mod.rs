@@ -109,3 +109,35 @@ pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
         panic!("{what}[{i}]: got {} want {}", got[i], want[i]);
     }
 }
+
+/// 8 episodes of 10 steps, 3-dimensional observations and 2-dimensional actions in [−1, 1]; the
+/// reward prefers actions near (0.3, −0.2). The toy data of the fine-tuning tests.
+pub fn toy_dataset() -> offrl::dataset::Dataset {
+    use rand::{Rng, SeedableRng};
+    let (od, ad, n) = (3, 2, 80);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let obs: Vec<f32> = (0..n * od).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let act: Vec<f32> = (0..n * ad).map(|_| rng.random_range(-0.9..0.9)).collect();
+    let rewards = (0..n)
+        .map(|i| -((act[2 * i] - 0.3).powi(2) + (act[2 * i + 1] + 0.2).powi(2)))
+        .collect();
+    let next: Vec<f32> = (0..n * od).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let meta = offrl::dataset::Metadata::new(
+        "Toy-v0",
+        od,
+        ad,
+        vec![-1.0; ad],
+        vec![1.0; ad],
+        serde_json::Value::Null,
+    );
+    offrl::dataset::Dataset::new(
+        meta,
+        obs,
+        act,
+        rewards,
+        next,
+        vec![false; n],
+        (0..n).map(|i| i % 10 == 9).collect(),
+    )
+    .unwrap()
+}
