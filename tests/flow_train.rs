@@ -13,7 +13,6 @@ use offrl::dataset::Dataset;
 use offrl::train::checkpoint::Checkpoint;
 use offrl::train::OfflineAlgorithm;
 
-
 fn dataset() -> Dataset {
     common::toy_dataset()
 }
