@@ -23,7 +23,7 @@
 //! batch of dataset states and runs `on_policy` updates on the sampler's own trajectories and
 //! `off_policy` updates on reference trajectories; α is in the units of `alpha_scale`, as RTB's
 //! (`q_spread`: the critic's spread over the behaviour map's actions). Acting: `z` from the
-//! sampler's chain (with the Langevin term), then `a = f(s, z)`.
+//! sampler's chain (with the Langevin term when `correction.langevin` is on), then `a = f(s, z)`.
 //! Not built yet (see issue 21): the replay buffer of past z's as a third source of off-policy
 //! trajectories, the official code's loss clipping and gradient-norm clipping.
 
