@@ -269,13 +269,13 @@ impl FlowMap {
         let back = shards.map(|i, rows| {
             let mut g = g[rows.start * ad..rows.end * ad].to_vec();
             for tape in forward[i].1.iter().rev() {
-                let scaled: Vec<f32> = g.iter().map(|g| g * dt).collect();
-                let (dx, _) = field.backward(tape, &scaled, true, false);
+                // The step is x + dt·v(x): its Jacobian-transpose product is linear in g.
+                let (dx, _) = field.backward(tape, &g, true, false);
                 let dx = dx.expect("input gradient");
                 for (j, row) in dx.chunks_exact(d_in).enumerate() {
                     (g[j * ad..(j + 1) * ad].iter_mut())
                         .zip(&row[od..od + ad])
-                        .for_each(|(g, d)| *g += d);
+                        .for_each(|(g, d)| *g += d * dt);
                 }
             }
             g

@@ -35,8 +35,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::common::{normal, RngState};
-use super::flow_bc::FlowMap;
+use super::common::RngState;
+use super::flow_bc::{FlowMap, FlowPolicy};
 use super::iql::IqlCritic;
 use super::rtb::{
     mean_spread, scaled_alpha, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior,
@@ -321,6 +321,12 @@ impl Outsourced {
         crate::nn::tensor2(&map_spec.normalize_obs(obs), n, map_spec.obs_dim, device)
     }
 
+    /// The behaviour map acting on its own (`z ~ N(0, I)` from `seed`).
+    fn behavior(&self, seed: u64) -> FlowPolicy {
+        let reward = &self.sampler.reward;
+        FlowPolicy::new(reward.map.clone(), &reward.spec, seed)
+    }
+
     /// σ_Q over [`Q_SPREAD_SAMPLES`] of the behaviour map's actions per state.
     fn measure_q_spread(&self, obs: &[f32], n: usize) -> Result<f64> {
         let k = Q_SPREAD_SAMPLES;
@@ -328,11 +334,7 @@ impl Outsourced {
             .chunks(self.spec.obs_dim)
             .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
             .collect();
-        let mut mu = MapPolicy {
-            map: self.sampler.reward.map.clone(),
-            spec: self.sampler.reward.spec.clone(),
-            rng: ChaCha8Rng::seed_from_u64(self.seed ^ Q_SPREAD_SEED),
-        };
+        let mut mu = self.behavior(self.seed ^ Q_SPREAD_SEED);
         let actions = mu.act(&repeated, n * k)?;
         let q =
             crate::policy::ActionScorer::score(&self.sampler.reward.q, &repeated, &actions, n * k)?;
@@ -390,11 +392,7 @@ impl OfflineAlgorithm for Outsourced {
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
         let critic = &self.sampler.reward.q;
         let a_pi = probe.act(self.policy()?.as_mut())?;
-        let mut mu = MapPolicy {
-            map: self.sampler.reward.map.clone(),
-            spec: self.sampler.reward.spec.clone(),
-            rng: ChaCha8Rng::seed_from_u64(self.seed),
-        };
+        let mut mu = self.behavior(self.seed);
         let a_mu = probe.act(&mut mu)?;
         let mut metrics = probe.stats(&a_pi).metrics(POLICY_NAMES);
         metrics.extend(probe.stats(&a_mu).metrics(PRIOR_NAMES));
@@ -420,24 +418,6 @@ impl OfflineAlgorithm for Outsourced {
         }
         self.rng = RngState::restore_from(ck, state)?;
         Ok(())
-    }
-}
-
-/// The behaviour map acting on its own: `a = f(s, z)`, `z ~ N(0, I)`.
-struct MapPolicy {
-    map: FlowMap,
-    spec: DataSpec,
-    rng: ChaCha8Rng,
-}
-
-impl Policy for MapPolicy {
-    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let device = self.map.device().clone();
-        let o = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, self.spec.obs_dim, &device);
-        let z = normal(&mut self.rng, n, self.spec.act_dim, &device);
-        Ok(self
-            .spec
-            .action_from_unit(&crate::nn::to_vec(self.map.map(o, z))))
     }
 }
 
