@@ -23,7 +23,7 @@ fn cpu_secs() -> f64 {
         .map_or(f64::NAN, |ns| ns * 1e-9)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = match std::env::args().nth(1) {
         Some(p) => PathBuf::from(p),
         None => {

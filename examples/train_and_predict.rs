@@ -25,7 +25,15 @@ fn main() -> offrl::Result<()> {
         &["train.steps=10".into()],
     )?;
     let run = tempfile::tempdir().map_err(|e| offrl::Error::io("tempdir", e))?;
-    algos::train(AlgoKind::Bc, &config, &data, run.path(), 0, &device, None)?;
+    algos::train(
+        AlgoKind::Bc,
+        &config,
+        &data,
+        Some(run.path()),
+        0,
+        &device,
+        None,
+    )?;
     // What `offrl eval` and `offrl.load` do: rebuild from the newest checkpoint.
     let mut policy = algos::load(run.path(), &device)?.policy()?;
     for (name, n, reps) in [("one", 1, 20_000), ("batch256", 256, 2_000)] {

@@ -47,17 +47,8 @@ pub fn keep_freed_memory() {
 }
 
 /// A compute backend the binary can run on (those not compiled in give a clear error).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// burn-flex: pure-Rust CPU backend (SIMD + rayon). The default.
@@ -118,18 +109,43 @@ pub fn seed(device: &Device, seed: u64) {
     device.seed(seed);
 }
 
-/// Whether the fused host executors ([`crate::nn::host`]) run the networks on `device`: on the
-/// burn-flex CPU device (autodiff or not), unless `OFFRL_BURN_ONLY` is set in the environment
-/// (which keeps every network in burn, to compare the two paths).
-pub fn host_kernels(device: &Device) -> bool {
-    device.clone().without_autodiff() == Device::flex()
-        && std::env::var_os("OFFRL_BURN_ONLY").is_none()
+/// What runs the networks' passes: offrl's host kernels or burn's tensor operations. Decided once
+/// per model or algorithm, from its device, when it is built ([`Engine::for_device`]), and held as
+/// a value from then on; the types that run networks ([`crate::nn::host::TrainingMlp`], the
+/// ε-network's executors) take it and hide the difference behind one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The host kernels ([`crate::nn::host`] over the `offrl-kernels` crate), on burn-flex's CPU
+    /// device: each layer one GEMM and one fused pass, burn's autodiff for the loss only.
+    Host,
+    /// burn's own modules and autodiff: every other device, and the CPU when `OFFRL_BURN_ONLY`
+    /// is set in the environment (to compare the two engines on the same numbers).
+    Burn,
+}
+
+impl Engine {
+    /// The engine for `device` (autodiff or not). The environment is read once per process.
+    pub fn for_device(device: &Device) -> Self {
+        static BURN_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let burn_only = *BURN_ONLY.get_or_init(|| std::env::var_os("OFFRL_BURN_ONLY").is_some());
+        if !burn_only && device.clone().without_autodiff() == Device::flex() {
+            Engine::Host
+        } else {
+            Engine::Burn
+        }
+    }
+
+    /// Whether the host kernels run the networks.
+    pub fn is_host(self) -> bool {
+        self == Engine::Host
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(feature = "cli")]
     #[test]
     fn names_are_the_command_lines() {
         use clap::ValueEnum;

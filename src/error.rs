@@ -59,3 +59,28 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes on one line, as `{:#}` prints them but each piece once: a cause
+/// whose text its parent already ends with (an I/O error inside "FILE: No such file …") is
+/// dropped, and a cause that starts by naming what its parent ends with ("loading FILE" then
+/// "FILE: …") does not name it again.
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        next = cause.source();
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        let text = match text.split_once(": ") {
+            Some((head, rest)) if !out.is_empty() && out.ends_with(head) => rest.to_string(),
+            _ => text,
+        };
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod progress;
 
 pub use error::{Error, Result};
+#[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "python")]
 pub mod python;

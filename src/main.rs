@@ -64,7 +64,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", offrl::cli::error_report(&err));
+            eprintln!("error: {}", offrl::error::report(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -24,12 +24,13 @@ fn train(kind: AlgoKind, sets: &[&str], data: &Dataset, out: &Path) -> Box<dyn O
         kind,
         &config,
         data,
-        out,
+        Some(out),
         3,
         &Device::flex().autodiff(),
         None,
     )
     .unwrap()
+    .algo
 }
 
 fn probe(algo: &dyn OfflineAlgorithm) -> Vec<f32> {
@@ -168,7 +169,7 @@ fn outsourced_sampler_trains_resumes_and_refuses_wrong_inputs() {
             kind,
             &config,
             &data,
-            &out,
+            Some(&out),
             0,
             &Device::flex().autodiff(),
             None,

@@ -143,7 +143,16 @@ fn train(
 ) -> offrl::Result<Box<dyn OfflineAlgorithm>> {
     let config = serde_json::to_value(config).unwrap();
     let device = Device::flex().autodiff();
-    algos::train(AlgoKind::Prior, &config, data, out, seed, &device, None)
+    algos::train(
+        AlgoKind::Prior,
+        &config,
+        data,
+        Some(out),
+        seed,
+        &device,
+        None,
+    )
+    .map(|t| t.algo)
 }
 
 fn config(net: NetConfig, steps: usize, batch_size: usize) -> PriorConfig {

@@ -64,7 +64,7 @@ fn prior_checkpoint(root: &Path, data: &Dataset) -> PathBuf {
         AlgoKind::Prior,
         &prior_config(),
         data,
-        &out,
+        Some(&out),
         1,
         &device,
         None,
@@ -90,7 +90,7 @@ fn critic_run(root: &Path, data: &Dataset) -> PathBuf {
     )
     .unwrap();
     let device = Device::flex().autodiff();
-    algos::train(AlgoKind::Iql, &config, data, &out, 0, &device, None).unwrap();
+    algos::train(AlgoKind::Iql, &config, data, Some(&out), 0, &device, None).unwrap();
     out
 }
 

@@ -12,10 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::backend;
+use crate::backend::Engine;
 use crate::dataset::spec::DataSpec;
 use crate::error::{Error, Result};
-use crate::nn::{self, host, Mlp, MlpConfig};
+use crate::nn::{self, Mlp, MlpConfig};
 use crate::policy::Policy;
 
 // ---------------------------------------------------------------------------------------------
@@ -265,8 +265,8 @@ impl TwinQ {
     /// This twin as a target network moved towards `source` by [`soft_update`]; on the CPU the
     /// two networks are blended at once, one per thread (each tensor alone is too small to split).
     pub fn soft_update(self, source: &TwinQ, tau: f64) -> TwinQ {
-        let on_host = backend::host_kernels(&self.q1.output.weight.val().device());
-        let (q1, q2) = host::join(
+        let on_host = Engine::for_device(&self.q1.output.weight.val().device()).is_host();
+        let (q1, q2) = offrl_kernels::join(
             on_host,
             || soft_update(self.q1, &source.q1, tau),
             || soft_update(self.q2, &source.q2, tau),

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::common::{adam, normal, scalar, uniform, NetConfig, RngState};
+use crate::backend::Engine;
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
@@ -156,6 +157,7 @@ pub struct FlowMap {
     pub field: VelocityField,
     pub steps: usize,
     device: Device,
+    engine: Engine,
 }
 
 impl FlowMap {
@@ -164,6 +166,7 @@ impl FlowMap {
         Self {
             field,
             steps,
+            engine: Engine::for_device(&device),
             device,
         }
     }
@@ -205,7 +208,7 @@ impl FlowMap {
     /// `f(s, z)` for `[n, obs_dim]` normalised observations and `[n, act_dim]` noise, without
     /// gradient (on the host on the CPU backend).
     pub fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
-        let field = TrainingMlp::new(&self.field.net, &self.device);
+        let field = TrainingMlp::new(&self.field.net, self.engine);
         integrate(|x| field.eval(x), obs, z, self.steps)
     }
 }
@@ -222,8 +225,9 @@ impl FlowMap {
         n: usize,
         outer: impl FnOnce(&[f32]) -> Option<Vec<f32>>,
     ) -> Option<Vec<f32>> {
-        use crate::nn::host::{HostMlp, Shards};
-        if !crate::backend::host_kernels(&self.device) {
+        use crate::nn::host::HostMlp;
+        use offrl_kernels::Shards;
+        if !self.engine.is_host() {
             return None;
         }
         let field = HostMlp::from_mlp(&self.field.net);
@@ -348,6 +352,7 @@ pub struct FlowBc {
     cfg: FlowBcConfig,
     spec: DataSpec,
     device: Device,
+    engine: Engine,
     seed: u64,
     rng: ChaCha8Rng,
     field: VelocityField,
@@ -371,6 +376,7 @@ impl FlowBc {
             cfg,
             spec,
             device: device.clone(),
+            engine: Engine::for_device(device),
             seed,
             rng,
             field,
@@ -394,7 +400,7 @@ impl OfflineAlgorithm for FlowBc {
 
     fn update(&mut self, batch: &Batch, _step: usize) -> Result<Metrics> {
         let b = self.spec.batch_tensors(batch, &self.device);
-        let field = TrainingMlp::new(&self.field.net, &self.device);
+        let field = TrainingMlp::new(&self.field.net, self.engine);
         let loss = flow_matching_loss(&field, b.obs, b.act, &mut self.rng);
         let mut grads = GradientsParams::new();
         field.register_grads(&mut loss.backward(), &mut grads);

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use super::common::{adam, column, normal, scalar, target_copy, NetConfig, RngState, TwinQ};
 use super::flow_bc::{flow_matching_loss, integrate, VelocityField, FIELD_PART};
+use crate::backend::Engine;
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
@@ -131,6 +132,7 @@ pub struct Fql {
     cfg: FqlConfig,
     spec: DataSpec,
     device: Device,
+    engine: Engine,
     seed: u64,
     rng: ChaCha8Rng,
     field: VelocityField,
@@ -168,6 +170,7 @@ impl Fql {
             cfg,
             spec,
             device: device.clone(),
+            engine: Engine::for_device(device),
             seed,
             rng,
             field,
@@ -188,11 +191,11 @@ impl OfflineAlgorithm for Fql {
     }
 
     fn update(&mut self, batch: &Batch, _step: usize) -> Result<Metrics> {
-        let (cfg, device) = (&self.cfg, &self.device);
+        let (cfg, device, engine) = (&self.cfg, &self.device, self.engine);
         let b = self.spec.batch_tensors(batch, device);
         let [n, ad] = b.act.dims();
-        let field = TrainingMlp::new(&self.field.net, device);
-        let actor = TrainingMlp::new(&self.actor.net, device);
+        let field = TrainingMlp::new(&self.field.net, engine);
+        let actor = TrainingMlp::new(&self.actor.net, engine);
         let critic_before = self.critic.clone().no_grad();
 
         // Critic: regression onto r + γ (1 − d) agg Q'(s', clip(μ_ω(s', z'))).
@@ -202,14 +205,14 @@ impl OfflineAlgorithm for Fql {
             .clamp(-1.0, 1.0);
         let next_in = Tensor::cat(vec![b.next_obs, next_act], 1);
         let [t1, t2] = [&self.critic_target.q1, &self.critic_target.q2]
-            .map(|q| column(TrainingMlp::new(q, device).eval(next_in.clone())));
+            .map(|q| column(TrainingMlp::new(q, engine).eval(next_in.clone())));
         let next_q = match cfg.q_agg {
             QAgg::Mean => (t1 + t2) * 0.5,
             QAgg::Min => t1.min_pair(t2),
         };
         let target = (b.reward + (b.done * -1.0 + 1.0) * next_q * cfg.discount).detach();
         let obs_act = Tensor::cat(vec![b.obs.clone(), b.act.clone()], 1);
-        let [q1, q2] = [&self.critic.q1, &self.critic.q2].map(|q| TrainingMlp::new(q, device));
+        let [q1, q2] = [&self.critic.q1, &self.critic.q2].map(|q| TrainingMlp::new(q, engine));
         let q1_value = column(q1.forward(obs_act.clone()));
         let q2_value = column(q2.forward(obs_act));
         let critic_loss = ((q1_value.clone() - target.clone()).powi_scalar(2).mean()
@@ -321,7 +324,8 @@ impl Policy for FqlPolicy {
         let (actor, device) = &self.actor;
         let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, device);
         let z = normal(&mut self.rng, n, ad, device);
-        let act = TrainingMlp::new(&actor.net, device).eval(Tensor::cat(vec![obs, z], 1));
+        let act = TrainingMlp::new(&actor.net, Engine::for_device(device))
+            .eval(Tensor::cat(vec![obs, z], 1));
         Ok(self
             .spec
             .action_from_unit(&crate::nn::to_vec(act.clamp(-1.0, 1.0))))

@@ -31,17 +31,18 @@ use super::common::{
     adam, check_log_std, column, scalar, target_copy, GaussianActor, NetConfig, NetPolicy, TwinQ,
     ValueNet,
 };
-use crate::backend;
+use crate::backend::Engine;
 use crate::dataset::spec::{BatchTensors, DataConfig, DataSpec, RewardNorm, SpecTensors};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
-use crate::nn::host::{self, HostMlp, Shards, TrainingMlp};
+use crate::nn::host::{HostMlp, TrainingMlp};
 use crate::policy::{ActionScorer, Policy};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{
     load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
 };
+use offrl_kernels::Shards;
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "iql";
@@ -110,6 +111,7 @@ pub struct Iql {
     cfg: IqlConfig,
     spec: DataSpec,
     device: Device,
+    engine: Engine,
     q: TwinQ,
     q_target: TwinQ,
     v: ValueNet,
@@ -163,6 +165,7 @@ impl Iql {
             cfg,
             spec,
             device: device.clone(),
+            engine: Engine::for_device(device),
             q,
             q_target,
             v,
@@ -191,7 +194,6 @@ impl Iql {
 
     fn update_tensors(&mut self, b: BatchTensors, step: usize) -> Metrics {
         let cfg = &self.cfg;
-        let device = &self.device;
         let obs_act = Tensor::cat(vec![b.obs.clone(), b.act.clone()], 1);
         let (reward, not_done) = (b.reward.clone(), b.done.clone() * -1.0 + 1.0);
 
@@ -200,15 +202,15 @@ impl Iql {
         // thread of its own.
         let (v_optim, q_optim) = (&mut self.v_optim, &mut self.q_optim);
         let (next_v_tx, next_v_rx) = std::sync::mpsc::channel();
-        let (v_step, q_step) = host::join(
-            backend::host_kernels(device),
+        let (v_step, q_step) = offrl_kernels::join(
+            self.engine.is_host(),
             || {
-                let v = TrainingMlp::new(&self.v.net, device);
+                let v = TrainingMlp::new(&self.v.net, self.engine);
                 let next_v = column(v.eval(b.next_obs.clone()));
                 next_v_tx.send(next_v).expect("the Q task waits for V(s')");
                 // 1. V: expectile regression onto the target twin's min.
-                let [target_q1, target_q2] =
-                    [&self.q_target.q1, &self.q_target.q2].map(|q| TrainingMlp::new(q, device));
+                let [target_q1, target_q2] = [&self.q_target.q1, &self.q_target.q2]
+                    .map(|q| TrainingMlp::new(q, self.engine));
                 let target_q = column(target_q1.eval(obs_act.clone()))
                     .min_pair(column(target_q2.eval(obs_act.clone())));
                 let adv = target_q - column(v.forward(b.obs.clone()));
@@ -221,7 +223,7 @@ impl Iql {
             },
             || {
                 // 2. Twin Q: regression onto r + γ (1 − d) V(s').
-                let [q1, q2] = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, device));
+                let [q1, q2] = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, self.engine));
                 let (q1_value, q2_value) = (
                     column(q1.forward(obs_act.clone())),
                     column(q2.forward(obs_act.clone())),
@@ -339,6 +341,7 @@ pub struct IqlCritic {
     /// Host copies of the twin Q for [`IqlCritic::action_gradient`], made on first use (the
     /// critic is frozen); `None` inside when the networks are not on the CPU backend.
     host_q: OnceLock<Option<(HostMlp, HostMlp)>>,
+    engine: Engine,
 }
 
 /// `∇ₓ min(Q1, Q2)` at the rows of `x` (`[n, d_in]`). The minimum passes the gradient of the
@@ -373,6 +376,7 @@ impl IqlCritic {
             maps: spec.tensors(device),
             spec,
             host_q: OnceLock::new(),
+            engine: Engine::for_device(device),
         }
     }
 
@@ -383,8 +387,8 @@ impl IqlCritic {
         let (q1, q2) = self
             .host_q
             .get_or_init(|| {
-                let device = self.q.q1.output.weight.val().device();
-                crate::backend::host_kernels(&device)
+                self.engine
+                    .is_host()
                     .then(|| (HostMlp::from_mlp(&self.q.q1), HostMlp::from_mlp(&self.q.q2)))
             })
             .as_ref()?;
@@ -716,11 +720,12 @@ mod tests {
             crate::algos::AlgoKind::Iql,
             &config,
             data,
-            dir,
+            Some(dir),
             seed,
             &device,
             None,
         )
+        .map(|t| t.algo)
     }
 
     #[test]

@@ -10,8 +10,15 @@
 //! # let data: offrl::dataset::Dataset = todo!();
 //! let device = burn::tensor::Device::flex().autodiff();
 //! let config = offrl::config::resolve(&AlgoKind::Iql.default_config(), None, &["train.steps=1000".into()])?;
-//! let algo = algos::train(AlgoKind::Iql, &config, &data, "runs/iql".as_ref(), 0, &device, None)?;
-//! let mut policy = algo.policy()?; // offrl::policy::Policy: batched act
+//! // Into a run directory (metrics, plots, TensorBoard events, checkpoints):
+//! let run = std::path::Path::new("runs/iql");
+//! let trained = algos::train(AlgoKind::Iql, &config, &data, Some(run), 0, &device, None)?;
+//! let mut policy = trained.algo.policy()?; // offrl::policy::Policy: batched act
+//! // In memory: nothing written, the logged lines returned.
+//! let trained = algos::train(AlgoKind::Iql, &config, &data, None, 0, &device, None)?;
+//! for (step, metrics) in &trained.history {
+//!     println!("{step}: {metrics:?}");
+//! }
 //! # Ok(()) }
 //! ```
 //! A run directory resumes from its newest checkpoint when trained again with the same config.
@@ -39,10 +46,13 @@ use crate::dataset::spec::{DataConfig, DataSpec};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{fit, DatasetInfo, EvalHook, LoopConfig, OfflineAlgorithm, RunDir, RunLock};
+use crate::train::{
+    fit, DatasetInfo, EvalHook, History, LoopConfig, OfflineAlgorithm, RunDir, RunLock, RunRecord,
+};
 
 /// The algorithms, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum AlgoKind {
     Iql,
@@ -54,7 +64,7 @@ pub enum AlgoKind {
     Cql,
     /// Flow-matching behaviour cloning (`flow-bc`).
     #[serde(rename = "flow-bc")]
-    #[value(name = "flow-bc")]
+    #[cfg_attr(feature = "cli", value(name = "flow-bc"))]
     FlowBc,
     Fql,
     /// Noise-space (outsourced) posterior sampling on a flow-BC map.
@@ -280,23 +290,36 @@ fn loop_and_data(config: &Value) -> Result<(LoopConfig, DataConfig)> {
 }
 
 /// What a run directory and its checkpoints record as "the config": algorithm, seed, settings.
-fn run_config(kind: AlgoKind, config: &Value, seed: u64) -> Value {
+pub fn run_config(kind: AlgoKind, config: &Value, seed: u64) -> Value {
     json!({ "algo": kind.name(), "seed": seed, "config": config })
 }
 
-/// Train `kind` on `data` into the run directory `out` (metrics, plots, checkpoints), resuming
-/// from its newest checkpoint if there is one (the config and seed must then be the same).
-/// `eval` is called every `train.eval_every` updates; its metrics are logged with the losses.
+/// A trained algorithm and the lines its training logged.
+pub struct Trained {
+    pub algo: Box<dyn OfflineAlgorithm>,
+    pub history: History,
+}
+
+/// Train `kind` on `data`. With `out`, into that run directory (metrics, plots, checkpoints),
+/// resuming from its newest checkpoint if there is one (the config and seed must then be the
+/// same); without, in memory: nothing is written, and the logged lines come back in
+/// [`Trained::history`]. `eval` is called every `train.eval_every` updates; its metrics are
+/// logged with the losses.
 pub fn train(
     kind: AlgoKind,
     config: &Value,
     data: &Dataset,
-    out: &Path,
+    out: Option<&Path>,
     seed: u64,
     device: &Device,
     eval: Option<EvalHook<'_>>,
-) -> Result<Box<dyn OfflineAlgorithm>> {
+) -> Result<Trained> {
     let (loop_cfg, data_cfg) = loop_and_data(config)?;
+    let Some(out) = out else {
+        let mut algo = build_for(kind, config, &data_cfg, data, device, seed)?;
+        let history = fit(algo.as_mut(), data, &loop_cfg, None, seed, 0, eval)?;
+        return Ok(Trained { algo, history });
+    };
     // Held until training returns: another process training into `out` fails at once.
     let _lock = RunLock::acquire(out)?;
     let recorded = run_config(kind, config, seed);
@@ -319,26 +342,31 @@ pub fn train(
             tracing::info!("resuming {} from step {}", out.display(), ck.meta.step);
             (load_checkpoint(&ck, device)?, ck.meta.step)
         }
-        None => {
-            let spec = DataSpec::from_dataset(data, &data_cfg)?;
-            check_dims(&spec, data)?;
-            let mut algo = kind.build(config, spec, device, seed)?;
-            algo.prepare(data)?;
-            (algo, 0)
-        }
+        None => (build_for(kind, config, &data_cfg, data, device, seed)?, 0),
     };
     check_dims(algo.spec(), data)?;
-    let mut run = RunDir::open(out, &recorded, Some(start))?;
-    fit(
-        algo.as_mut(),
-        data,
-        &loop_cfg,
-        &recorded,
-        &mut run,
-        seed,
-        start,
-        eval,
-    )?;
+    let mut dir = RunDir::open(out, &recorded, Some(start))?;
+    let run = RunRecord {
+        dir: &mut dir,
+        config: &recorded,
+    };
+    let history = fit(algo.as_mut(), data, &loop_cfg, Some(run), seed, start, eval)?;
+    Ok(Trained { algo, history })
+}
+
+/// A fresh `kind` for `data` (its spec from the data), prepared to train.
+fn build_for(
+    kind: AlgoKind,
+    config: &Value,
+    data_cfg: &DataConfig,
+    data: &Dataset,
+    device: &Device,
+    seed: u64,
+) -> Result<Box<dyn OfflineAlgorithm>> {
+    let spec = DataSpec::from_dataset(data, data_cfg)?;
+    check_dims(&spec, data)?;
+    let mut algo = kind.build(config, spec, device, seed)?;
+    algo.prepare(data)?;
     Ok(algo)
 }
 
@@ -459,17 +487,66 @@ mod tests {
         ];
         let config = crate::config::resolve(&AlgoKind::Bc.default_config(), None, &sets).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let device = Device::flex().autodiff();
-        train(AlgoKind::Bc, &config, &data, dir.path(), 0, &device, None).unwrap();
-        let err = train(AlgoKind::Bc, &config, &other, dir.path(), 0, &device, None)
-            .err()
-            .unwrap()
-            .to_string();
+        let bc = |data: &Dataset| {
+            let device = Device::flex().autodiff();
+            train(
+                AlgoKind::Bc,
+                &config,
+                data,
+                Some(dir.path()),
+                0,
+                &device,
+                None,
+            )
+        };
+        bc(&data).unwrap();
+        let err = bc(&other).err().unwrap().to_string();
         assert!(
             err.contains("another dataset") && err.contains(&data.fingerprint()),
             "{err}"
         );
-        train(AlgoKind::Bc, &config, &data, dir.path(), 0, &device, None).unwrap();
+        bc(&data).unwrap();
+    }
+
+    /// Training without a run directory writes nothing, and gives the policy and the logged
+    /// lines of the same training into a run directory.
+    #[test]
+    fn training_in_memory_equals_a_run_directory() {
+        let data = crate::dataset::testing::two_state_bandit();
+        let sets = [
+            "train.steps=6".to_string(),
+            "train.log_every=2".to_string(),
+            "train.checkpoint_every=3".to_string(),
+        ];
+        let config = crate::config::resolve(&AlgoKind::Bc.default_config(), None, &sets).unwrap();
+        let device = Device::flex().autodiff();
+        let cwd_before: Vec<_> = std::fs::read_dir(".")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let memory = train(AlgoKind::Bc, &config, &data, None, 4, &device, None).unwrap();
+        let cwd_after: Vec<_> = std::fs::read_dir(".")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(cwd_before.len(), cwd_after.len(), "something was written");
+        let dir = tempfile::tempdir().unwrap();
+        let disk = train(
+            AlgoKind::Bc,
+            &config,
+            &data,
+            Some(dir.path()),
+            4,
+            &device,
+            None,
+        )
+        .unwrap();
+        let steps: Vec<usize> = memory.history.iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, [2, 3, 4, 6]);
+        assert_eq!(memory.history, disk.history);
+        let (obs, n) = (&data.observations, data.len());
+        let act = |t: &Trained| t.algo.policy().unwrap().act(obs, n).unwrap();
+        assert_eq!(act(&memory), act(&disk));
     }
 
     #[test]

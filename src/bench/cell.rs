@@ -280,11 +280,12 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
                 kind,
                 &config,
                 &data,
-                &run_dir,
+                Some(&run_dir),
                 spec.seed,
                 spec.device,
                 Some(&mut hook),
-            )?;
+            )?
+            .algo;
             let mut policy = algo.policy()?;
             let r = eval::evaluate_on(
                 &data,

@@ -4,6 +4,8 @@
 
 pub mod cell;
 pub mod idql_cell;
+pub mod report;
+pub mod stats;
 pub mod table;
 
 /// The environment variable through which a grid tells its cells its process id.

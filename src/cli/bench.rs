@@ -23,6 +23,29 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Run one (algorithm, dataset, seed) cell (what the grid spawns; rarely called by hand).
     Cell(CellArgs),
+    /// Rebuild a grid's tables, curves and statistics (IQM, mean, median, optimality gap with
+    /// stratified bootstrap intervals; probability of improvement; score distributions) from
+    /// whatever cells have finished: DIR/results.md, stats.md, stats.json, profiles.png.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ReportArgs {
+    /// The grid's folder (`offrl bench --out`), or a folder of committed results
+    /// (`results/STUDY`: base files only, not `__TAG` variants).
+    pub dir: PathBuf,
+    /// Where the report goes (default: DIR).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Bootstrap resamples per interval (rliable's default).
+    #[arg(long, default_value_t = 50_000)]
+    pub reps: usize,
+    /// Coverage of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Seed of the bootstrap resampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args, Clone)]
@@ -115,6 +138,23 @@ pub struct PipelineArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.cell {
         Some(BenchCommand::Cell(c)) => run_cell(c),
+        Some(BenchCommand::Report(r)) => {
+            anyhow::ensure!(
+                r.reps > 0 && r.confidence > 0.0 && r.confidence < 1.0,
+                "--reps must be positive and --confidence inside (0, 1) (got {} and {})",
+                r.reps,
+                r.confidence
+            );
+            let cfg = bench::report::StatsConfig {
+                reps: r.reps,
+                confidence: r.confidence,
+                seed: r.seed,
+            };
+            let out = r.out.clone().unwrap_or_else(|| r.dir.clone());
+            let md = bench::report::report(&r.dir, &out, &cfg)?;
+            println!("{md}");
+            Ok(())
+        }
         None => run_grid(args.grid).map(|_| ()),
     }
 }

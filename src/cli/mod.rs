@@ -22,43 +22,18 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// An error and its causes on one line, as `{:#}` prints them but each piece once: a cause
-/// whose text its parent already ends with (an I/O error inside "FILE: No such file …") is
-/// dropped, and a cause that starts by naming what its parent ends with ("loading FILE" then
-/// "FILE: …") does not name it again.
-pub fn error_report(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        let text = match text.split_once(": ") {
-            Some((head, rest)) if !out.is_empty() && out.ends_with(head) => rest.to_string(),
-            _ => text,
-        };
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// "nope.parquet: No such file or directory (os error 2): No such file or directory (os
     /// error 2)" was what a missing dataset printed.
     #[test]
     fn an_error_report_says_each_thing_once() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let err = anyhow::Error::new(crate::error::Error::io("nope.parquet", io));
-        let plain = error_report(&err);
+        let plain = crate::error::report(err.as_ref());
         assert_eq!(plain.matches("not found").count(), 1, "{plain}");
         let wrapped = err.context("loading the dataset nope.parquet");
-        let text = error_report(&wrapped);
+        let text = crate::error::report(wrapped.as_ref());
         assert_eq!(text.matches("nope.parquet").count(), 1, "{text}");
         assert!(
             text.starts_with("loading the dataset nope.parquet: "),
@@ -67,6 +42,6 @@ mod tests {
         assert!(text.ends_with("not found"), "{text}");
         // Different causes are all kept.
         let chain = anyhow::anyhow!("inner").context("middle").context("outer");
-        assert_eq!(error_report(&chain), "outer: middle: inner");
+        assert_eq!(crate::error::report(chain.as_ref()), "outer: middle: inner");
     }
 }

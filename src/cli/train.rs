@@ -186,8 +186,16 @@ fn train(kind: AlgoKind, args: &CommonArgs, forced: Vec<String>) -> anyhow::Resu
         Ok(m)
     };
     let hook: Option<crate::train::EvalHook<'_>> = if evaluate { Some(&mut hook) } else { None };
-    algos::train(kind, &config, &data, &args.out, args.seed, &device, hook)
-        .with_context(|| format!("training {} into {}", kind.name(), args.out.display()))?;
+    algos::train(
+        kind,
+        &config,
+        &data,
+        Some(&args.out),
+        args.seed,
+        &device,
+        hook,
+    )
+    .with_context(|| format!("training {} into {}", kind.name(), args.out.display()))?;
     let latest = crate::train::checkpoint::Checkpoint::latest(&args.out.join("checkpoints"))?;
     println!(
         "trained {} → {} (newest checkpoint: {})",

@@ -39,7 +39,8 @@ pub enum DataSource {
     Concat { members: Vec<String> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum ImportFormat {
     /// D4RL's flat HDF5 layout (observations, actions, rewards, terminals, timeouts, ...).

@@ -30,10 +30,11 @@ use burn::tensor::{Device, Gradients, Tensor};
 use super::model::{EpsModel, EpsNet};
 use super::schedule::NoiseSchedule;
 use crate::nn::host::{
-    self, block_forward, gemm, BlockTape, HostMlp, HostNorm, LinearGrads, Mat, MlpGrads, MlpTape,
-    NormGrads, ShardedLeaf, Shards,
+    self, block_forward, BlockTape, HostMlp, HostNorm, LinearGrads, MlpGrads, MlpTape, NormGrads,
+    ShardedLeaf,
 };
 use crate::nn::{self, Activation};
+use offrl_kernels::{self as kernels, gemm, Mat, Shards};
 
 /// The rows of an ε-network batch by their parts: row `r` sees the observation
 /// `states[state[r]]` (`states` row-major `[n_states, obs_dim]`), the chain state `x[r]`
@@ -118,7 +119,7 @@ pub struct EpsGrads {
 impl AddAssign for EpsGrads {
     fn add_assign(&mut self, part: Self) {
         self.input += part.input;
-        host::add_to(&mut self.time, &part.time);
+        kernels::add_to(&mut self.time, &part.time);
         if let (Some(norm), Some(part_norm)) = (self.norm.as_mut(), part.norm) {
             *norm += part_norm;
         }
@@ -152,7 +153,7 @@ impl FusedEpsNet {
         let w_time = nn::to_vec(net.time.weight.val());
         let steps = schedule.steps();
         // Same arithmetic as the module: the projection of the features, then the bias.
-        let mut time_bias = host::product(
+        let mut time_bias = kernels::product(
             Mat::new(&net.time_features, steps, net.time_dim),
             Mat::new(&w_time, net.time_dim, width),
         );
@@ -182,7 +183,7 @@ impl FusedEpsNet {
     /// `states · W_s`: `[n_states, width]`.
     fn state_part(&self, states: &[f32]) -> Vec<f32> {
         let n = states.len() / self.obs_dim;
-        host::product(
+        kernels::product(
             Mat::new(states, n, self.obs_dim),
             Mat::new(&self.w_obs, self.obs_dim, self.width),
         )
@@ -210,7 +211,7 @@ impl FusedEpsNet {
             }
         };
         // SAFETY: `first_layer_row` writes every element of each row.
-        unsafe { host::new_rows(rows.len(), w, fill) }
+        unsafe { kernels::new_rows(rows.len(), w, fill) }
     }
 
     /// ε̂ for `rows` (inference).
@@ -312,8 +313,8 @@ impl FusedEpsNet {
         let mut per_step = vec![0.0f32; steps * w];
         for (r, dz) in d.chunks_exact(w).enumerate() {
             let (s, t) = (rows.state_of(r), rows.t[r]);
-            host::add_to(&mut per_state[s * w..(s + 1) * w], dz);
-            host::add_to(&mut per_step[(t - 1) * w..t * w], dz);
+            kernels::add_to(&mut per_state[s * w..(s + 1) * w], dz);
+            kernels::add_to(&mut per_step[(t - 1) * w..t * w], dz);
         }
         let mut w_in = vec![0.0f32; (od + ad) * w];
         let (w_obs, w_act) = w_in.split_at_mut(od * w);
@@ -329,7 +330,7 @@ impl FusedEpsNet {
             Mat::new(&d, n, w),
             false,
         );
-        let time = host::product(
+        let time = kernels::product(
             Mat::new(&self.time_features, steps, self.time_dim).t(),
             Mat::new(&per_step, steps, w),
         );
@@ -338,7 +339,7 @@ impl FusedEpsNet {
             let mut b = vec![0.0f32; w];
             per_step
                 .chunks_exact(w)
-                .for_each(|row| host::add_to(&mut b, row));
+                .for_each(|row| kernels::add_to(&mut b, row));
             b
         });
         EpsGrads {
@@ -367,7 +368,7 @@ fn first_layer_row(
     // once (one pass over the row instead of one per action dimension).
     const CHUNK: usize = 16;
     let full = w - w % CHUNK;
-    host::simd!({
+    offrl_kernels::vectorized!({
         for c in (0..full).step_by(CHUNK) {
             let mut acc = [0.0f32; CHUNK];
             for ((a, s), t) in acc.iter_mut().zip(&state[c..]).zip(&time[c..]) {
@@ -715,10 +716,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(8);
         let states = crate::diffusion::gaussian::normal_vec(&mut rng, 4 * 5);
         let n = 4 * 3 * 12; // 4 states × 3 trajectories × 12 rows (steps 1..=6 twice)
-        assert_eq!(
-            host::Shards::of(n).count(),
-            rayon::current_num_threads().min(2)
-        );
+        assert_eq!(Shards::of(n).count(), rayon::current_num_threads().min(2));
         let x = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
         let upstream = crate::diffusion::gaussian::normal_vec(&mut rng, n * 3);
         let state: Vec<usize> = (0..n).map(|r| (r % 12) / 3).collect();

@@ -1,6 +1,7 @@
 //! The trained behaviour prior μ(a|s): ε-network + schedule + the data spaces it was trained in,
 //! loadable from a checkpoint, and its [`Policy`] wrapper for evaluation.
 
+use crate::backend::Engine;
 use std::path::Path;
 
 use burn::module::Module;
@@ -114,11 +115,13 @@ impl EpsModel for DiffusionPrior {
         self.net.forward_step(obs, x_t, t)
     }
 
-    /// The fused executor when the parameters live on the CPU backend
-    /// ([`crate::backend::host_kernels`]); a snapshot: rebuild it after the weights change.
+    /// The fused executor when the host [`Engine`] runs the parameters' device; a snapshot:
+    /// rebuild it after the weights change.
     fn fused(&self) -> Option<FusedEpsNet> {
         let device = self.net.input.weight.val().device();
-        crate::backend::host_kernels(&device).then(|| FusedEpsNet::new(&self.net, &self.schedule))
+        Engine::for_device(&device)
+            .is_host()
+            .then(|| FusedEpsNet::new(&self.net, &self.schedule))
     }
 }
 
@@ -180,7 +183,8 @@ pub fn gradient_step<R: rand::Rng>(
 ) -> (DiffusionPrior, f64) {
     // On the CPU backend the network runs on the host and burn differentiates the loss up to ε̂.
     let device = obs.device();
-    let leaf = crate::backend::host_kernels(&device)
+    let leaf = Engine::for_device(&device)
+        .is_host()
         .then(|| super::fused::LeafEps::new(&prior.net, &prior.schedule, &device));
     let loss = match &leaf {
         Some(leaf) => super::chain::denoising_loss(leaf, obs, actions, weighting, rng),

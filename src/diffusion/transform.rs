@@ -81,7 +81,7 @@ impl PriorSpec {
     /// Model space → environment actions (within the bounds).
     pub fn action_to_env(&self, x: &[f32]) -> Vec<f32> {
         if self.pre_tanh {
-            self.data.action_from_unit(&crate::nn::host::tanh_all(x))
+            self.data.action_from_unit(&offrl_kernels::tanh_all(x))
         } else {
             self.data.action_from_unit(x)
         }
@@ -92,7 +92,7 @@ impl PriorSpec {
         let (center, half) = self.data.action_affine();
         let d = self.act_dim();
         if self.pre_tanh {
-            let unit = crate::nn::host::tanh_all(x);
+            let unit = offrl_kernels::tanh_all(x);
             let derivative = unit
                 .iter()
                 .enumerate()

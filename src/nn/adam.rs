@@ -16,8 +16,6 @@ use burn::optim::{
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::host;
-
 const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 
@@ -134,14 +132,14 @@ impl Update {
     /// The same operations as burn's Adam, element by element, in its order.
     fn apply(self, p: &mut [f32], g: &[f32], m1: &mut [f32], m2: &mut [f32]) {
         let (f1, f2) = (1.0 - BETA_1, 1.0 - BETA_2);
-        host::simd!(
+        offrl_kernels::vectorized!({
             for (((p, &g), m1), m2) in p.iter_mut().zip(g).zip(m1).zip(m2) {
                 *m1 = *m1 * BETA_1 + g * f1;
                 *m2 = *m2 * BETA_2 + g * g * f2;
                 let step = *m1 * self.step_factor / (m2.sqrt() + self.denominator_eps);
                 *p -= step * self.lr;
             }
-        )
+        })
     }
 }
 

@@ -73,7 +73,7 @@ impl Dense {
             self.w
                 .chunks_exact(self.d_in)
                 .zip(&self.b)
-                .map(|(row, b)| b + crate::nn::host::lane_dot(row, x)),
+                .map(|(row, b)| b + offrl_kernels::lane_dot(row, x)),
         );
     }
 }

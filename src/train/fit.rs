@@ -62,21 +62,32 @@ impl DatasetInfo {
 /// (e.g. normalised return of the policy).
 pub type EvalHook<'a> = &'a mut dyn FnMut(usize, &dyn OfflineAlgorithm) -> Result<Metrics>;
 
-/// The one training loop: sample, update, check, log, evaluate, checkpoint, plot.
+/// The logged lines of a training, in step order: what `metrics.jsonl` holds, for a training
+/// that writes no run directory.
+pub type History = Vec<(usize, Metrics)>;
+
+/// Where [`fit`] writes: a run directory (its metrics JSONL, plots and checkpoints) and the run
+/// config each checkpoint records. Without one a training writes nothing; its logged lines are
+/// returned as a [`History`] either way.
+pub struct RunRecord<'a> {
+    pub dir: &'a mut RunDir,
+    pub config: &'a Value,
+}
+
+/// The one training loop: sample, update, check, log, evaluate, checkpoint, plot. Returns the
+/// logged lines (those of this call: a resumed run's earlier lines are in its run directory).
 ///
 /// The minibatch sampler is re-seeded from `(seed, block)` at every checkpoint boundary, so a run
 /// resumed from a checkpoint draws exactly the batches the uninterrupted run would have drawn.
-#[allow(clippy::too_many_arguments)]
 pub fn fit(
     algo: &mut dyn OfflineAlgorithm,
     data: &Dataset,
     cfg: &LoopConfig,
-    run_config: &Value,
-    run: &mut RunDir,
+    mut run: Option<RunRecord<'_>>,
     seed: u64,
     start_step: usize,
     mut eval: Option<EvalHook<'_>>,
-) -> Result<()> {
+) -> Result<History> {
     cfg.validate()?;
     if data.is_empty() {
         return Err(Error::InvalidData("the dataset has no transitions".into()));
@@ -99,6 +110,7 @@ pub fn fit(
         every => step / every,
     };
     let mut sampler = Sampler::new(data, block_seed(seed, block(start_step)));
+    let mut history = History::new();
     let bar = crate::progress::progress_bar(cfg.steps as u64, algo.name());
     bar.set_position(start_step as u64);
     for step in start_step..cfg.steps {
@@ -124,19 +136,23 @@ pub fn fit(
         }
         // Evaluations are always logged: the metrics are where learning curves are read from.
         if done % cfg.log_every == 0 || checkpoint_now || evaluated {
-            run.log(done, &metrics)?;
+            if let Some(run) = run.as_mut() {
+                run.dir.log(done, &metrics)?;
+            }
             if let Some((name, value)) = metrics.first() {
                 bar.set_message(format!("{name} {value:.4}"));
             }
+            history.push((done, metrics));
         }
-        if checkpoint_now {
-            save_checkpoint(algo, run, run_config, &info, done)?;
-            run.plot()?;
+        if let (true, Some(run)) = (checkpoint_now, run.as_mut()) {
+            let dir = Checkpoint::dir_for_step(&run.dir.checkpoints(), done);
+            save_checkpoint(algo, &dir, run.config, &info, done)?;
+            run.dir.plot()?;
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(history)
 }
 
 fn block_seed(seed: u64, block: usize) -> u64 {
@@ -147,10 +163,12 @@ fn block_seed(seed: u64, block: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Write `checkpoints/step-N` for the algorithm's current state.
+/// Write a checkpoint of the algorithm's current state into the folder `dir` (a run's
+/// `checkpoints/step-N`, or anywhere: what an algorithm trained in memory is saved with).
+/// `run_config` is what [`crate::algos::run_config`] records: kind, seed, settings.
 pub fn save_checkpoint(
     algo: &dyn OfflineAlgorithm,
-    run: &RunDir,
+    dir: &std::path::Path,
     run_config: &Value,
     dataset: &DatasetInfo,
     step: usize,
@@ -169,9 +187,5 @@ pub fn save_checkpoint(
         .iter()
         .map(|(n, b)| (n.as_str(), b.clone()))
         .collect();
-    Checkpoint::save(
-        &Checkpoint::dir_for_step(&run.checkpoints(), step),
-        &meta,
-        &parts,
-    )
+    Checkpoint::save(dir, &meta, &parts)
 }

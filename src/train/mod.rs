@@ -8,11 +8,12 @@ pub mod checkpoint;
 pub mod fit;
 pub mod plot;
 mod run_dir;
+pub mod tensorboard;
 
 pub use algorithm::{
     load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
 };
-pub use fit::{fit, save_checkpoint, DatasetInfo, EvalHook};
+pub use fit::{fit, save_checkpoint, DatasetInfo, EvalHook, History, RunRecord};
 pub use run_dir::{read_metrics, RunDir, RunLock};
 
 use crate::error::{Error, Result};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::ensure_finite;
+use super::tensorboard::EventWriter;
 use crate::error::{Error, Result};
 
 /// Exclusive use of a run directory for a process's lifetime (an advisory `flock` on
@@ -65,10 +66,11 @@ fn hostname() -> String {
 
 /// A training run's folder:
 /// `config.json` (the resolved config), `metrics.jsonl` (one object per logged step),
-/// `plots/*.png`, `checkpoints/`.
+/// `events.out.tfevents.*` (the same lines for TensorBoard), `plots/*.png`, `checkpoints/`.
 pub struct RunDir {
     root: PathBuf,
     metrics: BufWriter<File>,
+    events: EventWriter,
 }
 
 impl RunDir {
@@ -98,9 +100,17 @@ impl RunDir {
             .append(true)
             .open(&metrics_path)
             .map_err(|e| Error::io(&metrics_path, e))?;
+        // The event file follows the JSONL: written again from what the JSONL kept.
+        let mut events = EventWriter::create(&root)?;
+        for (step, metrics) in read_lines(&metrics_path)? {
+            let metrics: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            events.scalars(step, &metrics)?;
+        }
+        events.flush()?;
         Ok(Self {
             root,
             metrics: BufWriter::new(file),
+            events,
         })
     }
 
@@ -126,7 +136,9 @@ impl RunDir {
         self.metrics
             .write_all(b"\n")
             .and_then(|_| self.metrics.flush())
-            .map_err(|e| Error::io(&path, e))
+            .map_err(|e| Error::io(&path, e))?;
+        self.events.scalars(step, metrics)?;
+        self.events.flush()
     }
 
     /// Render one PNG per metric from `metrics.jsonl` into `plots/`.
@@ -151,8 +163,26 @@ pub type Series = (String, Vec<(f64, f64)>);
 
 /// Metrics of a JSONL file, names in first-seen order.
 pub fn read_metrics(path: &Path) -> Result<Vec<Series>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut series: Vec<Series> = Vec::new();
+    for (step, metrics) in read_lines(path)? {
+        for (k, v) in metrics {
+            match series.iter_mut().find(|(name, _)| *name == k) {
+                Some((_, pts)) => pts.push((step as f64, v)),
+                None => series.push((k, vec![(step as f64, v)])),
+            }
+        }
+    }
+    Ok(series)
+}
+
+/// One line of a metrics JSONL file: its step and its numeric values.
+type Line = (usize, Vec<(String, f64)>);
+
+/// The lines of a metrics JSONL file: each one's step (its line number when it has none) and
+/// its numeric values, in the file's order.
+fn read_lines(path: &Path) -> Result<Vec<Line>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut lines = Vec::new();
     for (lineno, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| Error::io(path, e))?;
         if line.trim().is_empty() {
@@ -162,19 +192,16 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Series>> {
             .map_err(|e| Error::format(path, format!("line {}: {e}", lineno + 1)))?;
         let step = obj
             .get("step")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(lineno as f64);
-        for (k, v) in &obj {
-            let Some(v) = v.as_f64().filter(|_| k != "step") else {
-                continue;
-            };
-            match series.iter_mut().find(|(name, _)| name == k) {
-                Some((_, pts)) => pts.push((step, v)),
-                None => series.push((k.clone(), vec![(step, v)])),
-            }
-        }
+            .and_then(|v| v.as_u64())
+            .map_or(lineno, |s| s as usize);
+        let values = obj
+            .iter()
+            .filter(|(k, _)| *k != "step")
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
+        lines.push((step, values));
     }
-    Ok(series)
+    Ok(lines)
 }
 
 fn truncate_metrics_after(path: &Path, step: usize) -> Result<()> {
@@ -195,6 +222,38 @@ fn truncate_metrics_after(path: &Path, step: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TensorBoard file follows `metrics.jsonl`: one event per logged line, and a resumed run
+    /// writes it again from the lines the JSONL kept (no step twice).
+    #[test]
+    fn event_file_follows_the_metrics_through_a_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = |dir: &Path| {
+            let files: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().contains("tfevents"))
+                .collect();
+            assert_eq!(files.len(), 1, "{files:?}");
+            super::super::tensorboard::records(&files[0]).len() - 1 // minus the version record
+        };
+        let mut run = RunDir::open(dir.path(), &"cfg", None).unwrap();
+        for step in 1..=3 {
+            run.log(step, &[("loss", step as f64)]).unwrap();
+        }
+        assert_eq!(events(dir.path()), 3);
+        drop(run);
+        let mut run = RunDir::open(dir.path(), &"cfg", Some(2)).unwrap();
+        assert_eq!(events(dir.path()), 2);
+        run.log(3, &[("loss", 0.5)]).unwrap();
+        assert_eq!(events(dir.path()), 3);
+        assert_eq!(
+            read_metrics(&dir.path().join("metrics.jsonl")).unwrap()[0]
+                .1
+                .len(),
+            3
+        );
+    }
 
     /// A second holder fails at once naming the first; the lock goes with its holder.
     #[test]

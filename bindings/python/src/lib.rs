@@ -12,7 +12,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use offrl::algos::{self, AlgoKind};
 use offrl::backend::BackendKind;
@@ -20,7 +20,7 @@ use offrl::dataset::columns::{Column, Columns, ImportOptions};
 use offrl::dataset::{io, Dataset as Data};
 use offrl::envs::{BoxSpace, Env, Step};
 use offrl::policy::Policy;
-use offrl::train::OfflineAlgorithm;
+use offrl::train::{DatasetInfo, OfflineAlgorithm};
 
 /// offrl's errors as Python's: a missing file is `FileNotFoundError`, everything else (bad
 /// values, configs, data) `ValueError`; the message is the CLI's.
@@ -30,7 +30,7 @@ fn py_err(e: impl Into<anyhow::Error>) -> PyErr {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
     });
-    let text = offrl::cli::error_report(&e);
+    let text = offrl::error::report(e.as_ref());
     if missing {
         PyFileNotFoundError::new_err(text)
     } else {
@@ -261,6 +261,8 @@ struct Algorithm {
     trained: Option<Box<dyn OfflineAlgorithm>>,
     policy: Option<Box<dyn Policy>>,
     run_dir: Option<PathBuf>,
+    /// Trained here without a run directory: the data's identity and the step, for `save`.
+    in_memory: Option<(DatasetInfo, usize)>,
 }
 
 impl Algorithm {
@@ -287,6 +289,7 @@ impl Algorithm {
             trained: Some(algo),
             policy: None,
             run_dir,
+            in_memory: None,
         })
     }
 }
@@ -313,34 +316,55 @@ impl Algorithm {
             trained: None,
             policy: None,
             run_dir: None,
+            in_memory: None,
         })
     }
 
-    /// Train on `dataset` for `n_steps` updates (default: the config's `train.steps`) into the
-    /// run directory `logdir` (metrics.jsonl, plots, checkpoints); training the same `logdir`
-    /// again resumes it.
-    #[pyo3(signature = (dataset, logdir, n_steps=None))]
-    fn fit(&mut self, dataset: &Dataset, logdir: PathBuf, n_steps: Option<usize>) -> PyResult<()> {
+    /// Train on `dataset` for `n_steps` updates (default: the config's `train.steps`); returns
+    /// the logged lines as a list of dicts (`step` and each metric). With `logdir`, into that
+    /// run directory (metrics.jsonl, plots, checkpoints; training the same `logdir` again
+    /// resumes it); without, in memory: nothing is written.
+    #[pyo3(signature = (dataset, logdir=None, n_steps=None))]
+    fn fit<'py>(
+        &mut self,
+        py: Python<'py>,
+        dataset: &Dataset,
+        logdir: Option<PathBuf>,
+        n_steps: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut config = self.config.clone();
         if let Some(steps) = n_steps {
             config["train"]["steps"] = steps.into();
         }
         let device = BackendKind::Flex.train_device().map_err(py_err)?;
-        let algo = algos::train(
+        let trained = algos::train(
             self.kind,
             &config,
             &dataset.inner,
-            &logdir,
+            logdir.as_deref(),
             self.seed,
             &device,
             None,
         )
         .map_err(py_err)?;
+        let lines = PyList::empty(py);
+        for (step, metrics) in &trained.history {
+            let line = PyDict::new(py);
+            line.set_item("step", step)?;
+            for (name, value) in metrics {
+                line.set_item(name, value)?;
+            }
+            lines.append(line)?;
+        }
+        let steps = config["train"]["steps"].as_u64().unwrap_or(0) as usize;
+        self.in_memory = logdir
+            .is_none()
+            .then(|| (DatasetInfo::of(&dataset.inner), steps));
         self.config = config;
-        self.trained = Some(algo);
+        self.trained = Some(trained.algo);
         self.policy = None;
-        self.run_dir = Some(logdir);
-        Ok(())
+        self.run_dir = logdir;
+        Ok(lines)
     }
 
     /// Actions for one observation `[obs_dim]` or a batch `[n, obs_dim]` (any float dtype; a
@@ -446,7 +470,12 @@ impl Algorithm {
     /// Copy the newest checkpoint of the run to `path` (a checkpoint folder that `offrl.load`
     /// and `offrl eval --checkpoint` open).
     fn save(&self, path: PathBuf) -> PyResult<()> {
-        self.trained()?;
+        let algo = self.trained()?;
+        if let Some((info, step)) = &self.in_memory {
+            let recorded = algos::run_config(self.kind, &self.config, self.seed);
+            offrl::train::save_checkpoint(algo, &path, &recorded, info, *step).map_err(py_err)?;
+            return Ok(());
+        }
         let run = self.run_dir.as_ref().ok_or_else(|| {
             PyValueError::new_err("this model was loaded, not trained here: it is saved already")
         })?;

@@ -55,13 +55,41 @@ def test_fit_predict_save_load(pendulum, tmp_path):
     assert len(report["returns"]) == 2
 
 
-def test_a_cli_model_opens_here_and_the_other_way(pendulum, tmp_path):
-    exe = os.environ.get("OFFRL_BIN") or shutil.which("offrl")
-    for candidate in (ROOT / "target" / "debug" / "offrl", ROOT / "target" / "release" / "offrl"):
-        if exe is None and candidate.exists():
-            exe = str(candidate)
-    if exe is None:
-        pytest.skip("no offrl binary (cargo build, or OFFRL_BIN)")
+def test_fit_in_memory_writes_nothing_and_equals_a_run_directory(pendulum, tmp_path):
+    sets = ["actor_net.width=16", "train.batch_size=32", "train.log_every=10"]
+    here = offrl.Algorithm("bc", sets=sets, seed=3)
+    lines = here.fit(pendulum, n_steps=30)
+    assert [line["step"] for line in lines] == [10, 20, 30]
+    assert all(np.isfinite(line["nll"]) for line in lines)
+    assert list(tmp_path.iterdir()) == []
+    on_disk = offrl.Algorithm("bc", sets=sets, seed=3)
+    disk_lines = on_disk.fit(pendulum, logdir=str(tmp_path / "bc"), n_steps=30)
+    assert disk_lines == lines
+    obs = pendulum.to_numpy()["observations"][:64]
+    np.testing.assert_array_equal(here.predict(obs), on_disk.predict(obs))
+    here.save(str(tmp_path / "mem.ckpt"))
+    np.testing.assert_array_equal(offrl.load(str(tmp_path / "mem.ckpt")).predict(obs),
+                                  on_disk.predict(obs))
+
+
+def test_tensorboard_reads_the_run_directory(pendulum, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bc = offrl.Algorithm("bc", sets=["actor_net.width=16", "train.log_every=10"], seed=1)
+    bc.fit(pendulum, logdir=str(tmp_path / "bc"), n_steps=30)
+    lines = [json.loads(line) for line in (tmp_path / "bc" / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "bc"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {k for line in lines for k in line if k != "step"}
+    for tag in events.Tags()["scalars"]:
+        want = [(line["step"], line[tag]) for line in lines if tag in line]
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert [s for s, _ in got] == [s for s, _ in want]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6)
+
+
+def test_a_cli_model_opens_here_and_the_other_way(pendulum, tmp_path, offrl_bin):
+    exe = offrl_bin
     data = tmp_path / "p.parquet"
     pendulum.save(str(data))
     run = tmp_path / "cli-bc"

@@ -1,6 +1,7 @@
 //! The RTB loss and its gradient, accumulated over chunks of trajectories so that memory does not
 //! grow with k · T (see the module docs of [`super`]).
 
+use crate::backend::Engine;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 
 use super::posterior::{Correction, RtbModel};
@@ -37,7 +38,8 @@ pub fn rtb_gradients(
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
     let device = model.correction.net.input.weight.val().device();
     // On the CPU backend the correction's network runs fused; burn differentiates the rest.
-    let fused = crate::backend::host_kernels(&device)
+    let fused = Engine::for_device(&device)
+        .is_host()
         .then(|| LeafEps::new(&model.correction.net, schedule, &device));
     chunked_gradients(schedule, model, rollout, chunk, fused.as_ref())
 }

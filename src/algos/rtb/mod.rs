@@ -369,7 +369,16 @@ pub fn train(
 ) -> Result<Box<dyn OfflineAlgorithm>> {
     config.validate()?;
     let value = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
-    super::train(super::AlgoKind::Rtb, &value, data, out, seed, device, eval)
+    super::train(
+        super::AlgoKind::Rtb,
+        &value,
+        data,
+        Some(out),
+        seed,
+        device,
+        eval,
+    )
+    .map(|t| t.algo)
 }
 
 #[cfg(test)]

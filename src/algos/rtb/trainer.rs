@@ -1,6 +1,7 @@
 //! The trainer: the prior, the reward, the correction and its optimizers, and one on- or
 //! off-policy update.
 
+use crate::backend::Engine;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
@@ -32,6 +33,7 @@ pub struct Rtb<P, R> {
     /// The fused executor of the frozen prior (CPU backend): rollouts use it in place of `prior`.
     fused_prior: Option<FusedEpsNet>,
     device: Device,
+    engine: Engine,
 }
 
 impl<P: EpsModel, R: LogReward> Rtb<P, R> {
@@ -67,6 +69,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
             reward,
             model,
             log_z_ready: false,
+            engine: Engine::for_device(&device),
             device,
         })
     }
@@ -93,7 +96,9 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     /// The inference copy of the correction and, on the CPU backend, its fused executor.
     pub fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
         let correction = self.model.correction.frozen();
-        let fused = crate::backend::host_kernels(&self.device)
+        let fused = self
+            .engine
+            .is_host()
             .then(|| FusedEpsNet::new(&correction.net, self.prior.schedule()));
         (correction, fused)
     }
