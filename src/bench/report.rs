@@ -4,7 +4,8 @@
 //! is a grid's folder (`cells/DATASET/ALGO/seed-N/result.json`) or a folder of committed results
 //! (`results/STUDY/DATASET/ALGO/seed-N.json`; variants, `seed-N__TAG.json`, are left out).
 //!
-//! Writes into `DIR` (or `--out`): `results.{md,csv,json}` and `curves/` (as `offrl bench` does), and
+//! Writes into `--out` (default: the grid's folder; nothing for a folder of committed results,
+//! which stays as committed): `results.{md,csv,json}` and `curves/` (as `offrl bench` does), and
 //! `stats.md`, `stats.json` and `profiles.png` ([`super::stats`]: IQM, mean, median and
 //! optimality gap with stratified bootstrap intervals per algorithm; the probability of
 //! improvement of every algorithm over every other; score distributions).
@@ -101,9 +102,9 @@ fn sorted_dirs(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
-/// Rebuild the report of the results in `dir` into `out`; returns the Markdown of the table
-/// and statistics.
-pub fn report(dir: &Path, out: &Path, cfg: &StatsConfig) -> Result<String> {
+/// Rebuild the report of the results in `dir`, writing its files into `out` when given;
+/// returns the Markdown of the table and statistics.
+pub fn report(dir: &Path, out: Option<&Path>, cfg: &StatsConfig) -> Result<Report> {
     let results = collect(dir)?;
     if results.is_empty() {
         return Err(Error::Config(format!(
@@ -111,8 +112,6 @@ pub fn report(dir: &Path, out: &Path, cfg: &StatsConfig) -> Result<String> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let dir = out;
     let mut algos: Vec<String> = Vec::new();
     let mut datasets: Vec<String> = Vec::new();
     for r in &results {
@@ -124,18 +123,37 @@ pub fn report(dir: &Path, out: &Path, cfg: &StatsConfig) -> Result<String> {
         }
     }
     let table = Table::new(&algos, &datasets, &results);
-    write_report(dir, &table, &results)?;
-    let (stats_md, stats_json) = statistics(&results, &algos, &datasets, cfg, table.normalized);
-    use crate::output::write_atomic as write;
-    write(&dir.join("stats.md"), stats_md.as_bytes())?;
-    write(
-        &dir.join("stats.json"),
-        serde_json::to_string_pretty(&stats_json)
-            .expect("json")
-            .as_bytes(),
-    )?;
-    profiles_png(&dir.join("profiles.png"), &results, &algos, &datasets)?;
-    Ok(format!("{}\n{stats_md}", table.markdown()))
+    let (stats, stats_json) = statistics(&results, &algos, &datasets, cfg, table.normalized);
+    if let Some(out) = out {
+        use crate::output::write_atomic as write;
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        write_report(out, &table, &results)?;
+        write(&out.join("stats.md"), stats.as_bytes())?;
+        let json = serde_json::to_string_pretty(&stats_json).expect("json");
+        write(&out.join("stats.json"), json.as_bytes())?;
+        profiles_png(&out.join("profiles.png"), &results, &algos, &datasets)?;
+    }
+    Ok(Report {
+        table: table.markdown(),
+        stats,
+    })
+}
+
+/// What [`report`] renders, in Markdown.
+pub struct Report {
+    pub table: String,
+    pub stats: String,
+}
+
+/// `doc`'s text with what stands between `<!-- report: KEY -->` and `<!-- /report -->` replaced
+/// by `body` (so a document's statistics are this command's output, never typed by hand); an
+/// error names the missing marker.
+pub fn splice(doc: &Path, text: &str, key: &str, body: &str) -> Result<String> {
+    let (begin, end) = (format!("<!-- report: {key} -->"), "<!-- /report -->");
+    let missing = |m: &str| Error::Config(format!("{}: no `{m}` marker", doc.display()));
+    let (head, rest) = text.split_once(&begin).ok_or_else(|| missing(&begin))?;
+    let (_, tail) = rest.split_once(end).ok_or_else(|| missing(end))?;
+    Ok(format!("{head}{begin}\n{}\n{end}{tail}", body.trim_end()))
 }
 
 /// An algorithm's scores on `datasets` (those it has runs on), runs in seed order.
@@ -180,7 +198,7 @@ fn statistics(
         cfg.seed
     );
     md.push_str(
-        "| algorithm | datasets | runs per dataset | IQM | mean | median | optimality gap |\n",
+        "| algorithm | datasets | fewest runs per dataset | IQM | mean | median | optimality gap |\n",
     );
     md.push_str("|---|---|---|---|---|---|---|\n");
     let mut per_algo = BTreeMap::new();

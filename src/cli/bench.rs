@@ -34,7 +34,7 @@ pub struct ReportArgs {
     /// The grid's folder (`offrl bench --out`), or a folder of committed results
     /// (`results/STUDY`: base files only, not `__TAG` variants).
     pub dir: PathBuf,
-    /// Where the report goes (default: DIR).
+    /// Where the report's files go (default: DIR for a grid; none for committed results).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Bootstrap resamples per interval (rliable's default).
@@ -46,6 +46,12 @@ pub struct ReportArgs {
     /// Seed of the bootstrap resampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Write the statistics between `<!-- report: DIR -->` and `<!-- /report -->` in this file.
+    #[arg(long, conflicts_with = "check")]
+    pub into: Option<PathBuf>,
+    /// Fail when this file's `<!-- report: DIR -->` block is not what the results give (CI).
+    #[arg(long)]
+    pub check: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -150,9 +156,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 confidence: r.confidence,
                 seed: r.seed,
             };
-            let out = r.out.clone().unwrap_or_else(|| r.dir.clone());
-            let md = bench::report::report(&r.dir, &out, &cfg)?;
-            println!("{md}");
+            let out = r
+                .out
+                .clone()
+                .or_else(|| r.dir.join("cells").is_dir().then(|| r.dir.clone()));
+            let report = bench::report::report(&r.dir, out.as_deref(), &cfg)?;
+            let Some(doc) = r.into.as_ref().or(r.check.as_ref()) else {
+                println!("{}\n{}", report.table, report.stats);
+                return Ok(());
+            };
+            let text = std::fs::read_to_string(doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            let key = r.dir.display().to_string();
+            let new = bench::report::splice(doc, &text, &key, &report.stats)?;
+            if r.check.is_some() {
+                anyhow::ensure!(
+                    new == text,
+                    "{}: the statistics of {key} are not what its results give; run `offrl bench \
+                     report {key} --reps {} --seed {} --into {}`",
+                    doc.display(),
+                    r.reps,
+                    r.seed,
+                    doc.display()
+                );
+                println!("{}: {key} in sync", doc.display());
+            } else {
+                crate::output::write_atomic(doc, new.as_bytes())?;
+            }
             Ok(())
         }
         None => run_grid(args.grid).map(|_| ()),

@@ -4,6 +4,7 @@
     data = offrl.Dataset.from_parquet("hopper-medium.parquet")   # or from_numpy(...)
     iql = offrl.Algorithm("iql", sets=["train.steps=100000"], seed=0)
     iql.fit(data, logdir="runs/iql")                                # resumes if run again
+    lines = offrl.Algorithm("bc").fit(data)                         # in memory: the logged lines
     actions = iql.predict(observations)                             # [n, act_dim] float32
     iql.save("iql.ckpt"); same = offrl.load("iql.ckpt")
 
