@@ -63,10 +63,13 @@ pub fn read_result(dir: &Path) -> Result<Option<CellResult>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|e| Error::format(&path, e.to_string()))
+    read_result_file(&path).map(Some)
+}
+
+/// One result file (a cell's `result.json`, or a committed copy of it), errors naming it.
+pub fn read_result_file(path: &Path) -> Result<CellResult> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Run every missing cell with `exe bench cell ...` (at most `spec.jobs` at once), then gather all

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::stats::{self, Interval, Scores, FEW_RUNS};
-use super::{read_result, write_report, CellResult, Table};
+use super::{read_result, read_result_file, write_report, CellResult, Table};
 use crate::error::{Error, Result};
 
 /// How the intervals are computed.
@@ -80,10 +80,7 @@ pub fn collect(dir: &Path) -> Result<Vec<CellResult>> {
                 .collect();
             files.sort();
             for path in files {
-                let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let r: CellResult = serde_json::from_slice(&text)
-                    .map_err(|e| Error::format(&path, e.to_string()))?;
-                results.push(r);
+                results.push(read_result_file(&path)?);
             }
         }
     }

@@ -135,13 +135,8 @@ pub fn bootstrap(
     size: f64,
     rng: &mut ChaCha8Rng,
 ) -> Interval {
-    let mut values: Vec<f64> = (0..reps).map(|_| statistic(&resample(s, rng))).collect();
-    let tail = 100.0 * (1.0 - size) / 2.0;
-    Interval {
-        point: statistic(s),
-        low: percentile(&mut values, tail),
-        high: percentile(&mut values, 100.0 - tail),
-    }
+    let resampled = (0..reps).map(|_| statistic(&resample(s, rng))).collect();
+    interval(statistic(s), resampled, size)
 }
 
 /// [`bootstrap`] of [`probability_of_improvement`], `x` and `y` resampled independently.
@@ -152,12 +147,17 @@ pub fn bootstrap_improvement(
     size: f64,
     rng: &mut ChaCha8Rng,
 ) -> Interval {
-    let mut values: Vec<f64> = (0..reps)
+    let resampled = (0..reps)
         .map(|_| probability_of_improvement(&resample(x, rng), &resample(y, rng)))
         .collect();
+    interval(probability_of_improvement(x, y), resampled, size)
+}
+
+/// `point` with the central `size` percentile interval of its bootstrap values.
+fn interval(point: f64, mut values: Vec<f64>, size: f64) -> Interval {
     let tail = 100.0 * (1.0 - size) / 2.0;
     Interval {
-        point: probability_of_improvement(x, y),
+        point,
         low: percentile(&mut values, tail),
         high: percentile(&mut values, 100.0 - tail),
     }

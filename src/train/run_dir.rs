@@ -39,7 +39,8 @@ impl RunLock {
             )));
         }
         file.set_len(0).map_err(|e| Error::io(&path, e))?;
-        let me = format!("pid {} on {}", std::process::id(), hostname());
+        let host = hostname().unwrap_or_else(|| "this machine".into());
+        let me = format!("pid {} on {host}", std::process::id());
         file.write_all(me.as_bytes())
             .map_err(|e| Error::io(&path, e))?;
         Ok(RunLock { _file: file })
@@ -58,10 +59,10 @@ fn try_lock(_: &File) -> bool {
     true
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "this machine".into())
+/// This machine's name (`/etc/hostname`), if it has one.
+pub(super) fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/etc/hostname").ok()?;
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }
 
 /// A training run's folder:

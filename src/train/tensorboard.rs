@@ -99,10 +99,10 @@ fn wall_time() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The machine's name as a file-name part (letters, digits and `-` only).
 fn hostname() -> String {
-    let name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let name: String = name
-        .trim()
+    let name: String = super::run_dir::hostname()
+        .unwrap_or_default()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
