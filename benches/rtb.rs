@@ -8,7 +8,7 @@
 //! `cargo bench --bench rtb` (add `-- paper` or `-- cpu` to pick). Each update is
 //! seconds long, so criterion's sample count is at its minimum (10). The achieved GFLOP/s are
 //! printed from the FLOP count of `support::flops`; `benches/reference/rtb_torch.py` is the
-//! PyTorch side (the same shapes and math, 2 threads). Peak memory: `examples/rtb_memory.rs`.
+//! PyTorch side (the same shapes and math, 2 threads). Peak memory: `benches/rtb_memory.rs`.
 
 use std::time::Duration;
 

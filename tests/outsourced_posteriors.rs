@@ -12,7 +12,6 @@
 //! The reference schedule reaches noise (cosine, ᾱ_T ≈ 0), so the start `z_T` carries no
 //! information and RTB's optimum is the target itself (see tests/rtb_posteriors.rs).
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use offrl::algos::outsourced::{MapReward, NoiseMap};
 use offrl::algos::rtb::{CorrectionConfig, LogReward, LogZConfig, Rtb, RtbConfig};
@@ -193,7 +192,7 @@ fn sampler<M: NoiseMap>(
 }
 
 fn posterior_noise<R: LogReward>(rtb: &Rtb<StandardNormal, R>, n: usize) -> Vec<f32> {
-    let correction = rtb.model.correction.valid();
+    let correction = rtb.acting_correction();
     let pi = rtb.posterior(&correction);
     to_vec(sample_actions(
         &pi,

@@ -22,14 +22,13 @@
 //! per-start posterior is still exactly representable (its transitions keep μ's variances up to
 //! O(σ_t²) terms), so the tolerances mostly cover Monte-Carlo error and finite training.
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use offrl::algos::rtb::{
     chunked_gradients, log_likelihoods, reward_gradient, rollout_off_policy, rollout_on_policy,
-    rtb_gradients, CorrectionConfig, LogReward, LogZConfig, LogZKind, Posterior, QReward, Rtb,
-    RtbConfig,
+    rtb_gradients, CorrectionConfig, LogReward, LogZConfig, LogZKind, QReward, Rtb, RtbConfig,
 };
-use offrl::diffusion::fused::FusedEpsNet;
+use offrl::backend::Engine;
+use offrl::diffusion::TrainingEps;
 use offrl::diffusion::{
     sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig, NoiseSchedule,
     ScheduleConfig,
@@ -238,7 +237,7 @@ fn train<R: LogReward>(rtb: &mut Rtb<AnalyticPrior, R>, steps: usize, seed: u64)
 
 /// `n` samples of π's `x_0`.
 fn posterior_samples<R: LogReward>(rtb: &Rtb<AnalyticPrior, R>, n: usize, seed: u64) -> Vec<f32> {
-    let correction = rtb.model.correction.valid();
+    let correction = rtb.acting_correction();
     let pi = rtb.posterior(&correction);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     to_vec(sample_actions(&pi, obs(n, &Device::flex()), &mut rng))
@@ -300,7 +299,7 @@ fn at_initialisation_pi_equals_mu() {
         &device,
     )
     .unwrap();
-    let correction = rtb.model.correction.valid();
+    let correction = rtb.acting_correction();
     let pi = rtb.posterior(&correction);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let o = obs(64, &device);
@@ -331,7 +330,7 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     .unwrap();
     rtb.config.trajectories = 16;
     train(&mut rtb, 3, 0);
-    let correction = rtb.model.correction.valid();
+    let correction = rtb.acting_correction();
     let o = obs(2, &device);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let pi = rtb.posterior(&correction);
@@ -355,7 +354,9 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     );
     assert!(close(&rollout.log_mu, &log_mu));
     // The batched pass over stored terms gives the same numbers.
-    let (lp, lm) = log_likelihoods(rtb.prior.schedule(), &correction, &rollout, 0..8, None);
+    let schedule = rtb.prior.schedule();
+    let eps = TrainingEps::new(&correction.correction.net, schedule, Engine::Burn);
+    let (lp, lm) = log_likelihoods(schedule, &correction.correction, &eps, &rollout, 0..8);
     assert!(close(&to_vec(lp), &log_pi) && close(&to_vec(lm), &log_mu));
     // Reward at the end.
     let r = to_vec(rtb.reward.log_reward(obs(8, &device), traj.x0().clone()));
@@ -372,7 +373,7 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     let log_mu = to_vec(trajectory_log_prob(&rtb.prior, obs(8, &device), &traj));
     assert!(close(&off.log_mu, &log_mu));
     let log_pi = to_vec(trajectory_log_prob(&pi, obs(8, &device), &traj));
-    let (lp, _) = log_likelihoods(rtb.prior.schedule(), &correction, &off, 0..8, None);
+    let (lp, _) = log_likelihoods(schedule, &correction.correction, &eps, &off, 0..8);
     assert!(close(&to_vec(lp), &log_pi));
 }
 
@@ -397,20 +398,20 @@ fn chunked_gradient_equals_full_batch_gradient() {
         )
         .unwrap();
         train(&mut rtb, 2, 1); // move π away from μ so that every gradient is non-trivial
-        let correction = rtb.model.correction.valid();
+        let correction = rtb.acting_correction();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let states = tensor2(&[0.0, 0.3, -0.2], 3, 1, &device);
         let pi = rtb.posterior(&correction);
         let on = rollout_on_policy(&pi, states.clone(), 12, &mut rng);
         let a0 = tensor2(&[0.1, 0.9, -0.4], 3, 1, &device);
         let off = rollout_off_policy(&pi, states.clone(), a0, 12, &mut rng);
-        // The same rollout with the correction's network fused: the same numbers.
-        let fused = FusedEpsNet::new(&correction.net, rtb.prior.schedule());
-        let pi_fused = Posterior {
-            fused: Some(&fused),
-            ..rtb.posterior(&correction)
-        };
-        let on_fused = rollout_on_policy(&pi_fused, states, 12, &mut ChaCha8Rng::seed_from_u64(5));
+        // The same rollout with the correction's network run by burn: the same numbers.
+        let burn = rtb
+            .model
+            .correction
+            .acting(rtb.prior.schedule(), Engine::Burn);
+        let pi_burn = rtb.posterior(&burn);
+        let on_burn = rollout_on_policy(&pi_burn, states, 12, &mut ChaCha8Rng::seed_from_u64(5));
         let close = |a: &[f32], b: &[f32], what: &str| {
             for (x, y) in a.iter().zip(b) {
                 assert!(
@@ -419,15 +420,15 @@ fn chunked_gradient_equals_full_batch_gradient() {
                 );
             }
         };
-        close(&on_fused.log_mu, &on.log_mu, "log μ");
-        close(&on_fused.log_r, &on.log_r, "log r");
+        close(&on_burn.log_mu, &on.log_mu, "log μ");
+        close(&on_burn.log_r, &on.log_r, "log r");
         close(
-            on_fused.log_pi.as_deref().unwrap(),
+            on_burn.log_pi.as_deref().unwrap(),
             on.log_pi.as_deref().unwrap(),
             "log π",
         );
         close(
-            &to_vec(on_fused.xs[6].clone()),
+            &to_vec(on_burn.xs[6].clone()),
             &to_vec(on.xs[6].clone()),
             "x_0",
         );
@@ -460,7 +461,8 @@ fn chunked_gradient_equals_full_batch_gradient() {
                 reference.len()
             );
             // On this (CPU) device the correction's network ran fused; burn alone agrees.
-            let (g, gz, s) = chunked_gradients(schedule, &rtb.model, rollout, 0, None);
+            let eps = TrainingEps::new(&rtb.model.correction.net, schedule, Engine::Burn);
+            let (g, gz, s) = chunked_gradients(schedule, &rtb.model, &eps, rollout, 0);
             let burn_only = sgd(g, gz);
             for (i, (a, b)) in burn_only.iter().zip(&reference).enumerate() {
                 assert!(

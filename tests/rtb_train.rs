@@ -6,10 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::Device;
 use offrl::algos::rtb::{self, CorrectionInit, Rtb, RtbConfig};
 use offrl::algos::{self, AlgoKind};
+use offrl::backend::Engine;
 use offrl::dataset::spec::DataSpec;
 use offrl::dataset::Dataset;
 use offrl::diffusion::{
@@ -291,7 +291,7 @@ fn initialisations_that_copy_the_prior() {
         cfg.correction.langevin = false;
         let template = prior.net.clone();
         let rtb = Rtb::new(cfg, prior.clone(), &reward, OBS, Some(&template), &device).unwrap();
-        let correction = rtb.model.correction.valid();
+        let correction = rtb.acting_correction();
         let pi = rtb.posterior(&correction);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let traj = sample_trajectory(&pi, obs.clone(), &mut rng);
@@ -299,7 +299,9 @@ fn initialisations_that_copy_the_prior() {
         let lm = to_vec(trajectory_log_prob(&prior, obs.clone(), &traj));
         // The correction's own output at one step vs the prior's ε.
         let x = traj.x(3).clone();
-        let corr = to_vec(correction.forward_rows(obs.clone(), x.clone(), &[3], None));
+        // (run by burn, as the prior here is, so that copies compare exactly)
+        let burn = rtb.model.correction.acting(prior.schedule(), Engine::Burn);
+        let corr = to_vec(burn.rows(obs.clone(), x.clone(), &[3], None));
         let eps = to_vec(prior.eps(obs.clone(), x, 3));
         match init {
             CorrectionInit::Zero | CorrectionInit::PriorFeatures => {
@@ -321,7 +323,7 @@ fn initialisations_that_copy_the_prior() {
         }
         if init == CorrectionInit::PriorFeatures {
             // Hidden layers are the prior's.
-            let a = to_vec(correction.net.input.weight.val());
+            let a = to_vec(correction.correction.net.input.weight.val());
             assert_eq!(a, to_vec(prior.net.input.weight.val()));
         }
     }

@@ -1,4 +1,4 @@
-//! Shared by the benches (`mod support;`) and `examples/rtb_memory.rs`: Hopper dims (obs 11,
+//! Shared by the benches (`mod support;`) and `benches/rtb_memory.rs`: Hopper dims (obs 11,
 //! act 3), random inputs, an RTB trainer at the benchmarked shapes and FLOP counts.
 
 #![allow(dead_code)]
@@ -116,8 +116,15 @@ pub fn build(shape: &Shape, chunk: usize) -> QRtb {
         chunk,
         ..Default::default()
     };
-    let template = prior.net.clone();
-    Rtb::new(config, prior, reward, OBS, Some(&template), &device).unwrap()
+    Rtb::new(
+        config,
+        prior.acting_eps(),
+        reward,
+        OBS,
+        Some(&prior.net),
+        &device,
+    )
+    .unwrap()
 }
 
 /// Random states `[states, OBS]` and actions `[states, ACT]`.

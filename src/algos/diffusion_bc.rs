@@ -20,9 +20,7 @@ use crate::dataset::spec::DataSpec;
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::denoising_loss;
 use crate::diffusion::prior::{gradient_step, CHECKPOINT_KIND, EMA_PART, MODEL_PART};
-use crate::diffusion::{
-    DiffusionPolicy, DiffusionPrior, EpsModel, EpsNet, PriorConfig, PriorState,
-};
+use crate::diffusion::{DiffusionPolicy, DiffusionPrior, EpsNet, PriorConfig, PriorState};
 use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
 use crate::policy::Policy;
@@ -150,10 +148,8 @@ impl OfflineAlgorithm for PriorAlgo {
         let obs = prior.obs_tensor(&probe.obs, probe.n, &device);
         let actions = spec.action_to_model(&probe.actions);
         let mut rng = ChaCha8Rng::seed_from_u64(HELDOUT_NOISE_SEED);
-        let loss = match prior.fused() {
-            Some(fused) => denoising_loss(&fused, obs, &actions, self.cfg.weighting(), &mut rng),
-            None => denoising_loss(&prior, obs, &actions, self.cfg.weighting(), &mut rng),
-        };
+        let eps = prior.acting_eps();
+        let loss = denoising_loss(&eps, obs, &actions, self.cfg.weighting(), &mut rng);
         metrics.push(("diag/heldout_loss", f64::from(loss.into_scalar::<f32>())));
         Ok(metrics)
     }

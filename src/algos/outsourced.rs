@@ -45,7 +45,7 @@ use super::rtb::{
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::diffusion::{
-    sample_actions, sample_actions_scaled, EpsModel, NoiseSchedule, ScheduleConfig, ScheduleKind,
+    sample_actions, sample_actions_scaled, NoiseSchedule, ScheduleConfig, ScheduleKind,
     StandardNormal, Variance,
 };
 use crate::error::{Error, Result};
@@ -424,8 +424,7 @@ impl OfflineAlgorithm for Outsourced {
 /// The sampler acting: `z` from its chain (with the Langevin term), then `a = f(s, z)`.
 pub struct OutsourcedPolicy {
     reference: StandardNormal,
-    correction: super::rtb::Correction,
-    fused: Option<crate::diffusion::fused::FusedEpsNet>,
+    correction: super::rtb::ActingCorrection,
     reward: MapReward<FlowMap, IqlCritic>,
     langevin_clip: f64,
     noise_scale: f64,
@@ -434,11 +433,9 @@ pub struct OutsourcedPolicy {
 
 impl OutsourcedPolicy {
     pub fn new(sampler: &FlowSampler, seed: u64) -> Self {
-        let (correction, fused) = sampler.frozen_correction();
         Self {
             reference: sampler.prior.clone(),
-            correction,
-            fused,
+            correction: sampler.acting_correction(),
             reward: sampler.reward.clone(),
             langevin_clip: sampler.config.correction.langevin_clip,
             noise_scale: sampler.config.act_noise_scale,
@@ -460,9 +457,8 @@ impl Policy for OutsourcedPolicy {
         let device = self.reward.map.device().clone();
         let o = crate::nn::tensor2(&spec.normalize_obs(obs), n, spec.obs_dim, &device);
         let posterior = Posterior {
-            prior: &self.reference as &dyn EpsModel,
+            prior: &self.reference,
             correction: &self.correction,
-            fused: self.fused.as_ref(),
             reward: &self.reward,
             langevin_clip: self.langevin_clip,
         };

@@ -17,7 +17,9 @@
 //! state before the products with the time features and the states.
 //!
 //! [`FusedEpsNet`] implements [`EpsModel`], so the one sampler in [`super::chain`] drives it and
-//! the Gaussian step is not written twice; [`LeafEps`] is the training-side [`EpsModel`].
+//! the Gaussian step is not written twice; [`LeafEps`] is the training-side [`EpsModel`]. Code
+//! outside the diffusion module meets both through [`super::executor`]'s one-type-per-use
+//! wrappers, which pick them or burn's module by the engine.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -432,7 +434,7 @@ impl EpsModel for FusedEpsNet {
 /// (written with tensors, e.g. [`super::denoising_loss`]) is differentiated by burn up to ε̂ and
 /// [`LeafEps::gradients`] takes it from there through the network. One `eps_rows` call per
 /// backward pass.
-pub struct LeafEps<'a> {
+pub(crate) struct LeafEps<'a> {
     pub fused: FusedEpsNet,
     net: &'a EpsNet,
     device: Device,

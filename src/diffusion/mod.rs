@@ -39,6 +39,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod executor;
 pub mod fused;
 pub mod gaussian;
 pub mod model;
@@ -53,6 +54,7 @@ pub use chain::{
     LossWeighting, Trajectory,
 };
 pub use config::{LrSchedule, PriorConfig, PriorSpec, PriorState, Weighting};
+pub use executor::{ActingEps, TrainingEps};
 pub use gaussian::{
     forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,
     Transition,

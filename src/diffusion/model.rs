@@ -5,7 +5,6 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::fused::FusedEpsNet;
 use super::schedule::NoiseSchedule;
 use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
 
@@ -29,12 +28,6 @@ pub trait EpsModel {
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
         let n = x_t.dims()[0];
         self.eps_rows(obs, x_t, &vec![t; n])
-    }
-
-    /// A fused host executor computing the same ε̂ faster, for a frozen model on the CPU backend
-    /// (the prior implements it; `None` keeps this model).
-    fn fused(&self) -> Option<FusedEpsNet> {
-        None
     }
 }
 
@@ -87,6 +80,16 @@ pub struct EpsNet {
 }
 
 impl EpsNet {
+    /// Action dimension (columns of ε̂).
+    pub fn act_dim(&self) -> usize {
+        self.trunk.output.weight.dims()[1]
+    }
+
+    /// The device of the parameters.
+    pub fn device(&self) -> burn::tensor::Device {
+        self.input.weight.val().device()
+    }
+
     pub fn new(
         config: &NetConfig,
         obs_dim: usize,

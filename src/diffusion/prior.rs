@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::chain::sample_actions_scaled;
 use super::config::{PriorConfig, PriorSpec, PriorState};
-use super::fused::FusedEpsNet;
+use super::executor::{ActingEps, TrainingEps};
 use super::model::{EpsModel, EpsNet};
 use super::schedule::{NoiseSchedule, StartDistribution};
 use crate::dataset::spec::DataSpec;
@@ -114,25 +114,23 @@ impl EpsModel for DiffusionPrior {
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
         self.net.forward_step(obs, x_t, t)
     }
+}
 
-    /// The fused executor when the host [`Engine`] runs the parameters' device; a snapshot:
-    /// rebuild it after the weights change.
-    fn fused(&self) -> Option<FusedEpsNet> {
-        let device = self.net.input.weight.val().device();
-        Engine::for_device(&device)
-            .is_host()
-            .then(|| FusedEpsNet::new(&self.net, &self.schedule))
+impl DiffusionPrior {
+    /// The ε-network as the engine of its device runs it for sampling (a snapshot: build it
+    /// again after the weights change).
+    pub fn acting_eps(&self) -> ActingEps {
+        ActingEps::new(&self.net, &self.schedule)
     }
 }
 
 /// A prior acting in an environment: raw observations in, environment actions out, one chain per
-/// row (batched), noise from its own seeded RNG. On the CPU backend the chain's ε-model is the
-/// fused executor ([`super::fused`]); the chain itself is the one sampler either way.
+/// row (batched), noise from its own seeded RNG, the network run by its engine ([`ActingEps`]).
 pub struct DiffusionPolicy {
     pub prior: DiffusionPrior,
     /// Multiplies the chain's noise draws (1: sample μ; below 1: act at a lower temperature).
     pub noise_scale: f64,
-    fused: Option<FusedEpsNet>,
+    eps: ActingEps,
     device: Device,
     rng: ChaCha8Rng,
 }
@@ -142,7 +140,7 @@ impl DiffusionPolicy {
     pub fn new(prior: &DiffusionPrior, seed: u64) -> Self {
         let (prior, device) = crate::nn::inference_copy(prior);
         Self {
-            fused: prior.fused(),
+            eps: prior.acting_eps(),
             prior,
             noise_scale: 1.0,
             device,
@@ -161,11 +159,7 @@ impl Policy for DiffusionPolicy {
             )));
         }
         let obs = self.prior.obs_tensor(obs, n, &self.device);
-        let model: &dyn EpsModel = match &self.fused {
-            Some(fused) => fused,
-            None => &self.prior,
-        };
-        let x0 = sample_actions_scaled(model, obs, &mut self.rng, self.noise_scale);
+        let x0 = sample_actions_scaled(&self.eps, obs, &mut self.rng, self.noise_scale);
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }
@@ -181,23 +175,14 @@ pub fn gradient_step<R: rand::Rng>(
     weighting: super::chain::LossWeighting,
     rng: &mut R,
 ) -> (DiffusionPrior, f64) {
-    // On the CPU backend the network runs on the host and burn differentiates the loss up to ε̂.
-    let device = obs.device();
-    let leaf = Engine::for_device(&device)
-        .is_host()
-        .then(|| super::fused::LeafEps::new(&prior.net, &prior.schedule, &device));
-    let loss = match &leaf {
-        Some(leaf) => super::chain::denoising_loss(leaf, obs, actions, weighting, rng),
-        None => super::chain::denoising_loss(&prior, obs, actions, weighting, rng),
-    };
-    let value = f64::from(loss.clone().into_scalar::<f32>());
-    let grads = match leaf {
-        Some(leaf) => {
-            let mut grads = burn::optim::GradientsParams::new();
-            leaf.gradients(&loss.backward(), &mut grads);
-            grads
-        }
-        None => burn::optim::GradientsParams::from_grads(loss.backward(), &prior),
+    let engine = Engine::for_device(&obs.device());
+    let mut grads = burn::optim::GradientsParams::new();
+    let value = {
+        let eps = TrainingEps::new(&prior.net, &prior.schedule, engine);
+        let loss = super::chain::denoising_loss(&eps, obs, actions, weighting, rng);
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        eps.register_grads(&mut loss.backward(), &mut grads);
+        value
     };
     (optim.step(lr, prior, grads), value)
 }

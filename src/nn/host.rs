@@ -769,7 +769,7 @@ impl<'a> TrainingMlp<'a> {
     /// `into` (taken out of `grads` for burn's module).
     pub fn register_grads(&self, grads: &mut Gradients, into: &mut GradientsParams) {
         if self.host.is_none() {
-            return self.mlp.visit(&mut TakeGradients { grads, into });
+            return take_gradients(self.mlp, grads, into);
         }
         let (Some(host), Some(pass)) = (&self.host, self.recorded.borrow_mut().take()) else {
             return;
@@ -782,8 +782,12 @@ impl<'a> TrainingMlp<'a> {
     }
 }
 
-/// Moves a module's parameter gradients from `grads` into `into` (burn's own conversion makes a
+/// Moves `module`'s parameter gradients from `grads` into `into` (burn's own conversion makes a
 /// new [`GradientsParams`]; a step registers several networks' gradients into one).
+pub fn take_gradients<M: Module>(module: &M, grads: &mut Gradients, into: &mut GradientsParams) {
+    module.visit(&mut TakeGradients { grads, into });
+}
+
 struct TakeGradients<'g> {
     grads: &'g mut Gradients,
     into: &'g mut GradientsParams,

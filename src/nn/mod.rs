@@ -6,6 +6,7 @@ mod mlp;
 mod time_embedding;
 
 pub use adam::{adam, HostAdam};
+pub use host::take_gradients;
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use time_embedding::FourierTimeEmbedding;
 

@@ -7,8 +7,8 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use super::posterior::{Correction, RtbModel};
 use super::rollout::{log_likelihoods, Rollout};
 use crate::algos::common::scalar;
-use crate::diffusion::fused::LeafEps;
 use crate::diffusion::NoiseSchedule;
+use crate::diffusion::TrainingEps;
 use crate::nn::{tensor1, Mlp};
 
 /// Scalars of one update.
@@ -36,22 +36,24 @@ pub fn rtb_gradients(
     rollout: &Rollout,
     chunk: usize,
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
-    let device = model.correction.net.input.weight.val().device();
-    // On the CPU backend the correction's network runs fused; burn differentiates the rest.
-    let fused = Engine::for_device(&device)
-        .is_host()
-        .then(|| LeafEps::new(&model.correction.net, schedule, &device));
-    chunked_gradients(schedule, model, rollout, chunk, fused.as_ref())
+    let net = &model.correction.net;
+    let engine = Engine::for_device(&net.device());
+    chunked_gradients(
+        schedule,
+        model,
+        &TrainingEps::new(net, schedule, engine),
+        rollout,
+        chunk,
+    )
 }
 
-/// [`rtb_gradients`] with the correction's network run by `fused` (its [`LeafEps`]) or, when
-/// `None`, by burn.
+/// [`rtb_gradients`] with the correction's network run by `eps` (tests compare the engines).
 pub fn chunked_gradients(
     schedule: &NoiseSchedule,
     model: &RtbModel,
+    eps: &TrainingEps<'_>,
     rollout: &Rollout,
     chunk: usize,
-    fused: Option<&LeafEps<'_>>,
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
     let (n, k) = (rollout.len(), rollout.k);
     let chunk = if chunk == 0 { n } else { chunk.div_ceil(k) * k }.min(n);
@@ -64,7 +66,7 @@ pub fn chunked_gradients(
         let m = rows.len();
         let device = rollout.obs.device();
         let (log_pi, log_mu) =
-            log_likelihoods(schedule, &model.correction, rollout, rows.clone(), fused);
+            log_likelihoods(schedule, &model.correction, eps, rollout, rows.clone());
         let log_mu = log_mu.without_autodiff();
         let log_r = tensor1(&rollout.log_r[rows.clone()], &device);
         let log_z = match &model.log_z {
@@ -91,10 +93,10 @@ pub fn chunked_gradients(
         stats.log_r += scalar(&log_r.sum()) / n as f64;
         stats.log_ratio += scalar(&(log_pi - log_mu).sum()) / n as f64;
         let mut grads = loss.backward();
-        let mut params = GradientsParams::from_module(&mut grads, &model.correction);
-        if let Some(leaf) = fused {
-            leaf.gradients(&grads, &mut params);
-        }
+        // The network's gradients, then the rest of the correction's (its c(t)).
+        let mut params = GradientsParams::new();
+        eps.register_grads(&mut grads, &mut params);
+        crate::nn::take_gradients(&model.correction, &mut grads, &mut params);
         acc_corr.accumulate(&model.correction, params);
         if let Some(net) = &model.log_z {
             acc_z.accumulate(net, GradientsParams::from_module(&mut grads, net));

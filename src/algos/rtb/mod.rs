@@ -100,9 +100,9 @@ use crate::algos::common::RngState;
 use crate::algos::iql::IqlCritic;
 use crate::dataset::spec::DataSpec;
 use crate::dataset::{Batch, Dataset};
-use crate::diffusion::fused::FusedEpsNet;
 use crate::diffusion::{
-    normal_noise, reverse_step, sample_actions_scaled, DiffusionPolicy, DiffusionPrior, EpsModel,
+    normal_noise, reverse_step, sample_actions_scaled, ActingEps, DiffusionPolicy, DiffusionPrior,
+    EpsModel,
 };
 use crate::error::{Error, Result};
 use crate::eval::probe::{Probe, POLICY_NAMES, PRIOR_NAMES};
@@ -127,14 +127,16 @@ impl QFunction for IqlCritic {
     }
 }
 
-/// RTB with a trained [`DiffusionPrior`] and `log r = Q_IQL/α`.
-pub type QRtb = Rtb<DiffusionPrior, QReward<IqlCritic>>;
+/// RTB with a trained [`DiffusionPrior`] (run by its engine) and `log r = Q_IQL/α`.
+pub type QRtb = Rtb<ActingEps, QReward<IqlCritic>>;
 
 /// RTB fine-tuning as an [`OfflineAlgorithm`] (`offrl train rtb`): each update takes a batch of
 /// dataset transitions and runs `on_policy` on-policy updates on its states and `off_policy`
 /// off-policy updates on its states and actions.
 pub struct RtbAlgo {
     pub rtb: QRtb,
+    /// μ (its spaces, and its own policy for the probes and σ_Q).
+    pub prior: DiffusionPrior,
     spec: DataSpec,
     rng: ChaCha8Rng,
     seed: u64,
@@ -181,10 +183,11 @@ impl RtbAlgo {
             tanh_jacobian: config.tanh_jacobian,
         };
         crate::backend::seed(&plain, seed);
-        let template = prior.net.clone();
-        let rtb = Rtb::new(config, prior, reward, spec.obs_dim, Some(&template), device)?;
+        let eps = prior.acting_eps();
+        let rtb = Rtb::new(config, eps, reward, spec.obs_dim, Some(&prior.net), device)?;
         Ok(Self {
             rtb,
+            prior,
             spec,
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
@@ -201,7 +204,7 @@ impl RtbAlgo {
             .chunks(self.spec.obs_dim)
             .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
             .collect();
-        let mut mu = DiffusionPolicy::new(&self.rtb.prior, self.seed ^ Q_SPREAD_SEED);
+        let mut mu = DiffusionPolicy::new(&self.prior, self.seed ^ Q_SPREAD_SEED);
         let actions = mu.act(&repeated, n * k)?;
         let q = crate::policy::ActionScorer::score(&self.rtb.reward.q, &repeated, &actions, n * k)?;
         Ok(mean_spread(&q, k))
@@ -227,7 +230,7 @@ impl OfflineAlgorithm for RtbAlgo {
 
     fn update(&mut self, batch: &Batch, _step: usize) -> Result<Metrics> {
         let plain = self.rtb.device().clone().without_autodiff();
-        let prior = &self.rtb.prior;
+        let prior = &self.prior;
         let n = batch.size;
         let obs = prior.obs_tensor(&batch.observations, n, &plain);
         let a0 = prior.spec.action_to_model(&batch.actions);
@@ -249,7 +252,7 @@ impl OfflineAlgorithm for RtbAlgo {
                     .into(),
             ));
         }
-        Ok(Box::new(RtbPolicy::new(&self.rtb, self.seed)))
+        Ok(Box::new(RtbPolicy::new(&self.prior, &self.rtb, self.seed)))
     }
 
     /// The probes of π's and of μ's actions, and the critic's mean Q of the data's, π's and μ's
@@ -258,7 +261,7 @@ impl OfflineAlgorithm for RtbAlgo {
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
         let critic = &self.rtb.reward.q;
         let a_pi = probe.act(self.policy()?.as_mut())?;
-        let a_mu = probe.act(&mut DiffusionPolicy::new(&self.rtb.prior, self.seed))?;
+        let a_mu = probe.act(&mut DiffusionPolicy::new(&self.prior, self.seed))?;
         let mut metrics = probe.stats(&a_pi).metrics(POLICY_NAMES);
         metrics.extend(probe.stats(&a_mu).metrics(PRIOR_NAMES));
         metrics.extend([
@@ -296,9 +299,8 @@ impl OfflineAlgorithm for RtbAlgo {
 /// its own seeded generator. Holds inference copies.
 pub struct RtbPolicy {
     prior: DiffusionPrior,
-    correction: Correction,
-    /// Fused executors of the prior and of the correction's network (CPU backend).
-    fused: Option<(FusedEpsNet, FusedEpsNet)>,
+    prior_eps: ActingEps,
+    correction: ActingCorrection,
     reward: QReward<IqlCritic>,
     langevin_clip: f64,
     extra_steps: usize,
@@ -308,12 +310,12 @@ pub struct RtbPolicy {
 }
 
 impl RtbPolicy {
-    pub fn new(rtb: &QRtb, seed: u64) -> Self {
-        let (correction, fused_correction) = rtb.frozen_correction();
+    /// π of `rtb` at its current weights, on `prior` (the μ that `rtb` was built on).
+    pub fn new(prior: &DiffusionPrior, rtb: &QRtb, seed: u64) -> Self {
         Self {
-            prior: rtb.prior.clone(),
-            fused: rtb.prior.fused().zip(fused_correction),
-            correction,
+            prior: prior.clone(),
+            prior_eps: prior.acting_eps(),
+            correction: rtb.acting_correction(),
             reward: rtb.reward.clone(),
             langevin_clip: rtb.config.correction.langevin_clip,
             extra_steps: rtb.config.eval_extra_steps,
@@ -334,14 +336,9 @@ impl Policy for RtbPolicy {
             )));
         }
         let x = self.prior.obs_tensor(obs, n, &self.device);
-        let (prior, fused): (&dyn EpsModel, _) = match &self.fused {
-            Some((prior, correction)) => (prior, Some(correction)),
-            None => (&self.prior, None),
-        };
         let posterior = Posterior {
-            prior,
+            prior: &self.prior_eps,
             correction: &self.correction,
-            fused,
             reward: &self.reward,
             langevin_clip: self.langevin_clip,
         };

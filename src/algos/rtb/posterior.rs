@@ -7,7 +7,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{CorrectionConfig, CorrectionInit, LogZKind, RtbConfig};
 use super::reward::LogReward;
-use crate::diffusion::fused::FusedEpsNet;
+use crate::backend::Engine;
+use crate::diffusion::ActingEps;
 use crate::diffusion::{EpsModel, EpsNet, NoiseSchedule};
 use crate::error::{Error, Result};
 use crate::nn::{Activation, FourierTimeEmbedding, Mlp, MlpConfig};
@@ -123,14 +124,16 @@ impl Correction {
         Ok(Self { net, langevin })
     }
 
-    /// The inference copy (`valid()`) with the table of `c(t)` computed once.
-    pub fn frozen(&self) -> Correction {
-        let mut copy = self.valid();
-        if let Some(scale) = copy.langevin.as_mut() {
+    /// The inference copy for sampling π's chains: `c(t)` computed once for every step, the
+    /// network run by `engine`.
+    pub fn acting(&self, schedule: &NoiseSchedule, engine: Engine) -> ActingCorrection {
+        let mut correction = self.valid();
+        if let Some(scale) = correction.langevin.as_mut() {
             let device = scale.mlp.output.weight.device();
             scale.frozen_table = Some(scale.table(&device));
         }
-        copy
+        let eps = ActingEps::with_engine(&correction.net, schedule, engine);
+        ActingCorrection { correction, eps }
     }
 
     /// `ε_π − ε_μ` for rows with per-row steps `t`; `grad` is the clamped reward gradient at `x_t`
@@ -159,6 +162,27 @@ impl Correction {
             (Some(_), None) => panic!("the Langevin term needs the reward gradient"),
             (None, _) => nn,
         }
+    }
+}
+
+/// The correction frozen for sampling ([`Correction::acting`]).
+pub struct ActingCorrection {
+    pub correction: Correction,
+    eps: ActingEps,
+}
+
+impl ActingCorrection {
+    /// `ε_π − ε_μ` for rows at steps `t` (one entry: every row at that step); `grad` is the
+    /// clamped reward gradient at `x_t` (required when the Langevin term is on).
+    pub fn rows(
+        &self,
+        obs: Tensor<2>,
+        x_t: Tensor<2>,
+        t: &[usize],
+        grad: Option<Tensor<2>>,
+    ) -> Tensor<2> {
+        let nn = self.eps.eps_rows(obs, x_t, t);
+        self.correction.with_langevin(nn, t, grad)
     }
 }
 
@@ -204,13 +228,12 @@ impl RtbModel {
     }
 }
 
-/// The posterior π as an [`EpsModel`]: the frozen prior plus the correction. Everything written
-/// against `EpsModel` (sampler, trajectory log-likelihood, policies) works on it unchanged.
+/// The posterior π as an [`EpsModel`] for sampling: the frozen prior plus the frozen correction.
+/// Everything written against `EpsModel` (sampler, trajectory log-likelihood, policies) works on
+/// it unchanged.
 pub struct Posterior<'a, P: ?Sized, R: ?Sized> {
     pub prior: &'a P,
-    pub correction: &'a Correction,
-    /// The fused executor of `correction.net` (the same function, on the CPU backend).
-    pub fused: Option<&'a FusedEpsNet>,
+    pub correction: &'a ActingCorrection,
     pub reward: &'a R,
     pub langevin_clip: f64,
 }
@@ -218,26 +241,10 @@ pub struct Posterior<'a, P: ?Sized, R: ?Sized> {
 impl<P: EpsModel + ?Sized, R: LogReward + ?Sized> Posterior<'_, P, R> {
     /// The clamped reward gradient at `x_t`, when the correction uses it.
     pub(super) fn langevin_grad(&self, obs: Tensor<2>, x_t: Tensor<2>) -> Option<Tensor<2>> {
-        self.correction.langevin.as_ref().map(|_| {
+        self.correction.correction.langevin.as_ref().map(|_| {
             let c = self.langevin_clip;
             self.reward.gradient(obs, x_t).clamp(-c, c)
         })
-    }
-
-    /// `ε_π − ε_μ` (no gradient through the correction when it runs fused).
-    pub(super) fn correction_rows(
-        &self,
-        obs: Tensor<2>,
-        x_t: Tensor<2>,
-        t: &[usize],
-        g: Option<Tensor<2>>,
-    ) -> Tensor<2> {
-        match self.fused {
-            Some(net) => self
-                .correction
-                .with_langevin(net.eps_rows(obs, x_t, t), t, g),
-            None => self.correction.forward_rows(obs, x_t, t, g),
-        }
     }
 }
 
@@ -253,12 +260,12 @@ impl<P: EpsModel + ?Sized, R: LogReward + ?Sized> EpsModel for Posterior<'_, P, 
     fn eps_rows(&self, obs: Tensor<2>, x_t: Tensor<2>, t: &[usize]) -> Tensor<2> {
         let eps_mu = self.prior.eps_rows(obs.clone(), x_t.clone(), t).detach();
         let g = self.langevin_grad(obs.clone(), x_t.clone());
-        eps_mu + self.correction_rows(obs, x_t, t, g)
+        eps_mu + self.correction.rows(obs, x_t, t, g)
     }
 
     fn eps(&self, obs: Tensor<2>, x_t: Tensor<2>, t: usize) -> Tensor<2> {
         let eps_mu = self.prior.eps(obs.clone(), x_t.clone(), t).detach();
         let g = self.langevin_grad(obs.clone(), x_t.clone());
-        eps_mu + self.correction_rows(obs, x_t, &[t], g)
+        eps_mu + self.correction.rows(obs, x_t, &[t], g)
     }
 }

@@ -3,13 +3,14 @@
 
 use std::ops::Range;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
 
 use super::posterior::{Correction, Posterior};
 use super::reward::LogReward;
 use crate::algos::common::repeat_rows;
-use crate::diffusion::fused::{EpsRows, LeafEps};
+use crate::backend::Engine;
+use crate::diffusion::TrainingEps;
 use crate::diffusion::{
     forward_noise_trajectory, normal_noise, reverse_log_prob_rows, reverse_step, sample_start,
     EpsModel, NoiseSchedule,
@@ -46,7 +47,8 @@ impl Rollout {
         let log_pi = match &self.log_pi {
             Some(v) => v.clone(),
             None => {
-                let (log_pi, _) = log_likelihoods(schedule, correction, self, 0..self.len(), None);
+                let eps = TrainingEps::new(&correction.net, schedule, Engine::Burn);
+                let (log_pi, _) = log_likelihoods(schedule, correction, &eps, self, 0..self.len());
                 crate::nn::to_vec(log_pi)
             }
         };
@@ -87,13 +89,13 @@ where
     let mut x = sample_start(schedule, n, ad, rng, &device);
     let mut xs = vec![x.clone()];
     let mut eps_prior = Vec::with_capacity(schedule.steps());
-    let mut langevin = correction.langevin.as_ref().map(|_| Vec::new());
+    let mut langevin = correction.correction.langevin.as_ref().map(|_| Vec::new());
     let mut log_pi: Option<Tensor<1>> = None;
     let mut log_mu: Option<Tensor<1>> = None;
     for t in (1..=schedule.steps()).rev() {
         let e_mu = prior.eps(obs.clone(), x.clone(), t);
         let g = pi.langevin_grad(obs.clone(), x.clone());
-        let e_pi = e_mu.clone() + pi.correction_rows(obs.clone(), x.clone(), &[t], g.clone());
+        let e_pi = e_mu.clone() + correction.rows(obs.clone(), x.clone(), &[t], g.clone());
         let step_pi = reverse_step(schedule, x.clone(), e_pi, t);
         let step_mu = reverse_step(schedule, x.clone(), e_mu.clone(), t);
         let next = step_pi.clone().sample(normal_noise(rng, n, ad, &device));
@@ -143,6 +145,7 @@ where
     let block = (MAX_ROWS_PER_CALL / n.max(1)).clamp(1, t_max);
     let mut eps_prior = Vec::with_capacity(t_max);
     let mut langevin = correction
+        .correction
         .langevin
         .as_ref()
         .map(|_| Vec::with_capacity(t_max));
@@ -190,17 +193,17 @@ where
 }
 
 /// `(Σ_t log π, Σ_t log μ)` of the rollout's rows `rows`, `[rows.len()]` each; `log π` is
-/// differentiable through `correction` (all T steps of the rows in one network call, and their
-/// densities in one [`reverse_log_prob_rows`] each).
+/// differentiable through `correction`, whose network `eps` runs (all T steps of the rows in one
+/// call, each state's observation shared by its k trajectories and T steps; their densities in
+/// one [`reverse_log_prob_rows`] each).
 pub fn log_likelihoods(
     schedule: &NoiseSchedule,
     correction: &Correction,
+    eps: &TrainingEps<'_>,
     rollout: &Rollout,
     rows: Range<usize>,
-    fused: Option<&LeafEps<'_>>,
 ) -> (Tensor<1>, Tensor<1>) {
-    let t_max = schedule.steps();
-    let m = rows.len();
+    let (t_max, m, k) = (schedule.steps(), rows.len(), rollout.k);
     // The rows of every step stacked, block j = step t_max − j (the layout of `block_steps`).
     let stack = |list: &[Tensor<2>]| {
         Tensor::cat(
@@ -211,16 +214,17 @@ pub fn log_likelihoods(
     let steps = block_steps(t_max, m);
     let x_t = stack(&rollout.xs[..t_max]);
     let g = rollout.langevin.as_deref().map(stack);
-    let corr = match fused {
-        Some(leaf) => {
-            let nn = fused_nn(leaf, rollout, rows.clone(), &x_t);
-            correction.with_langevin(nn, &steps, g)
-        }
-        None => {
-            let obs_in = rollout.obs.clone().slice(rows.clone()).repeat_dim(0, t_max);
-            correction.forward_rows(obs_in, x_t.clone(), &steps, g)
-        }
-    };
+    // Rows are state-major and chunks hold whole states: one observation per k rows.
+    let first_rows: Vec<i64> = (rows.start..rows.end)
+        .step_by(k)
+        .map(|r| r as i64)
+        .collect();
+    let first_rows =
+        Tensor::<1, Int>::from_data(TensorData::new(first_rows, [m / k]), &rollout.obs.device());
+    let states = rollout.obs.clone().select(0, first_rows);
+    let state: Vec<usize> = (0..t_max * m).map(|r| (r % m) / k).collect();
+    let nn = eps.forward_shared(states, &state, x_t.clone(), &steps);
+    let corr = correction.with_langevin(nn, &steps, g);
     let x_prev = stack(&rollout.xs[1..]);
     let e_mu = stack(&rollout.eps_prior);
     let per_row = |v: Tensor<1>| v.reshape([t_max, m]).sum_dim(0).reshape([m]);
@@ -241,29 +245,6 @@ fn block_steps(t_max: usize, m: usize) -> Vec<usize> {
     (0..t_max)
         .flat_map(|j| std::iter::repeat_n(t_max - j, m))
         .collect()
-}
-
-/// NN(s, x_t, t) for the rollout's `rows` at all T steps (`x_t`: their chain states stacked,
-/// block `j` = `xs[j]`), by the fused executor as a leaf of the autodiff graph. Each state's
-/// first-layer part is computed once for its k trajectories and T steps.
-fn fused_nn(
-    leaf: &LeafEps<'_>,
-    rollout: &Rollout,
-    rows: Range<usize>,
-    x_t: &Tensor<2>,
-) -> Tensor<2> {
-    let (k, m, t_max) = (rollout.k, rows.len(), rollout.xs.len() - 1);
-    let od = rollout.obs.dims()[1];
-    // Rows are state-major and chunks hold whole states: one observation per k rows.
-    let obs = crate::nn::to_vec(rollout.obs.clone().slice(rows));
-    let states: Vec<f32> = obs.chunks_exact(od).step_by(k).flatten().copied().collect();
-    let state: Vec<usize> = (0..t_max * m).map(|r| (r % m) / k).collect();
-    leaf.forward(&EpsRows {
-        states: &states,
-        state: Some(&state),
-        x: &crate::nn::to_vec(x_t.clone()),
-        t: &block_steps(t_max, m),
-    })
 }
 
 fn add(acc: Option<Tensor<1>>, x: Tensor<1>) -> Tensor<1> {

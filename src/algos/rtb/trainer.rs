@@ -2,16 +2,16 @@
 //! off-policy update.
 
 use crate::backend::Engine;
+use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
 
 use super::config::RtbConfig;
 use super::loss::{rtb_gradients, UpdateStats};
-use super::posterior::{Correction, Posterior, RtbModel};
+use super::posterior::{ActingCorrection, Posterior, RtbModel};
 use super::reward::LogReward;
 use super::rollout::{rollout_off_policy, rollout_on_policy, Rollout};
-use crate::diffusion::fused::FusedEpsNet;
 use crate::diffusion::{EpsModel, EpsNet};
 use crate::error::Result;
 use crate::nn::tensor1;
@@ -30,15 +30,14 @@ pub struct Rtb<P, R> {
     log_z_optim: ModuleOptimizer,
     /// The learned log Z's bias has been set from a first batch.
     log_z_ready: bool,
-    /// The fused executor of the frozen prior (CPU backend): rollouts use it in place of `prior`.
-    fused_prior: Option<FusedEpsNet>,
     device: Device,
     engine: Engine,
 }
 
 impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     /// A trainer whose model lives on the autodiff version of `device`; `prior` and `reward` stay
-    /// where they are (use inference copies: they are frozen). `template` is the prior's network,
+    /// where they are (use inference copies: they are frozen; a trained prior as its
+    /// [`crate::diffusion::ActingEps`], which runs it on the engine of its device). `template` is the prior's network,
     /// for the `prior_features` / `copy_prior` inits. Parameters are drawn from the device's
     /// generator (seed it first).
     pub fn new(
@@ -63,7 +62,6 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         Ok(Self {
             optim: adam(),
             log_z_optim: adam(),
-            fused_prior: prior.fused(),
             config,
             prior,
             reward,
@@ -74,33 +72,21 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         })
     }
 
-    /// π as an [`EpsModel`] (inference copy of the correction inside `correction`; the prior's
-    /// fused executor when there is one).
-    pub fn posterior<'a>(
-        &'a self,
-        correction: &'a Correction,
-    ) -> Posterior<'a, dyn EpsModel + 'a, R> {
-        let prior: &dyn EpsModel = match &self.fused_prior {
-            Some(fused) => fused,
-            None => &self.prior,
-        };
+    /// π for sampling, with the frozen `correction` ([`Rtb::acting_correction`]).
+    pub fn posterior<'a>(&'a self, correction: &'a ActingCorrection) -> Posterior<'a, P, R> {
         Posterior {
-            prior,
+            prior: &self.prior,
             correction,
-            fused: None,
             reward: &self.reward,
             langevin_clip: self.config.correction.langevin_clip,
         }
     }
 
-    /// The inference copy of the correction and, on the CPU backend, its fused executor.
-    pub fn frozen_correction(&self) -> (Correction, Option<FusedEpsNet>) {
-        let correction = self.model.correction.frozen();
-        let fused = self
-            .engine
-            .is_host()
-            .then(|| FusedEpsNet::new(&correction.net, self.prior.schedule()));
-        (correction, fused)
+    /// The correction frozen for sampling at its current weights, run by the trainer's engine.
+    pub fn acting_correction(&self) -> ActingCorrection {
+        self.model
+            .correction
+            .acting(self.prior.schedule(), self.engine)
     }
 
     /// The updates of one batch of states `obs`: `on_policy` on-policy ones, then `off_policy`
@@ -137,11 +123,8 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
 
     /// One on-policy update on the states `obs` (`[b, obs_dim]`, normalised).
     pub fn on_policy_update(&mut self, obs: Tensor<2>, rng: &mut impl Rng) -> UpdateStats {
-        let (correction, fused) = self.frozen_correction();
-        let pi = Posterior {
-            fused: fused.as_ref(),
-            ..self.posterior(&correction)
-        };
+        let correction = self.acting_correction();
+        let pi = self.posterior(&correction);
         let rollout = rollout_on_policy(&pi, obs, self.config.trajectories, rng);
         self.apply(&rollout)
     }
@@ -153,11 +136,8 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         a0: Tensor<2>,
         rng: &mut impl Rng,
     ) -> UpdateStats {
-        let (correction, fused) = self.frozen_correction();
-        let pi = Posterior {
-            fused: fused.as_ref(),
-            ..self.posterior(&correction)
-        };
+        let correction = self.acting_correction();
+        let pi = self.posterior(&correction);
         let rollout = rollout_off_policy(&pi, obs, a0, self.config.trajectories, rng);
         self.apply(&rollout)
     }
@@ -186,7 +166,7 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     /// Start the learned log Z at the batch estimate (its output bias), so that it does not
     /// have to travel from 0 to |Q/α| ~ 10³ first.
     fn init_log_z(&mut self, rollout: &Rollout) {
-        let correction = self.model.correction.frozen();
+        let correction = self.model.correction.valid();
         let mean = rollout.mean_log_z(self.prior.schedule(), &correction);
         if let Some(net) = self.model.log_z.as_mut() {
             let bias = burn::module::Param::from_tensor(tensor1(&[mean as f32], &self.device));

@@ -1,10 +1,9 @@
 //! Peak memory and time of RTB updates at a benchmark shape, in a fresh process:
-//! `cargo run --release --example rtb_memory -- paper 512 [REPEATS]` (shape `paper` | `cpu`, then
+//! `cargo bench --bench rtb_memory -- paper 512 [REPEATS]` (shape `paper` | `cpu`, then
 //! the chunk size in trajectories, 0 = the whole batch in one backward pass, then how many updates
 //! of each kind to average over, default 1). Prints seconds per on- and off-policy update and the
 //! process's peak resident memory (VmHWM).
 
-#[path = "../benches/support/mod.rs"]
 mod support;
 
 fn peak_rss_mib() -> f64 {
@@ -18,7 +17,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` appends `--bench`: flags are not ours.
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let name = args.get(1).map_or("paper", String::as_str);
     let chunk: usize = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(512);
     let repeats: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1);
