@@ -19,6 +19,7 @@ pub mod error;
 pub mod eval;
 pub mod nn;
 pub mod output;
+pub mod pipeline;
 pub mod policy;
 pub mod progress;
 

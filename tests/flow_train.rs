@@ -135,7 +135,7 @@ fn outsourced_sampler_trains_resumes_and_refuses_wrong_inputs() {
         "chunk=6",
         "schedule.steps=6",
         "correction.net.width=16",
-        "correction.net.layers=2",
+        "correction.net.hidden=2",
         "correction.net.time_harmonics=4",
         "correction.langevin_width=8",
     ];

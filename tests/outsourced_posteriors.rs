@@ -17,7 +17,7 @@ use offrl::algos::outsourced::{MapReward, NoiseMap};
 use offrl::algos::rtb::{CorrectionConfig, LogReward, LogZConfig, Rtb, RtbConfig};
 use offrl::dataset::spec::DataSpec;
 use offrl::diffusion::{
-    sample_actions, NetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind, StandardNormal,
+    sample_actions, EpsNetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind, StandardNormal,
     Variance,
 };
 use offrl::nn::{tensor2, to_vec, Activation};
@@ -144,9 +144,9 @@ fn config(lr: f64) -> RtbConfig {
         off_policy: 1,
         log_z: LogZConfig::default(),
         correction: CorrectionConfig {
-            net: NetConfig {
+            net: EpsNetConfig {
                 width: 32,
-                layers: 2,
+                hidden: 2,
                 time_harmonics: 4,
                 activation: Activation::Gelu,
                 layer_norm: true,

@@ -9,7 +9,9 @@ use std::path::Path;
 use burn::tensor::Device;
 use offrl::algos::{self, AlgoKind};
 use offrl::dataset::{Dataset, Metadata};
-use offrl::diffusion::{sample_actions, DiffusionPolicy, DiffusionPrior, NetConfig, PriorConfig};
+use offrl::diffusion::{
+    sample_actions, DiffusionPolicy, DiffusionPrior, EpsNetConfig, PriorConfig,
+};
 use offrl::policy::Policy;
 use offrl::train::OfflineAlgorithm;
 use rand::{Rng, SeedableRng};
@@ -155,7 +157,7 @@ fn train(
     .map(|t| t.algo)
 }
 
-fn config(net: NetConfig, steps: usize, batch_size: usize) -> PriorConfig {
+fn config(net: EpsNetConfig, steps: usize, batch_size: usize) -> PriorConfig {
     let mut c = PriorConfig {
         net,
         pre_tanh: false,
@@ -169,10 +171,10 @@ fn config(net: NetConfig, steps: usize, batch_size: usize) -> PriorConfig {
     c
 }
 
-fn small_net(width: usize) -> NetConfig {
-    NetConfig {
+fn small_net(width: usize) -> EpsNetConfig {
+    EpsNetConfig {
         width,
-        layers: 3,
+        hidden: 3,
         time_harmonics: 16,
         ..Default::default()
     }
@@ -281,7 +283,7 @@ fn covers_every_mode_of_a_state_dependent_mixture() {
 
 fn tiny_config(steps: usize, checkpoint_every: usize) -> PriorConfig {
     let mut c = PriorConfig {
-        net: NetConfig {
+        net: EpsNetConfig {
             width: 16,
             time_harmonics: 4,
             ..Default::default()

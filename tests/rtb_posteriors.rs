@@ -30,7 +30,7 @@ use offrl::algos::rtb::{
 use offrl::backend::Engine;
 use offrl::diffusion::TrainingEps;
 use offrl::diffusion::{
-    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, NetConfig, NoiseSchedule,
+    sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, EpsNetConfig, NoiseSchedule,
     ScheduleConfig,
 };
 use offrl::nn::{tensor2, to_vec, Activation};
@@ -185,9 +185,9 @@ fn small_config(lr: f64) -> RtbConfig {
         off_policy: 0,
         log_z: LogZConfig::default(),
         correction: CorrectionConfig {
-            net: NetConfig {
+            net: EpsNetConfig {
                 width: 32,
-                layers: 2,
+                hidden: 2,
                 time_harmonics: 4,
                 activation: Activation::Gelu,
                 layer_norm: true,
@@ -713,7 +713,7 @@ fn host_reward_gradient_equals_autodiff() {
         let spaces = PriorSpec::new(
             data.clone(),
             ScheduleConfig::default(),
-            NetConfig::default(),
+            EpsNetConfig::default(),
             pre_tanh,
             0.99,
         )

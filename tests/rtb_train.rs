@@ -39,7 +39,7 @@ fn prior_config() -> serde_json::Value {
             format!("schedule.beta_start={}", 1e-4 * scale),
             format!("schedule.beta_end={}", 0.02 * scale),
             "net.width=16".into(),
-            "net.layers=2".into(),
+            "net.hidden=2".into(),
             "net.time_harmonics=3".into(),
             "train.steps=1".into(),
             "train.batch_size=16".into(),
@@ -350,7 +350,7 @@ fn command_line_trains_and_resumes() {
             .arg(&out)
             .args([
                 "--set",
-                "correction.net={width = 16, layers = 2, time_harmonics = 3, activation = \"gelu\", layer_norm = true}",
+                "correction.net={width = 16, hidden = 2, time_harmonics = 3, activation = \"gelu\", layer_norm = true}",
                 "--set",
                 "trajectories=4",
                 "--set",

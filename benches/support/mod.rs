@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 use offrl::algos::iql::{Iql, IqlConfig};
 use offrl::algos::rtb::{QReward, QRtb, Rtb, RtbConfig};
 use offrl::dataset::spec::DataSpec;
-use offrl::diffusion::{DiffusionPrior, NetConfig, PriorSpec, ScheduleConfig};
+use offrl::diffusion::{DiffusionPrior, EpsNetConfig, PriorSpec, ScheduleConfig};
 use offrl::nn::tensor2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -103,7 +103,7 @@ pub fn build(shape: &Shape, chunk: usize) -> QRtb {
         ..Default::default()
     };
     // Pre-tanh actions in ±1 and identity observation statistics (the paper's Hopper setup).
-    let spec = PriorSpec::new(data_spec(), schedule, NetConfig::default(), true, 0.99).unwrap();
+    let spec = PriorSpec::new(data_spec(), schedule, EpsNetConfig::default(), true, 0.99).unwrap();
     let prior = DiffusionPrior::new(spec, &device).unwrap();
     let reward = QReward {
         q: critic(0),

@@ -68,8 +68,10 @@ pub fn logsumexp_rows(x: Tensor<2>) -> Tensor<1> {
     column((x - max.clone()).exp().sum_dim(1).log() + max)
 }
 
-/// Sum over action dims of the log-density of `N(mean, std²)` at `x`: `[n, d] → [n]`.
-pub fn gaussian_log_prob(x: Tensor<2>, mean: Tensor<2>, log_std: Tensor<2>) -> Tensor<1> {
+/// Sum over action dims of the log-density of `N(mean, diag(exp(log_std))²)` at `x`: `[n, d] →
+/// [n]` (the actors' Gaussian; a chain step's isotropic one, whose σ is a schedule constant, is
+/// [`crate::diffusion::gaussian_log_prob`]).
+pub fn diagonal_gaussian_log_prob(x: Tensor<2>, mean: Tensor<2>, log_std: Tensor<2>) -> Tensor<1> {
     let z = (x - mean) / log_std.clone().exp();
     let log_norm = 0.5 * (2.0 * PI).ln();
     column((z.powi_scalar(2) * (-0.5) - log_std - log_norm).sum_dim(1))
@@ -343,7 +345,7 @@ impl GaussianActor {
         let mean = self.mean(obs);
         let [n, d] = mean.dims();
         let log_std = self.log_std().reshape([1, d]).repeat_dim(0, n);
-        gaussian_log_prob(act, mean, log_std)
+        diagonal_gaussian_log_prob(act, mean, log_std)
     }
 }
 
@@ -487,7 +489,7 @@ mod tests {
         let x = nn::tensor2(&[0.5, -1.0], 1, 2, &device);
         let m = nn::tensor2(&[0.0, 0.0], 1, 2, &device);
         let ls = nn::tensor2(&[0.0, (2.0f32).ln()], 1, 2, &device);
-        let got = nn::to_vec(gaussian_log_prob(x, m, ls))[0] as f64;
+        let got = nn::to_vec(diagonal_gaussian_log_prob(x, m, ls))[0] as f64;
         let lp = |x: f64, s: f64| {
             -0.5 * (x / s).powi(2) - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
         };

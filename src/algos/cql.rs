@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::common::{
-    adam, gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
+    adam, diagonal_gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
     target_copy, uniform, xavier_output, NetConfig, NetPolicy, RngState, TwinQ,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
@@ -141,8 +141,8 @@ impl TanhGaussianActor {
     pub fn sample(&self, obs: Tensor<2>, eps: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
         let (mean, log_std) = self.mean_log_std(obs);
         let u = mean.clone() + log_std.clone().exp() * eps;
-        let log_prob =
-            gaussian_log_prob(u.clone(), mean, log_std) - crate::nn::tanh_log_det(u.clone());
+        let log_prob = diagonal_gaussian_log_prob(u.clone(), mean, log_std)
+            - crate::nn::tanh_log_det(u.clone());
         (u.tanh(), log_prob)
     }
 
@@ -150,7 +150,7 @@ impl TanhGaussianActor {
     pub fn log_prob(&self, obs: Tensor<2>, act: Tensor<2>) -> Tensor<1> {
         let (mean, log_std) = self.mean_log_std(obs);
         let u = act.clamp(-0.999_999, 0.999_999).atanh();
-        gaussian_log_prob(u.clone(), mean, log_std) - crate::nn::tanh_log_det(u)
+        diagonal_gaussian_log_prob(u.clone(), mean, log_std) - crate::nn::tanh_log_det(u)
     }
 }
 

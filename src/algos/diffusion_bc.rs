@@ -222,7 +222,7 @@ mod tests {
         for set in [
             "train.batch_size=0",
             "lr=-1",
-            "net.layers=0",
+            "net.hidden=0",
             "min_snr_gamma=0",
             "schedule.steps=0",
         ] {

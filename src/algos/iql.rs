@@ -193,51 +193,40 @@ impl Iql {
     }
 
     fn update_tensors(&mut self, b: BatchTensors, step: usize) -> Metrics {
-        let cfg = &self.cfg;
+        let (cfg, engine) = (&self.cfg, self.engine);
         let obs_act = Tensor::cat(vec![b.obs.clone(), b.act.clone()], 1);
         let (reward, not_done) = (b.reward.clone(), b.done.clone() * -1.0 + 1.0);
 
-        // The V and twin-Q updates are independent but for V(s') (from before V's update, as
-        // CORL), which the V task computes first and hands over: on the CPU each task runs on a
-        // thread of its own.
+        // Steps 1 and 2 are independent but for V(s') (from before V's update, as CORL), which
+        // the V task computes first and hands over: on the CPU each task runs on a thread of its
+        // own.
         let (v_optim, q_optim) = (&mut self.v_optim, &mut self.q_optim);
         let (next_v_tx, next_v_rx) = std::sync::mpsc::channel();
         let (v_step, q_step) = offrl_kernels::join(
-            self.engine.is_host(),
+            engine.is_host(),
             || {
-                let v = TrainingMlp::new(&self.v.net, self.engine);
+                let v = TrainingMlp::new(&self.v.net, engine);
                 let next_v = column(v.eval(b.next_obs.clone()));
                 next_v_tx.send(next_v).expect("the Q task waits for V(s')");
-                // 1. V: expectile regression onto the target twin's min.
-                let [target_q1, target_q2] = [&self.q_target.q1, &self.q_target.q2]
-                    .map(|q| TrainingMlp::new(q, self.engine));
-                let target_q = column(target_q1.eval(obs_act.clone()))
-                    .min_pair(column(target_q2.eval(obs_act.clone())));
-                let adv = target_q - column(v.forward(b.obs.clone()));
-                let weight = (adv.clone().lower_elem(0.0).float() * -1.0 + cfg.expectile).abs();
-                let v_loss = (weight * adv.clone().powi_scalar(2)).mean();
+                let target =
+                    [&self.q_target.q1, &self.q_target.q2].map(|q| TrainingMlp::new(q, engine));
+                let (v_loss, adv) = value_loss(&v, &target, b.obs.clone(), obs_act.clone(), cfg);
                 let mut grads = GradientsParams::new();
                 v.register_grads(&mut v_loss.backward(), &mut grads);
                 let updated = v_optim.step(cfg.critic_lr, self.v.clone(), grads);
                 (updated, v_loss, adv)
             },
             || {
-                // 2. Twin Q: regression onto r + γ (1 − d) V(s').
-                let [q1, q2] = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, self.engine));
-                let (q1_value, q2_value) = (
-                    column(q1.forward(obs_act.clone())),
-                    column(q2.forward(obs_act.clone())),
-                );
+                let q = [&self.q.q1, &self.q.q2].map(|q| TrainingMlp::new(q, engine));
                 let next_v_rx = next_v_rx; // moved in: a receiver is not shared between threads
-                let next_v = next_v_rx.recv().expect("the V task sends V(s')");
-                let target = reward + not_done * next_v * cfg.discount;
-                let q_loss = ((q1_value.clone() - target.clone()).powi_scalar(2).mean()
-                    + (q2_value - target.clone()).powi_scalar(2).mean())
-                    * 0.5;
+                let next_v = || next_v_rx.recv().expect("the V task sends V(s')");
+                let (q_loss, q1_value) =
+                    twin_q_loss(&q, obs_act.clone(), reward, not_done, next_v, cfg);
                 let mut grads = GradientsParams::new();
                 let mut q_grads = q_loss.backward();
-                q1.register_grads(&mut q_grads, &mut grads);
-                q2.register_grads(&mut q_grads, &mut grads);
+                for net in &q {
+                    net.register_grads(&mut q_grads, &mut grads);
+                }
                 let updated = q_optim.step(cfg.critic_lr, self.q.clone(), grads);
                 (updated, q_loss, q1_value)
             },
@@ -252,12 +241,8 @@ impl Iql {
             ("q_mean", scalar(&q1_value.mean())),
             ("adv_mean", scalar(&adv.clone().mean())),
         ];
-
-        // 3. Actor: advantage-weighted regression.
         if cfg.train_actor {
-            let exp_adv = (adv.detach() * cfg.beta).exp().clamp_max(cfg.exp_adv_max);
-            let bc = self.actor.log_prob(b.obs, b.act) * -1.0;
-            let actor_loss = (exp_adv * bc).mean();
+            let actor_loss = awr_loss(&self.actor, b.obs, b.act, adv, cfg);
             let lr = self.actor_lr(step);
             let grads = GradientsParams::from_grads(actor_loss.backward(), &self.actor);
             self.actor = self.actor_optim.step(lr, self.actor.clone(), grads);
@@ -266,6 +251,57 @@ impl Iql {
         }
         metrics
     }
+}
+
+/// Step 1, V: expectile regression of `V(s)` onto the target twin's `min(Q̄₁, Q̄₂)(s, a)`.
+/// Returns the loss and the advantage `Q̄ − V(s)` (`[n]`).
+fn value_loss(
+    v: &TrainingMlp,
+    target: &[TrainingMlp; 2],
+    obs: Tensor<2>,
+    obs_act: Tensor<2>,
+    cfg: &IqlConfig,
+) -> (Tensor<1>, Tensor<1>) {
+    let target_q =
+        column(target[0].eval(obs_act.clone())).min_pair(column(target[1].eval(obs_act)));
+    let adv = target_q - column(v.forward(obs));
+    let weight = (adv.clone().lower_elem(0.0).float() * -1.0 + cfg.expectile).abs();
+    ((weight * adv.clone().powi_scalar(2)).mean(), adv)
+}
+
+/// Step 2, the twin Q: both regress `r + γ (1 − d) V(s')`; `next_v` gives `V(s')` when it is needed
+/// (after the twin's forward passes). Returns the loss and `Q₁(s, a)`.
+fn twin_q_loss(
+    q: &[TrainingMlp; 2],
+    obs_act: Tensor<2>,
+    reward: Tensor<1>,
+    not_done: Tensor<1>,
+    next_v: impl FnOnce() -> Tensor<1>,
+    cfg: &IqlConfig,
+) -> (Tensor<1>, Tensor<1>) {
+    let (q1_value, q2_value) = (
+        column(q[0].forward(obs_act.clone())),
+        column(q[1].forward(obs_act)),
+    );
+    let target = reward + not_done * next_v() * cfg.discount;
+    let loss = ((q1_value.clone() - target.clone()).powi_scalar(2).mean()
+        + (q2_value - target).powi_scalar(2).mean())
+        * 0.5;
+    (loss, q1_value)
+}
+
+/// Step 3, the actor: advantage-weighted regression, `−exp(β A) log π(a|s)` with the weights clipped at
+/// `exp_adv_max` (no gradient through the advantage).
+fn awr_loss(
+    actor: &GaussianActor,
+    obs: Tensor<2>,
+    act: Tensor<2>,
+    adv: Tensor<1>,
+    cfg: &IqlConfig,
+) -> Tensor<1> {
+    let exp_adv = (adv.detach() * cfg.beta).exp().clamp_max(cfg.exp_adv_max);
+    let bc = actor.log_prob(obs, act) * -1.0;
+    (exp_adv * bc).mean()
 }
 
 impl OfflineAlgorithm for Iql {

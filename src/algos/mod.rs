@@ -300,6 +300,21 @@ pub struct Trained {
     pub history: History,
 }
 
+impl Trained {
+    /// The trained algorithm as its own type `A` (e.g. [`iql::Iql`] for its critic), or an
+    /// error naming what it is.
+    pub fn into_model<A: OfflineAlgorithm>(self) -> Result<A> {
+        let name = self.algo.name();
+        let any: Box<dyn std::any::Any> = self.algo;
+        any.downcast::<A>().map(|a| *a).map_err(|_| {
+            Error::Config(format!(
+                "a trained `{name}` is not a {}",
+                std::any::type_name::<A>()
+            ))
+        })
+    }
+}
+
 /// Train `kind` on `data`. With `out`, into that run directory (metrics, plots, checkpoints),
 /// resuming from its newest checkpoint if there is one (the config and seed must then be the
 /// same); without, in memory: nothing is written, and the logged lines come back in

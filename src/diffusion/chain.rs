@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn network_log_likelihood_is_batched_consistently_and_differentiable() {
-        use crate::diffusion::model::{EpsNet, NetConfig};
+        use crate::diffusion::model::{EpsNet, EpsNetConfig};
         let device = Device::flex().autodiff();
         crate::backend::seed(&device, 2);
         let schedule = NoiseSchedule::new(&ScheduleConfig {
@@ -502,9 +502,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let cfg = NetConfig {
+        let cfg = EpsNetConfig {
             width: 16,
-            layers: 2,
+            hidden: 2,
             time_harmonics: 4,
             ..Default::default()
         };

@@ -7,7 +7,7 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use super::chain::LossWeighting;
-use super::model::NetConfig;
+use super::model::EpsNetConfig;
 use super::schedule::{NoiseSchedule, ScheduleConfig, StartDistribution};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::error::{Error, Result};
@@ -20,7 +20,7 @@ use crate::train::LoopConfig;
 pub struct PriorSpec {
     pub data: DataSpec,
     pub schedule: ScheduleConfig,
-    pub net: NetConfig,
+    pub net: EpsNetConfig,
     /// The chain models pre-tanh actions `atanh(clip(unit action, ±pre_tanh_clip))`.
     pub pre_tanh: bool,
     pub pre_tanh_clip: f64,
@@ -53,7 +53,7 @@ pub enum LrSchedule {
 #[serde(deny_unknown_fields)]
 pub struct PriorConfig {
     pub schedule: ScheduleConfig,
-    pub net: NetConfig,
+    pub net: EpsNetConfig,
     pub loss_weighting: Weighting,
     pub min_snr_gamma: f64,
     /// Model `atanh(clip(a, ±pre_tanh_clip))` and act with `tanh` (the paper's code does).
@@ -85,7 +85,7 @@ impl Default for PriorConfig {
     fn default() -> Self {
         Self {
             schedule: ScheduleConfig::default(),
-            net: NetConfig::default(),
+            net: EpsNetConfig::default(),
             loss_weighting: Weighting::MinSnr,
             min_snr_gamma: 5.0,
             pre_tanh: true,
@@ -118,8 +118,8 @@ impl PriorConfig {
         if self.train.steps == 0 || self.train.batch_size == 0 {
             return bad("train.steps and train.batch_size must be positive".into());
         }
-        if self.net.layers == 0 || self.net.width == 0 || self.net.time_harmonics == 0 {
-            return bad("net.layers, net.width and net.time_harmonics must be positive".into());
+        if self.net.hidden == 0 || self.net.width == 0 || self.net.time_harmonics == 0 {
+            return bad("net.hidden, net.width and net.time_harmonics must be positive".into());
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));

@@ -522,7 +522,7 @@ impl EpsModel for LeafEps<'_> {
 mod tests {
     use super::*;
     use crate::diffusion::chain::{denoising_loss, sample_actions, LossWeighting};
-    use crate::diffusion::model::NetConfig;
+    use crate::diffusion::model::EpsNetConfig;
     use crate::diffusion::schedule::ScheduleConfig;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -538,9 +538,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let cfg = NetConfig {
+        let cfg = EpsNetConfig {
             width: 32,
-            layers: 3,
+            hidden: 3,
             time_harmonics: 4,
             activation,
             layer_norm,

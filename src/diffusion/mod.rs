@@ -59,7 +59,7 @@ pub use gaussian::{
     forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,
     Transition,
 };
-pub use model::{EpsModel, EpsNet, NetConfig};
+pub use model::{EpsModel, EpsNet, EpsNetConfig};
 pub use prior::{gradient_step, DiffusionPolicy, DiffusionPrior};
 pub use reference::StandardNormal;
 pub use schedule::{

@@ -33,22 +33,23 @@ pub trait EpsModel {
 
 /// The ε-network's shape (the `[net]` table of a prior config). Defaults: the RTB paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetConfig {
+pub struct EpsNetConfig {
     /// Hidden width.
     pub width: usize,
     /// Hidden layers, each `Linear → [LayerNorm] → activation`.
-    pub layers: usize,
+    #[serde(alias = "layers")]
+    pub hidden: usize,
     /// Fourier harmonics of the time embedding (2× as many features).
     pub time_harmonics: usize,
     pub activation: Activation,
     pub layer_norm: bool,
 }
 
-impl Default for NetConfig {
+impl Default for EpsNetConfig {
     fn default() -> Self {
         Self {
             width: 256,
-            layers: 3,
+            hidden: 3,
             time_harmonics: 64,
             activation: Activation::Gelu,
             layer_norm: true,
@@ -91,14 +92,14 @@ impl EpsNet {
     }
 
     pub fn new(
-        config: &NetConfig,
+        config: &EpsNetConfig,
         obs_dim: usize,
         act_dim: usize,
         schedule: &NoiseSchedule,
         device: &burn::tensor::Device,
     ) -> Self {
         assert!(
-            config.layers >= 1,
+            config.hidden >= 1,
             "the ε-network needs at least one hidden layer"
         );
         let embedding = FourierTimeEmbedding::new(config.time_harmonics);
@@ -124,7 +125,7 @@ impl EpsNet {
                 .then(|| LayerNormConfig::new(config.width).init(device)),
             trunk: MlpConfig::new(config.width, act_dim)
                 .with_width(config.width)
-                .with_hidden(config.layers - 1)
+                .with_hidden(config.hidden - 1)
                 .with_activation(config.activation)
                 .with_layer_norm(config.layer_norm)
                 .init(device),
@@ -186,6 +187,17 @@ mod tests {
     use burn::tensor::Device;
 
     #[test]
+    fn checkpoints_written_with_the_old_key_layers_still_load() {
+        let old = serde_json::json!({"width": 8, "layers": 2, "time_harmonics": 3,
+            "activation": "gelu", "layer_norm": true});
+        let cfg: EpsNetConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.hidden, 2);
+        let now = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(now["hidden"], 2);
+        assert!(now.get("layers").is_none());
+    }
+
+    #[test]
     fn split_first_layer_equals_concatenated_layer() {
         let device = Device::flex();
         crate::backend::seed(&device, 3);
@@ -194,9 +206,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let cfg = NetConfig {
+        let cfg = EpsNetConfig {
             width: 8,
-            layers: 2,
+            hidden: 2,
             time_harmonics: 2,
             ..Default::default()
         };

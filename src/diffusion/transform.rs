@@ -9,7 +9,7 @@
 use burn::tensor::Tensor;
 
 use super::config::PriorSpec;
-use super::model::NetConfig;
+use super::model::EpsNetConfig;
 use super::schedule::{ScheduleConfig, StartDistribution};
 use crate::dataset::spec::DataSpec;
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ impl PriorSpec {
     pub fn new(
         data: DataSpec,
         schedule: ScheduleConfig,
-        net: NetConfig,
+        net: EpsNetConfig,
         pre_tanh: bool,
         pre_tanh_clip: f64,
     ) -> Result<Self> {
@@ -167,7 +167,7 @@ mod tests {
         PriorSpec::new(
             data_spec(low, high),
             ScheduleConfig::default(),
-            NetConfig::default(),
+            EpsNetConfig::default(),
             pre_tanh,
             0.99,
         )

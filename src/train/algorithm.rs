@@ -76,7 +76,9 @@ pub struct Snapshot {
 }
 
 /// One offline RL algorithm: updates from minibatches, gives a policy, saves and restores itself.
-pub trait OfflineAlgorithm {
+/// (`Any`: a trained `Box<dyn OfflineAlgorithm>` can be had back as its own type,
+/// [`crate::algos::Trained::into_model`].)
+pub trait OfflineAlgorithm: std::any::Any {
     /// The algorithm's name in the registry and its checkpoints' kind, e.g. `iql`.
     fn name(&self) -> &'static str;
     /// The data spec the networks were built for (dims, bounds, normalisation).

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::spec::{DataConfig, RewardNorm};
-use crate::diffusion::NetConfig;
+use crate::diffusion::EpsNetConfig;
 use crate::error::{Error, Result};
 use crate::train::LoopConfig;
 
@@ -185,7 +185,7 @@ pub enum CorrectionInit {
 #[serde(deny_unknown_fields)]
 pub struct CorrectionConfig {
     /// Shape of NN(s, x_t, t). Must equal the prior's for `prior_features` / `copy_prior`.
-    pub net: NetConfig,
+    pub net: EpsNetConfig,
     pub init: CorrectionInit,
     /// The `c(t) ⊙ ∇ log r(s, x_t)` term.
     pub langevin: bool,
@@ -199,7 +199,7 @@ pub struct CorrectionConfig {
 impl Default for CorrectionConfig {
     fn default() -> Self {
         Self {
-            net: NetConfig::default(),
+            net: EpsNetConfig::default(),
             init: CorrectionInit::Zero,
             langevin: true,
             langevin_clip: 100.0,

@@ -146,7 +146,8 @@ pub struct RtbAlgo {
 }
 
 impl RtbAlgo {
-    /// Load the prior and the critic named by `config` and build a fresh correction.
+    /// Load the prior and the critic named by `config` (`prior`, `critic`: run directories or
+    /// checkpoints) and build a fresh correction ([`RtbAlgo::from_models`]).
     pub fn new(config: RtbConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
         config.validate()?;
         let plain = device.clone().without_autodiff();
@@ -160,6 +161,22 @@ impl RtbAlgo {
         };
         let prior = DiffusionPrior::load(&path(&config.prior, "prior")?, &plain)?;
         let critic = IqlCritic::load(&path(&config.critic, "critic")?, &plain)?;
+        Self::from_models(config, prior, critic, spec, device, seed)
+    }
+
+    /// RTB on a trained prior and critic (frozen here: inference copies are kept), for data
+    /// described by `spec`; the correction is trained on the autodiff version of `device`. The
+    /// config's `prior` and `critic` paths are not read.
+    pub fn from_models(
+        config: RtbConfig,
+        prior: DiffusionPrior,
+        critic: IqlCritic,
+        spec: DataSpec,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (prior, plain) = crate::nn::inference_copy(&prior);
         let (ps, cs) = (&prior.spec, critic.spec());
         if ps.obs_dim() != spec.obs_dim || ps.act_dim() != spec.act_dim {
             return Err(Error::InvalidData(format!(
