@@ -86,9 +86,17 @@ pub struct AlgoInfo {
     /// time (IDQL).
     pub trained: Option<AlgoKind>,
     /// Config keys that name the run directories of `needs` (`(key, algorithm)`): the bench
-    /// fills them with the same dataset's and seed's cells.
+    /// fills them with the same dataset's and seed's cells, `offrl train` takes them as flags
+    /// (`--prior RUN`).
     pub inputs: &'static [(&'static str, &'static str)],
+    /// Other names `offrl train` accepts for it.
+    pub aliases: &'static [&'static str],
+    /// Numeric config keys `offrl train` also takes as flags (`(key, help)`, e.g. `--alpha`).
+    pub flags: &'static [(&'static str, &'static str)],
 }
+
+/// The temperature flag of the algorithms that tilt towards `exp(Q/α)`.
+const ALPHA_FLAG: (&str, &str) = ("alpha", "temperature α (overrides the config's `alpha`)");
 
 /// Every algorithm, in the order tables list them.
 pub const ALGORITHMS: &[AlgoInfo] = &[
@@ -98,6 +106,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &[],
         trained: Some(AlgoKind::Bc),
         inputs: &[],
+        aliases: &[],
+        flags: &[],
     },
     AlgoInfo {
         name: "td3bc",
@@ -105,6 +115,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &[],
         trained: Some(AlgoKind::Td3bc),
         inputs: &[],
+        aliases: &[],
+        flags: &[],
     },
     AlgoInfo {
         name: "iql",
@@ -112,6 +124,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &[],
         trained: Some(AlgoKind::Iql),
         inputs: &[],
+        aliases: &[],
+        flags: &[],
     },
     AlgoInfo {
         name: "cql",
@@ -119,13 +133,18 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &[],
         trained: Some(AlgoKind::Cql),
         inputs: &[],
+        aliases: &[],
+        flags: &[],
     },
     AlgoInfo {
         name: "diffusion-bc",
-        summary: "the diffusion behaviour prior μ(a|s) acting alone (`offrl train prior`)",
+        summary:
+            "the diffusion behaviour prior μ(a|s) acting alone (its checkpoints' kind: `prior`)",
         needs: &[],
         trained: Some(AlgoKind::Prior),
         inputs: &[],
+        aliases: &["prior"],
+        flags: &[],
     },
     AlgoInfo {
         name: "flow-bc",
@@ -133,6 +152,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &[],
         trained: Some(AlgoKind::FlowBc),
         inputs: &[],
+        aliases: &[],
+        flags: &[],
     },
     AlgoInfo {
         name: "fql",
@@ -140,6 +161,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &[],
         trained: Some(AlgoKind::Fql),
         inputs: &[],
+        aliases: &[],
+        flags: &[ALPHA_FLAG],
     },
     AlgoInfo {
         name: "idql",
@@ -147,6 +170,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &["diffusion-bc", "iql"],
         trained: None,
         inputs: &[],
+        aliases: &[],
+        flags: &[],
     },
     AlgoInfo {
         name: "rtb",
@@ -154,6 +179,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &["diffusion-bc", "iql"],
         trained: Some(AlgoKind::Rtb),
         inputs: &[("prior", "diffusion-bc"), ("critic", "iql")],
+        aliases: &[],
+        flags: &[ALPHA_FLAG],
     },
     AlgoInfo {
         name: "outsourced",
@@ -162,6 +189,8 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         needs: &["flow-bc", "iql"],
         trained: Some(AlgoKind::Outsourced),
         inputs: &[("behavior", "flow-bc"), ("critic", "iql")],
+        aliases: &[],
+        flags: &[ALPHA_FLAG],
     },
 ];
 

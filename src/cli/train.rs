@@ -8,37 +8,130 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Subcommand};
 
-use crate::algos::{self, AlgoKind};
+use crate::algos::{self, AlgoInfo, AlgoKind};
 use crate::backend::BackendKind;
 
-#[derive(Subcommand)]
-pub enum TrainCommand {
-    /// The diffusion behaviour prior μ(a|s); its policy is diffusion BC. Config: configs/prior.toml.
-    Prior(CommonArgs),
-    /// The IQL critic only (twin Q + V, no actor), for RTB / IDQL. Config: configs/iql.toml.
-    Critic(CommonArgs),
-    /// IQL: critic + advantage-weighted actor. Config: configs/iql.toml.
-    Iql(CommonArgs),
-    /// Behaviour cloning, Gaussian MLP policy. Config: configs/bc.toml.
-    Bc(CommonArgs),
-    /// TD3+BC (Fujimoto & Gu 2021). Config: configs/td3bc.toml.
-    Td3bc(CommonArgs),
-    /// Conservative Q-Learning, SAC-based, CORL settings. Config: configs/cql.toml.
-    Cql(CommonArgs),
-    /// Flow-matching behaviour cloning (FQL's BC flow). Config: configs/flow-bc.toml.
-    FlowBc(CommonArgs),
-    /// Flow Q-Learning (Park et al. 2025): one-step policy distilled from a BC flow against −Q.
-    /// Config: configs/fql.toml (choose `alpha` per dataset).
-    Fql(CommonArgs),
-    /// Fine-tune a diffusion prior with RTB, the critic's Q as reward (log r = Q/α).
-    /// Config: configs/rtb.toml (configs/rtb-cpu.toml: a CPU-sized variant).
-    Rtb(RtbArgs),
-    /// Noise-space (outsourced) posterior sampling: a diffusion over the noise z of a flow-BC
-    /// map a = f(s, z), fine-tuned by RTB towards N(z)·exp(Q(s, f(s, z))/α).
-    /// Config: configs/outsourced.toml.
-    Outsourced(OutsourcedArgs),
+/// `offrl train <algorithm>`: one subcommand per trained algorithm of the registry
+/// ([`algos::ALGORITHMS`]), with its aliases, its input flags (`--prior RUN`) and its value
+/// flags (`--alpha`), plus `critic` (IQL without its actor, what RTB and IDQL read).
+pub struct TrainCommand {
+    /// The registry row's name, or `critic`.
+    pub name: &'static str,
+    pub kind: AlgoKind,
+    /// `(config key, run directory or checkpoint)` of the inputs.
+    pub inputs: Vec<(&'static str, PathBuf)>,
+    /// `(config key, value)` of the value flags given.
+    pub values: Vec<(&'static str, f64)>,
+    pub common: CommonArgs,
+}
+
+/// The critic-only IQL: a subcommand of its own, not an algorithm of the registry.
+const CRITIC: &str = "critic";
+
+fn trained() -> impl Iterator<Item = (&'static AlgoInfo, AlgoKind)> {
+    algos::ALGORITHMS
+        .iter()
+        .filter_map(|info| info.trained.map(|kind| (info, kind)))
+}
+
+fn subcommand(info: &'static AlgoInfo, kind: AlgoKind) -> Command {
+    let mut summary = info.summary.to_string();
+    if let Some(first) = summary.get(..1) {
+        summary.replace_range(..1, &first.to_uppercase());
+    }
+    // The common arguments first: their struct's doc comment would replace the about.
+    let mut cmd = CommonArgs::augment_args(Command::new(info.name))
+        .about(format!("{summary}. Config: configs/{}.toml", kind.name()))
+        .visible_aliases(info.aliases.iter().copied());
+    for (key, from) in info.inputs {
+        cmd = cmd.arg(
+            Arg::new(*key)
+                .long(*key)
+                .required(true)
+                .value_name("RUN_OR_CHECKPOINT")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(format!(
+                    "Run directory or checkpoint of `offrl train {from}`"
+                )),
+        );
+    }
+    for (key, help) in info.flags {
+        let mut help = help.to_string();
+        help.replace_range(..1, &help[..1].to_uppercase());
+        cmd = cmd.arg(
+            Arg::new(*key)
+                .long(*key)
+                .value_name("VALUE")
+                .value_parser(clap::value_parser!(f64))
+                .help(help),
+        );
+    }
+    cmd
+}
+
+impl Subcommand for TrainCommand {
+    fn augment_subcommands(mut cmd: Command) -> Command {
+        for (info, kind) in trained() {
+            cmd = cmd.subcommand(subcommand(info, kind));
+        }
+        cmd.subcommand(CommonArgs::augment_args(Command::new(CRITIC)).about(
+            "The IQL critic only (twin Q + V, no actor), for RTB / IDQL. Config: configs/iql.toml",
+        ))
+    }
+
+    fn augment_subcommands_for_update(cmd: Command) -> Command {
+        Self::augment_subcommands(cmd)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        name == CRITIC
+            || trained().any(|(info, _)| info.name == name || info.aliases.contains(&name))
+    }
+}
+
+impl FromArgMatches for TrainCommand {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let Some((name, sub)) = matches.subcommand() else {
+            return Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand));
+        };
+        let common = CommonArgs::from_arg_matches(sub)?;
+        if name == CRITIC {
+            return Ok(Self {
+                name: CRITIC,
+                kind: AlgoKind::Iql,
+                inputs: Vec::new(),
+                values: Vec::new(),
+                common,
+            });
+        }
+        let (info, kind) = trained()
+            .find(|(info, _)| info.name == name || info.aliases.contains(&name))
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
+        let inputs = info
+            .inputs
+            .iter()
+            .filter_map(|(key, _)| Some((*key, sub.get_one::<PathBuf>(key)?.clone())))
+            .collect();
+        let values = info
+            .flags
+            .iter()
+            .filter_map(|(key, _)| Some((*key, *sub.get_one::<f64>(key)?)))
+            .collect();
+        Ok(Self {
+            name: info.name,
+            kind,
+            inputs,
+            values,
+            common,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// What every `offrl train <model>` takes.
@@ -73,69 +166,20 @@ pub struct CommonArgs {
     pub eval_episodes: usize,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct RtbArgs {
-    /// The behaviour prior: run directory or checkpoint of `offrl train prior`.
-    #[arg(long)]
-    pub prior: PathBuf,
-    /// The critic: run directory or checkpoint of `offrl train critic` (or `iql`).
-    #[arg(long)]
-    pub critic: PathBuf,
-    /// Temperature α (log r = Q/α); overrides the config's.
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct OutsourcedArgs {
-    /// The behaviour map: run directory or checkpoint of `offrl train flow-bc`.
-    #[arg(long)]
-    pub behavior: PathBuf,
-    /// The critic: run directory or checkpoint of `offrl train critic` (or `iql`).
-    #[arg(long)]
-    pub critic: PathBuf,
-    /// Temperature α (log r = Q/α, in the config's `alpha_scale` units); overrides the config's.
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
-    match cmd {
-        TrainCommand::Prior(a) => train(AlgoKind::Prior, &a, Vec::new()),
-        // The critic is IQL without its actor; forced last so that it wins over the file.
-        TrainCommand::Critic(a) => train(AlgoKind::Iql, &a, vec!["train_actor=false".into()]),
-        TrainCommand::Iql(a) => train(AlgoKind::Iql, &a, Vec::new()),
-        TrainCommand::Bc(a) => train(AlgoKind::Bc, &a, Vec::new()),
-        TrainCommand::Td3bc(a) => train(AlgoKind::Td3bc, &a, Vec::new()),
-        TrainCommand::Cql(a) => train(AlgoKind::Cql, &a, Vec::new()),
-        TrainCommand::FlowBc(a) => train(AlgoKind::FlowBc, &a, Vec::new()),
-        TrainCommand::Fql(a) => train(AlgoKind::Fql, &a, Vec::new()),
-        TrainCommand::Rtb(a) => {
-            // Paths become absolute TOML strings, so a resumed run compares equal from any folder.
-            let mut forced = vec![
-                format!("prior={:?}", absolute(&a.prior, "prior")?),
-                format!("critic={:?}", absolute(&a.critic, "critic")?),
-            ];
-            if let Some(alpha) = a.alpha {
-                forced.push(format!("alpha={alpha:e}"));
-            }
-            train(AlgoKind::Rtb, &a.common, forced)
-        }
-        TrainCommand::Outsourced(a) => {
-            let mut forced = vec![
-                format!("behavior={:?}", absolute(&a.behavior, "behavior")?),
-                format!("critic={:?}", absolute(&a.critic, "critic")?),
-            ];
-            if let Some(alpha) = a.alpha {
-                forced.push(format!("alpha={alpha:e}"));
-            }
-            train(AlgoKind::Outsourced, &a.common, forced)
-        }
+    // Applied after `--set`, so that the flags win over the file and the sets.
+    let mut forced = Vec::new();
+    if cmd.name == CRITIC {
+        forced.push("train_actor=false".to_string());
     }
+    for (key, path) in &cmd.inputs {
+        // Paths become absolute TOML strings, so a resumed run compares equal from any folder.
+        forced.push(format!("{key}={:?}", absolute(path, key)?));
+    }
+    for (key, value) in &cmd.values {
+        forced.push(format!("{key}={value:e}"));
+    }
+    train(cmd.kind, &cmd.common, forced)
 }
 
 fn absolute(path: &Path, flag: &str) -> anyhow::Result<String> {
@@ -204,4 +248,55 @@ fn train(kind: AlgoKind, args: &CommonArgs, forced: Vec<String>) -> anyhow::Resu
         latest.map(|p| p.display().to_string()).unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<TrainCommand, clap::Error> {
+        let cmd = TrainCommand::augment_subcommands(Command::new("train"));
+        let matches =
+            cmd.try_get_matches_from(std::iter::once("train").chain(args.iter().copied()))?;
+        TrainCommand::from_arg_matches(&matches)
+    }
+
+    /// The subcommands are the registry: every trained algorithm, its aliases, its input and
+    /// value flags (and nothing for IDQL, which is not trained).
+    #[test]
+    fn train_subcommands_are_the_registrys_algorithms() {
+        let common = ["--dataset", "d.parquet", "--out", "runs/x"];
+        for (info, kind) in trained() {
+            let mut args = vec![info.name];
+            args.extend(common);
+            let flags: Vec<String> = info.inputs.iter().map(|(k, _)| format!("--{k}")).collect();
+            for flag in &flags {
+                args.extend([flag.as_str(), "runs/in"]);
+            }
+            let cmd = parse(&args).unwrap_or_else(|e| panic!("{}: {e}", info.name));
+            assert_eq!((cmd.name, cmd.kind), (info.name, kind));
+            assert_eq!(cmd.inputs.len(), info.inputs.len());
+            if !info.inputs.is_empty() {
+                assert!(parse(&[&[info.name][..], &common[..]].concat()).is_err());
+            }
+        }
+        let cmd = parse(&["prior", "--dataset", "d", "--out", "o"]).unwrap();
+        assert_eq!((cmd.name, cmd.kind), ("diffusion-bc", AlgoKind::Prior));
+        let cmd = parse(&["critic", "--dataset", "d", "--out", "o"]).unwrap();
+        assert_eq!((cmd.name, cmd.kind), ("critic", AlgoKind::Iql));
+        let args = [
+            "rtb",
+            "--dataset",
+            "d",
+            "--out",
+            "o",
+            "--prior",
+            "p",
+            "--critic",
+            "c",
+        ];
+        let cmd = parse(&[&args[..], &["--alpha", "0.25"]].concat()).unwrap();
+        assert_eq!(cmd.values, [("alpha", 0.25)]);
+        assert!(parse(&["idql", "--dataset", "d", "--out", "o"]).is_err());
+    }
 }
