@@ -263,6 +263,8 @@ struct Algorithm {
     run_dir: Option<PathBuf>,
     /// Trained here without a run directory: the data's identity and the step, for `save`.
     in_memory: Option<(DatasetInfo, usize)>,
+    /// Why `save` cannot write this model, when it cannot.
+    unsaveable: Option<&'static str>,
 }
 
 impl Algorithm {
@@ -290,6 +292,7 @@ impl Algorithm {
             policy: None,
             run_dir,
             in_memory: None,
+            unsaveable: None,
         })
     }
 }
@@ -317,6 +320,7 @@ impl Algorithm {
             policy: None,
             run_dir: None,
             in_memory: None,
+            unsaveable: None,
         })
     }
 
@@ -347,15 +351,7 @@ impl Algorithm {
             None,
         )
         .map_err(py_err)?;
-        let lines = PyList::empty(py);
-        for (step, metrics) in &trained.history {
-            let line = PyDict::new(py);
-            line.set_item("step", step)?;
-            for (name, value) in metrics {
-                line.set_item(name, value)?;
-            }
-            lines.append(line)?;
-        }
+        let lines = history_lines(py, &trained.history)?;
         let steps = config["train"]["steps"].as_u64().unwrap_or(0) as usize;
         self.in_memory = logdir
             .is_none()
@@ -471,6 +467,9 @@ impl Algorithm {
     /// and `offrl eval --checkpoint` open).
     fn save(&self, path: PathBuf) -> PyResult<()> {
         let algo = self.trained()?;
+        if let Some(why) = self.unsaveable {
+            return Err(PyValueError::new_err(why));
+        }
         if let Some((info, step)) = &self.in_memory {
             let recorded = algos::run_config(self.kind, &self.config, self.seed);
             offrl::train::save_checkpoint(algo, &path, &recorded, info, *step).map_err(py_err)?;
@@ -620,6 +619,66 @@ fn load(path: PathBuf) -> PyResult<Algorithm> {
     Algorithm::from_trained(algo, None)
 }
 
+/// The whole method on `dataset`: the diffusion prior, the IQL critic, then RTB, with the
+/// configs of `profile` (`quick`, `cpu`, `paper` or a profile TOML) and `sets`
+/// (`ALGO.KEY=VALUE`, ALGO one of `diffusion-bc`, `iql`, `rtb`). Returns RTB (its `predict` is
+/// the fine-tuned policy) and the logged lines of each stage, `{"diffusion-bc": [...], "iql":
+/// [...], "rtb": [...]}`. With `logdir`, each stage trains into `logdir/<stage>` (resumable;
+/// the models open with `offrl.load`); without, nothing is written.
+#[pyfunction]
+#[pyo3(signature = (dataset, profile="quick", sets=Vec::new(), seed=0, logdir=None))]
+fn pipeline<'py>(
+    py: Python<'py>,
+    dataset: &Dataset,
+    profile: &str,
+    sets: Vec<String>,
+    seed: u64,
+    logdir: Option<PathBuf>,
+) -> PyResult<(Algorithm, Bound<'py, PyDict>)> {
+    let config = offrl::pipeline::PipelineConfig::from_profile(profile, &sets).map_err(py_err)?;
+    let device = BackendKind::Flex.train_device().map_err(py_err)?;
+    let trained = offrl::pipeline::run(&dataset.inner, &config, seed, &device, logdir.as_deref())
+        .map_err(py_err)?;
+    let histories = PyDict::new(py);
+    let stages = [
+        ("diffusion-bc", &trained.history.prior),
+        ("iql", &trained.history.critic),
+        ("rtb", &trained.history.rtb),
+    ];
+    for (stage, history) in stages {
+        histories.set_item(stage, history_lines(py, history)?)?;
+    }
+    let run_dir = logdir.map(|d| d.join("rtb"));
+    let in_memory = run_dir.is_none();
+    let mut rtb = Algorithm::from_trained(Box::new(trained.rtb), run_dir)?;
+    rtb.config = config.rtb;
+    rtb.seed = seed;
+    if in_memory {
+        rtb.unsaveable = Some(
+            "RTB trained in memory cannot be saved: its checkpoints name the prior and critic \
+             on disk; run the pipeline with logdir=...",
+        );
+    }
+    Ok((rtb, histories))
+}
+
+/// The logged lines as a list of dicts (`step` and each metric).
+fn history_lines<'py>(
+    py: Python<'py>,
+    history: &offrl::train::History,
+) -> PyResult<Bound<'py, PyList>> {
+    let lines = PyList::empty(py);
+    for (step, metrics) in history {
+        let line = PyDict::new(py);
+        line.set_item("step", step)?;
+        for (name, value) in metrics {
+            line.set_item(name, value)?;
+        }
+        lines.append(line)?;
+    }
+    Ok(lines)
+}
+
 /// `(name, summary, needs)` of every algorithm.
 #[pyfunction]
 fn algorithms() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
@@ -637,6 +696,7 @@ fn _offrl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(collect, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(algorithms, m)?)?;
+    m.add_function(wrap_pyfunction!(pipeline, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -143,6 +143,28 @@ def test_the_whole_method_in_a_few_lines(pendulum, tmp_path):
     assert prior(obs[0]).shape == (1,)
 
 
+def test_the_pipeline_in_one_call(pendulum, tmp_path):
+    """offrl.pipeline: the three stages with a profile's configs, in memory or into folders."""
+    sets = ["diffusion-bc.train.steps=6", "diffusion-bc.net.width=16", "iql.train.steps=6",
+            "iql.critic_net.width=16", "iql.actor_net.width=16", "rtb.train.steps=2",
+            "rtb.correction.net.width=16", "rtb.trajectories=2"]
+    rtb, lines = offrl.pipeline(pendulum, profile="quick", sets=sets, seed=1)
+    assert sorted(lines) == ["diffusion-bc", "iql", "rtb"]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="logdir"):
+        rtb.save(str(tmp_path / "rtb.ckpt"))
+    on_disk, disk_lines = offrl.pipeline(pendulum, profile="quick", sets=sets, seed=1,
+                                         logdir=str(tmp_path / "method"))
+    assert disk_lines == lines
+    obs = pendulum.to_numpy()["observations"][:16]
+    act = rtb.predict(obs)
+    assert act.shape == (16, 1)
+    np.testing.assert_array_equal(on_disk.predict(obs), act)
+    np.testing.assert_array_equal(offrl.load(str(tmp_path / "method" / "rtb")).predict(obs), act)
+    with pytest.raises(ValueError, match="no_such_key"):
+        offrl.pipeline(pendulum, sets=["rtb.no_such_key=1"])
+
+
 def test_evaluation_on_a_users_gymnasium_env(pendulum, tmp_path):
     gym = pytest.importorskip("gymnasium")
     bc = offrl.Algorithm("bc", sets=["actor_net.width=16"], seed=0)

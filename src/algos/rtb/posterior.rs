@@ -136,24 +136,6 @@ impl Correction {
         ActingCorrection { correction, eps }
     }
 
-    /// `ε_π − ε_μ` for rows with per-row steps `t`; `grad` is the clamped reward gradient at `x_t`
-    /// (required when the Langevin term is on).
-    pub fn forward_rows(
-        &self,
-        obs: Tensor<2>,
-        x_t: Tensor<2>,
-        t: &[usize],
-        grad: Option<Tensor<2>>,
-    ) -> Tensor<2> {
-        let uniform = t.iter().all(|&s| s == t[0]);
-        let nn = if uniform {
-            self.net.forward_step(obs, x_t, t[0])
-        } else {
-            self.net.forward_rows(obs, x_t, t)
-        };
-        self.with_langevin(nn, t, grad)
-    }
-
     /// `ε_π − ε_μ` from NN's output `nn` (computed elsewhere, e.g. by the fused executor).
     pub fn with_langevin(&self, nn: Tensor<2>, t: &[usize], grad: Option<Tensor<2>>) -> Tensor<2> {
         let device = nn.device();
