@@ -87,26 +87,13 @@ pub fn run(
 ) -> Result<Pipeline> {
     let stage = |name: &str| out.map(|o| o.join(name));
     let (prior_run, critic_run) = (stage("diffusion-bc"), stage("iql"));
-    let trained = train(
-        AlgoKind::Prior,
-        &config.prior,
-        data,
-        prior_run.as_deref(),
-        seed,
-        device,
-        None,
-    )?;
+    let fit_stage = |kind: AlgoKind, config: &Value, run: Option<&Path>| {
+        train(kind, config, data, run, seed, device, None)
+    };
+    let trained = fit_stage(AlgoKind::Prior, &config.prior, prior_run.as_deref())?;
     let prior_history = trained.history.clone();
     let prior = trained.into_model::<PriorAlgo>()?.acting();
-    let trained = train(
-        AlgoKind::Iql,
-        &config.critic,
-        data,
-        critic_run.as_deref(),
-        seed,
-        device,
-        None,
-    )?;
+    let trained = fit_stage(AlgoKind::Iql, &config.critic, critic_run.as_deref())?;
     let critic_history = trained.history.clone();
     let critic = trained.into_model::<Iql>()?.critic();
     let (rtb, rtb_history) = match (out, prior_run, critic_run) {
@@ -115,8 +102,7 @@ pub fn run(
             let mut cfg = config.rtb.clone();
             cfg["prior"] = crate::config::path_value(&prior_run)?.into();
             cfg["critic"] = crate::config::path_value(&critic_run)?.into();
-            let run = out.join("rtb");
-            let trained = train(AlgoKind::Rtb, &cfg, data, Some(&run), seed, device, None)?;
+            let trained = fit_stage(AlgoKind::Rtb, &cfg, Some(&out.join("rtb")))?;
             let history = trained.history.clone();
             (trained.into_model::<RtbAlgo>()?, history)
         }
