@@ -288,9 +288,50 @@ impl FlowMap {
     }
 }
 
+/// A deterministic generator `a = f(s, z)`: normalised observations `[n, obs_dim]` and noise
+/// `[n, noise_dim]` in, unit-box actions `[n, act_dim]` out, differentiable with respect to `z`
+/// when `z` is tracked.
+pub trait NoiseMap {
+    fn noise_dim(&self) -> usize;
+    fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2>;
+
+    /// `uᵀ ∂f/∂z` on host rows (`obs` normalised, `z`), `outer` giving `u` from the map's
+    /// actions, when the map can compute it without burn's autodiff; `None` (the default) sends
+    /// the outsourced sampler's reward (`MapReward`) to burn's autodiff.
+    fn vjp(
+        &self,
+        _obs: &[f32],
+        _z: &[f32],
+        _n: usize,
+        _outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        None
+    }
+}
+
+impl<M: NoiseMap + ?Sized> NoiseMap for &M {
+    fn noise_dim(&self) -> usize {
+        (**self).noise_dim()
+    }
+
+    fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        (**self).map(obs, z)
+    }
+
+    fn vjp(
+        &self,
+        obs: &[f32],
+        z: &[f32],
+        n: usize,
+        outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        (**self).vjp(obs, z, n, outer)
+    }
+}
+
 /// The same map through burn's module: differentiable with respect to `z` (the Langevin term of
 /// noise-space samplers), detached when `z` is; its gradient on the host where there is one.
-impl super::outsourced::NoiseMap for FlowMap {
+impl NoiseMap for FlowMap {
     fn vjp(
         &self,
         obs: &[f32],

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::ensure_finite;
-use super::tensorboard::EventWriter;
+use super::tensorboard::{hostname, EventWriter};
 use crate::error::{Error, Result};
 
 /// Exclusive use of a run directory for a process's lifetime (an advisory `flock` on
@@ -57,12 +57,6 @@ fn try_lock(file: &File) -> bool {
 #[cfg(not(unix))]
 fn try_lock(_: &File) -> bool {
     true
-}
-
-/// This machine's name (`/etc/hostname`), if it has one.
-pub(super) fn hostname() -> Option<String> {
-    let name = std::fs::read_to_string("/etc/hostname").ok()?;
-    Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }
 
 /// A training run's folder:

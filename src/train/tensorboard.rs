@@ -41,7 +41,7 @@ impl EventWriter {
         let path = dir.join(format!(
             "events.out.{MARKER}.{}.{}.offrl",
             now as u64,
-            hostname()
+            file_hostname()
         ));
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
         let mut writer = Self {
@@ -99,9 +99,15 @@ fn wall_time() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// This machine's name (`/etc/hostname`), if it has one.
+pub(super) fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/etc/hostname").ok()?;
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
+}
+
 /// The machine's name as a file-name part (letters, digits and `-` only).
-fn hostname() -> String {
-    let name: String = super::run_dir::hostname()
+fn file_hostname() -> String {
+    let name: String = hostname()
         .unwrap_or_default()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
