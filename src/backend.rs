@@ -19,9 +19,9 @@ pub fn init_cpu_runtime() {
 ///
 /// The kernels split each GEMM and row pass over rayon's pool. Called from a thread outside the
 /// pool, every such call hands its work to the pool and puts the caller to sleep until it is done
-/// (a futex wake-up each way, tens of µs); from a worker it is an in-place split with work
-/// stealing. A timing loop around the prior's `gradient_step` (batch 512) measured ≈ 3.7 → 3.1 ms
-/// per step with the driving thread in the pool. The pool keeps one thread per core, this one included.
+/// (a futex wake-up each way); from a worker it is an in-place split with work stealing (the
+/// gain measured: `benches/RESULTS.md`, "Measurements behind the design constants"). The pool
+/// keeps one thread per core, this one included.
 pub fn compute_on_this_thread() -> bool {
     rayon::ThreadPoolBuilder::new()
         .use_current_thread()
@@ -34,7 +34,7 @@ pub fn compute_on_this_thread() -> bool {
 ///
 /// The CPU kernels allocate a few MiB per layer and diffusion step. glibc returns such blocks to
 /// the kernel when they are freed, so each next allocation page-faults its memory in again: that
-/// was the largest single cost of sampling 4096 chains (812 → 442 ms per 75 steps). With this,
+/// was the largest single cost of sampling 4096 chains (`benches/RESULTS.md`). With this,
 /// blocks up to 32 MiB come from the heap and the heap is trimmed only beyond 1 GiB of free
 /// space, so the resident set stays near its peak between steps instead of shrinking.
 pub fn keep_freed_memory() {

@@ -2,8 +2,8 @@
 //! the CPU backend.
 //!
 //! burn's `Adam` writes the update as a dozen tensor operations per parameter, each a pass over
-//! memory with its own allocation; for the 256-wide networks of a critic step that was ≈ 0.1 ms
-//! per network (a third of an IQL step's time outside its GEMMs). [`HostAdam`] takes the
+//! memory with its own allocation (the cost measured: `benches/RESULTS.md`, "Measurements behind
+//! the design constants"). [`HostAdam`] takes the
 //! parameter, its gradient and the two moments out of their tensors (no copy when each is held
 //! once, as in a step), updates all three in one pass and hands the buffers back. Its state is
 //! burn's [`AdamState`], so records and checkpoints are the same; on other devices it is burn's

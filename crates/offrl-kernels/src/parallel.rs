@@ -114,8 +114,8 @@ const MIN_SHARD_ROWS: usize = 64;
 /// Each shard's forward and backward pass runs on one thread from start to end, its GEMMs and
 /// row passes unsplit, and the parameter gradients are summed over shards: one hand-off per pass
 /// where splitting every GEMM and row pass over the threads meant one per kernel, each with a
-/// wait for the slower half. At the prior's batch of 512 that took the network's forward and
-/// backward pass from ≈ 2.4 to ≈ 2.1 ms (a timing loop on this 2-core machine).
+/// wait for the slower half (the gain measured: offrl's `benches/RESULTS.md`, "Measurements
+/// behind the design constants").
 #[derive(Debug, Clone)]
 pub struct Shards(Vec<Range<usize>>);
 

@@ -61,12 +61,9 @@ impl Rollout {
 
 /// At most this many rows per network call in the off-policy rollout's no-gradient passes
 /// (several steps per call for small batches, one step per call at the paper shape). Smaller
-/// buffers are faster: a hidden layer of 4096 rows is 4 MiB, of which each thread's shard stays
-/// in its caches between the GEMM and the row passes. Measured at the paper shape
-/// (`rtb_memory paper 128 2`, same minutes): 16 384 rows per call 1.54–1.64 s per off-policy
-/// update and 192–197 MiB peak RSS, 4096 rows 1.44–1.49 s and 130–133 MiB (32 768 rows, whose
-/// buffers exceed glibc's mmap threshold and are page-faulted afresh on every call, took twice
-/// as long as 16 384 in an earlier measurement).
+/// buffers are faster (each thread's shard of a hidden layer stays in its caches between the
+/// GEMM and the row passes) and smaller peaks: `benches/RESULTS.md`, "Measurements behind the
+/// design constants".
 const MAX_ROWS_PER_CALL: usize = 4096;
 
 /// Sample `k` trajectories per state from π without gradient (noise order as the prior's sampler:

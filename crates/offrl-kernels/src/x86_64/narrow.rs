@@ -9,9 +9,8 @@ use std::mem::MaybeUninit;
 
 use crate::gemm::Mat;
 
-/// The output widths handled here (a single column, a matrix-vector product, is as fast
-/// through the `gemm` crate: 46 µs against 58 for `[4800, 256] · [256, 1]` on one core, in a
-/// one-off timing loop when these kernels were written).
+/// The output widths handled here (a single column, a matrix-vector product, is faster through
+/// the `gemm` crate: offrl's `benches/RESULTS.md`, "Measurements behind the design constants").
 pub const COLS: std::ops::RangeInclusive<usize> = 2..=4;
 
 /// Lanes of one register.
