@@ -231,13 +231,13 @@ with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "w") as g:
         env: Some("Hopper-v4".into()),
         ..Default::default()
     };
-    let full = offrl::dataset::columns::import(
+    let full = offrl::dataset::importer::import(
         offrl::dataset::registry::ImportFormat::D4rl,
         &src,
         &hopper_v4,
     )
     .unwrap();
-    let data = offrl::dataset::columns::import(
+    let data = offrl::dataset::importer::import(
         offrl::dataset::registry::ImportFormat::D4rl,
         &stripped,
         &hopper_v4,

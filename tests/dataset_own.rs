@@ -12,7 +12,7 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float32Array, Float64Array, Int8Array, RecordBatch, StringArray,
 };
 use common::*;
-use offrl::dataset::columns::{self, ImportOptions};
+use offrl::dataset::columns::ImportOptions;
 use offrl::dataset::registry::ImportFormat;
 
 const N: usize = 10;
@@ -114,7 +114,7 @@ fn parquet_with_d4rl_columns_imports_exactly() {
     let k = known();
     let file = dir.path().join("mine.parquet");
     write_parquet(&file, &d4rl_batch(&k));
-    let data = columns::import(ImportFormat::Parquet, &file, &no_env()).unwrap();
+    let data = offrl::dataset::importer::import(ImportFormat::Parquet, &file, &no_env()).unwrap();
     assert_eq!((data.len(), data.obs_dim(), data.act_dim()), (N, OD, AD));
     assert_eq!(data.observations, f32s(&k.obs));
     assert_eq!(data.next_observations, f32s(&k.next));
@@ -152,7 +152,7 @@ fn parquet_with_d4rl_columns_imports_exactly() {
         env: Some("Hopper-v5".into()),
         ..Default::default()
     };
-    let data = columns::import(ImportFormat::Parquet, &file, &env).unwrap();
+    let data = offrl::dataset::importer::import(ImportFormat::Parquet, &file, &env).unwrap();
     assert_eq!(data.meta.env_id, "Hopper-v5");
     assert!(data.meta.reference_scores.is_some());
 }
@@ -182,7 +182,7 @@ fn arrow_per_dimension_columns_without_next_observations_follow_d4rl() {
     let b = RecordBatch::try_from_iter(cols).unwrap();
     let file = dir.path().join("mine.arrow");
     write_arrow(&file, &b);
-    let data = columns::import(ImportFormat::Arrow, &file, &no_env()).unwrap();
+    let data = offrl::dataset::importer::import(ImportFormat::Arrow, &file, &no_env()).unwrap();
     // Row 9 (the time-out) has no next observation: dropped, row 8 ends the episode. Every
     // other row's next observation is the following row's (the terminal's is never used).
     assert_eq!(data.len(), N - 1);
@@ -375,11 +375,13 @@ fn numpy_and_pyarrow_files_import_with_the_same_values() {
         env: Some("Hopper-v5".into()),
         ..Default::default()
     };
-    let npz = columns::import(ImportFormat::Npz, &dir.path().join("mine.npz"), &env).unwrap();
+    let npz =
+        offrl::dataset::importer::import(ImportFormat::Npz, &dir.path().join("mine.npz"), &env)
+            .unwrap();
     let packed = dir.path().join("mine-compressed.npz");
-    let compressed = columns::import(ImportFormat::Npz, &packed, &env).unwrap();
+    let compressed = offrl::dataset::importer::import(ImportFormat::Npz, &packed, &env).unwrap();
     let table = dir.path().join("mine.parquet");
-    let parquet = columns::import(ImportFormat::Parquet, &table, &env).unwrap();
+    let parquet = offrl::dataset::importer::import(ImportFormat::Parquet, &table, &env).unwrap();
     assert_eq!(npz.len(), 200);
     assert_eq!(npz.episodes(), vec![0..100, 100..200]);
     for other in [&compressed, &parquet] {

@@ -101,7 +101,7 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 drop_non_finite,
             };
             crate::output::ensure_not_input(&output, &input)?;
-            let data = columns::import(format, &input, &opts)?;
+            let data = crate::dataset::importer::import(format, &input, &opts)?;
             write(&data, &output)
         }
         DatasetCommand::Make {

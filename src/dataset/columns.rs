@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -100,6 +100,21 @@ pub struct Columns {
     pub noun: &'static str,
 }
 
+/// Every episode's transitions, flattened in episode order (what a Minari storage holds, read
+/// natively or through h5py).
+pub struct Episodes {
+    pub observations: Column,
+    pub next_observations: Column,
+    pub actions: Column,
+    pub rewards: Vec<f32>,
+    pub terminations: Vec<bool>,
+    pub truncations: Vec<bool>,
+    /// Transitions per episode.
+    pub lengths: Vec<usize>,
+    /// What the rows were read from (the HDF5 file, or the data folder).
+    pub file: PathBuf,
+}
+
 /// The D4RL column names, in the order of the `Dataset` fields.
 pub const D4RL_COLUMNS: [&str; 6] = [
     "observations",
@@ -137,57 +152,12 @@ pub struct ImportOptions {
     pub drop_non_finite: bool,
 }
 
-/// Import `file` in `format`, then drop non-finite transitions if asked and validate. Nothing is
-/// written: the caller saves the result.
-pub fn import(format: ImportFormat, file: &Path, opts: &ImportOptions) -> Result<Dataset> {
-    let mut data = match format {
-        ImportFormat::Parquet | ImportFormat::Arrow | ImportFormat::Npz => {
-            import_table(format, file, opts)?
-        }
-        ImportFormat::Minari => super::minari::import(file, opts.env.as_deref())?,
-        ImportFormat::D4rl => d4rl(file, opts)?,
-    };
-    if opts.drop_non_finite {
-        let dropped = data.drop_non_finite();
-        if dropped > 0 {
-            tracing::warn!("dropped {dropped} transitions holding NaN/Inf values");
-        }
-        if let serde_json::Value::Object(map) = &mut data.meta.source {
-            map.insert("dropped_non_finite".into(), dropped.into());
-        }
-    }
-    data.validate().map_err(|e| match e {
-        Error::InvalidData(msg) if !opts.drop_non_finite && msg.contains("non-finite") => {
-            Error::format(
-                file,
-                format!("{msg} (pass --drop-non-finite to drop such transitions)"),
-            )
-        }
-        Error::InvalidData(msg) => Error::format(file, msg),
-        other => other,
-    })?;
-    Ok(data)
-}
-
-#[cfg(feature = "python")]
-fn d4rl(file: &Path, opts: &ImportOptions) -> Result<Dataset> {
-    let env = opts.env.as_deref().ok_or_else(|| {
-        Error::Config("D4RL files do not name their environment: pass --env".into())
-    })?;
-    super::import::import_d4rl(file, env)
-}
-
-#[cfg(not(feature = "python"))]
-fn d4rl(file: &Path, _: &ImportOptions) -> Result<Dataset> {
-    Err(Error::Config(format!(
-        "{}: importing D4RL HDF5 needs the `python` feature (h5py through pyo3); Parquet, \
-         Arrow and npz files (and Minari's arrow and parquet storages) import without it",
-        file.display()
-    )))
-}
-
 /// A Parquet, Arrow IPC or `.npz` file with D4RL's column names.
-fn import_table(format: ImportFormat, file: &Path, opts: &ImportOptions) -> Result<Dataset> {
+pub(crate) fn import_table(
+    format: ImportFormat,
+    file: &Path,
+    opts: &ImportOptions,
+) -> Result<Dataset> {
     let cols = match format {
         ImportFormat::Parquet => read_parquet(file)?,
         ImportFormat::Arrow => read_arrow(file)?,

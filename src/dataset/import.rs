@@ -21,8 +21,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use serde_json::json;
 
-use super::columns::{Column, Columns, D4RL_COLUMNS};
-use super::minari::Episodes;
+use super::columns::{Column, Columns, Episodes, D4RL_COLUMNS};
+
 use super::Dataset;
 use crate::error::{Error, Result};
 use crate::python;

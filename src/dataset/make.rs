@@ -110,7 +110,7 @@ pub fn import_card(name: &str, card: &DatasetCard, opts: &MakeOptions) -> Result
         drop_non_finite: opts.drop_non_finite,
         ..Default::default()
     };
-    let mut data = super::columns::import(*format, &file, &import_opts)?;
+    let mut data = super::importer::import(*format, &file, &import_opts)?;
     if let Some(r) = card.reference_scores {
         data.meta.reference_scores = Some(r);
     }

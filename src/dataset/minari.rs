@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, RecordBatch};
 use serde_json::{json, Value};
 
+pub use super::columns::Episodes;
 use super::columns::{self, Column};
 use super::{known_env, Dataset, Metadata};
 use crate::error::{Error, Result};
@@ -35,20 +36,6 @@ pub struct MinariInfo {
     pub spec_id: Option<String>,
     pub action_low: Vec<f32>,
     pub action_high: Vec<f32>,
-}
-
-/// Every episode's transitions, flattened in episode order.
-pub struct Episodes {
-    pub observations: Column,
-    pub next_observations: Column,
-    pub actions: Column,
-    pub rewards: Vec<f32>,
-    pub terminations: Vec<bool>,
-    pub truncations: Vec<bool>,
-    /// Transitions per episode.
-    pub lengths: Vec<usize>,
-    /// What the rows were read from (the HDF5 file, or the data folder).
-    pub file: PathBuf,
 }
 
 /// Minari stores spaces and the env spec as JSON strings inside metadata.json.

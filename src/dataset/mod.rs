@@ -8,6 +8,7 @@ pub mod collect;
 pub mod columns;
 #[cfg(feature = "python")]
 pub mod import;
+pub mod importer;
 pub mod io;
 pub mod make;
 pub mod minari;

@@ -1,4 +1,4 @@
-//! Matrix products on row-major buffers: [`gemm`] / [`product`] for any shape (the `gemm` crate,
+//! Matrix products on row-major buffers: [`gemm()`] / [`product`] for any shape (the `gemm` crate,
 //! or this crate's thin-output kernel for two to four columns on AVX-512), and
 //! [`panel_product`] for a weight matrix packed once into [`Panels`].
 
@@ -198,7 +198,7 @@ impl Panels {
 }
 
 /// `a · W` in a new row-major `[m, n]` buffer, `W` as packed in `w` (`a` row-major `[m, k]`).
-/// Rows are split over threads as [`gemm`] does.
+/// Rows are split over threads as [`gemm()`] does.
 pub fn panel_product(a: &[f32], m: usize, w: &Panels) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(m * w.n);
     panel_product_into(&mut out.spare_capacity_mut()[..m * w.n], a, m, w);

@@ -2,7 +2,7 @@
 //! `unsafe` arithmetic and instruction-set code. Nothing here knows a tensor library or a network;
 //! the layers (`offrl::nn::host`) are written on top of these functions.
 //!
-//! - [`gemm`]: matrix products — the `gemm` crate (what burn-flex itself uses) for the general
+//! - [`mod@gemm`]: matrix products — the `gemm` crate (what burn-flex itself uses) for the general
 //!   case, and kernels of this crate where it falls short: weights packed once into column
 //!   [`Panels`] for the hidden layers, two-to-four-column outputs for the heads;
 //! - [`parallel`]: how a pass is spread over rayon's pool — row blocks, one [`Shards`] shard per

@@ -27,7 +27,7 @@ pub fn add_to(dst: &mut [f32], src: &[f32]) {
 /// vectors (one running sum would be a chain of dependent scalar adds).
 const LANES: usize = 16;
 
-/// `Σ_i f(x_i)`, summed in [`LANES`] interleaved partial sums.
+/// `Σ_i f(x_i)`, summed in `LANES` interleaved partial sums.
 #[inline(always)]
 pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -41,7 +41,7 @@ pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `Σ_i x_i y_i`, summed in [`LANES`] interleaved partial sums.
+/// `Σ_i x_i y_i`, summed in `LANES` interleaved partial sums.
 #[inline(always)]
 pub fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];

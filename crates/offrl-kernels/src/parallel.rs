@@ -120,7 +120,7 @@ const MIN_SHARD_ROWS: usize = 64;
 pub struct Shards(Vec<Range<usize>>);
 
 impl Shards {
-    /// The shards of `rows` rows: one per thread, at least [`MIN_SHARD_ROWS`] rows each (one
+    /// The shards of `rows` rows: one per thread, at least `MIN_SHARD_ROWS` rows each (one
     /// shard when the batch is smaller, or inside [`join`]'s tasks).
     pub fn of(rows: usize) -> Self {
         let threads = if on_one_thread() {
