@@ -29,7 +29,7 @@ use crate::dataset::spec::DataSpec;
 use crate::dataset::Dataset;
 use crate::diffusion::DiffusionPrior;
 use crate::error::{Error, Result};
-use crate::train::{fit, History, LoopConfig, OfflineAlgorithm};
+use crate::train::{fit, History, OfflineAlgorithm};
 
 /// The three stages' configs (as `offrl train` resolves them: JSON of the algorithms' configs).
 #[derive(Debug, Clone, PartialEq)]
@@ -107,17 +107,10 @@ pub fn run(
             (trained.into_model::<RtbAlgo>()?, history)
         }
         _ => {
-            let typed =
-                |key: &str| {
-                    config.rtb.get(key).cloned().ok_or_else(|| {
-                        Error::Config(format!("the rtb config has no `[{key}]` table"))
-                    })
-                };
+            let (loop_config, data_config) = crate::algos::loop_and_data(&config.rtb)?;
             let rtb_config: RtbConfig = serde_json::from_value(config.rtb.clone())
                 .map_err(|e| Error::Config(format!("rtb: {e}")))?;
-            let loop_config: LoopConfig = serde_json::from_value(typed("train")?)
-                .map_err(|e| Error::Config(format!("rtb [train]: {e}")))?;
-            let spec = DataSpec::from_dataset(data, &rtb_config.data)?;
+            let spec = DataSpec::from_dataset(data, &data_config)?;
             let mut rtb = RtbAlgo::from_models(
                 rtb_config,
                 prior.clone(),

@@ -306,7 +306,8 @@ impl AlgoKind {
 }
 
 /// The `[train]` and `[data]` tables every config has.
-fn loop_and_data(config: &Value) -> Result<(LoopConfig, DataConfig)> {
+/// The `[train]` and `[data]` tables of an algorithm's config.
+pub(crate) fn loop_and_data(config: &Value) -> Result<(LoopConfig, DataConfig)> {
     let get = |key: &str| {
         config
             .get(key)

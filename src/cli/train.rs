@@ -36,11 +36,17 @@ fn trained() -> impl Iterator<Item = (&'static AlgoInfo, AlgoKind)> {
         .filter_map(|info| info.trained.map(|kind| (info, kind)))
 }
 
+/// `text` with its first letter upper-cased (help lines start with a capital).
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 fn subcommand(info: &'static AlgoInfo, kind: AlgoKind) -> Command {
-    let mut summary = info.summary.to_string();
-    if let Some(first) = summary.get(..1) {
-        summary.replace_range(..1, &first.to_uppercase());
-    }
+    let summary = capitalised(info.summary);
     // The common arguments first: their struct's doc comment would replace the about.
     let mut cmd = CommonArgs::augment_args(Command::new(info.name))
         .about(format!("{summary}. Config: configs/{}.toml", kind.name()))
@@ -58,14 +64,12 @@ fn subcommand(info: &'static AlgoInfo, kind: AlgoKind) -> Command {
         );
     }
     for (key, help) in info.flags {
-        let mut help = help.to_string();
-        help.replace_range(..1, &help[..1].to_uppercase());
         cmd = cmd.arg(
             Arg::new(*key)
                 .long(*key)
                 .value_name("VALUE")
                 .value_parser(clap::value_parser!(f64))
-                .help(help),
+                .help(capitalised(help)),
         );
     }
     cmd
