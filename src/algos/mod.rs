@@ -27,6 +27,7 @@ pub mod bc;
 pub mod common;
 pub mod cql;
 pub mod diffusion_bc;
+pub mod dxmi;
 pub mod flow_bc;
 pub mod fql;
 pub mod idql;
@@ -69,6 +70,10 @@ pub enum AlgoKind {
     Fql,
     /// Noise-space (outsourced) posterior sampling on a flow-BC map.
     Outsourced,
+    /// An energy and a few-step diffusion sampler from demonstrations (DxMI's DxDP).
+    Dxmi,
+    /// The same minimax with the sampler trained through its chain (GCD).
+    Gcd,
 }
 
 /// What the CLI, the bench runner and the Python package know about an algorithm: one row per
@@ -192,6 +197,24 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         aliases: &[],
         flags: &[ALPHA_FLAG],
     },
+    AlgoInfo {
+        name: "dxmi",
+        summary: "DxMI (Yoon et al. 2024): an energy and a few-step diffusion sampler, no rewards",
+        needs: &[],
+        trained: Some(AlgoKind::Dxmi),
+        inputs: &[],
+        aliases: &[],
+        flags: &[],
+    },
+    AlgoInfo {
+        name: "gcd",
+        summary: "GCD (Yoon et al. 2023): DxMI's minimax, the sampler trained through its chain",
+        needs: &[],
+        trained: Some(AlgoKind::Gcd),
+        inputs: &[],
+        aliases: &[],
+        flags: &[],
+    },
 ];
 
 /// The registry row of `name` (error listing the known names).
@@ -210,7 +233,7 @@ fn typed<C: DeserializeOwned>(value: &Value, what: &str) -> Result<C> {
 }
 
 impl AlgoKind {
-    pub const ALL: [AlgoKind; 9] = [
+    pub const ALL: [AlgoKind; 11] = [
         AlgoKind::Iql,
         AlgoKind::Bc,
         AlgoKind::Td3bc,
@@ -220,6 +243,8 @@ impl AlgoKind {
         AlgoKind::Fql,
         AlgoKind::Rtb,
         AlgoKind::Outsourced,
+        AlgoKind::Dxmi,
+        AlgoKind::Gcd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -233,6 +258,8 @@ impl AlgoKind {
             AlgoKind::FlowBc => flow_bc::NAME,
             AlgoKind::Fql => fql::NAME,
             AlgoKind::Outsourced => outsourced::NAME,
+            AlgoKind::Dxmi => dxmi::NAME,
+            AlgoKind::Gcd => dxmi::GCD_NAME,
         }
     }
 
@@ -261,6 +288,8 @@ impl AlgoKind {
             AlgoKind::FlowBc => serde_json::to_value(flow_bc::FlowBcConfig::default()),
             AlgoKind::Fql => serde_json::to_value(fql::FqlConfig::default()),
             AlgoKind::Outsourced => serde_json::to_value(outsourced::OutsourcedConfig::default()),
+            AlgoKind::Dxmi => serde_json::to_value(dxmi::DxmiConfig::default()),
+            AlgoKind::Gcd => serde_json::to_value(dxmi::DxmiConfig::gcd()),
         };
         v.expect("configs serialise")
     }
@@ -301,6 +330,21 @@ impl AlgoKind {
                 device,
                 seed,
             )?),
+            AlgoKind::Dxmi | AlgoKind::Gcd => {
+                let cfg: dxmi::DxmiConfig = typed(config, what)?;
+                let expected = match self {
+                    AlgoKind::Dxmi => dxmi::SamplerUpdate::Value,
+                    _ => dxmi::SamplerUpdate::Backprop,
+                };
+                if cfg.sampler_update != expected {
+                    return Err(Error::Config(format!(
+                        "`sampler_update` = {:?} is the other algorithm's: train `dxmi` for \
+                         \"value\" (DxDP), `gcd` for \"backprop\"",
+                        cfg.sampler_update
+                    )));
+                }
+                Box::new(dxmi::Dxmi::new(cfg, spec, device, seed)?)
+            }
         })
     }
 }

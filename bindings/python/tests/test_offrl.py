@@ -124,7 +124,7 @@ def test_bad_input_raises_with_the_cli_message(tmp_path):
         offrl.Algorithm("iql").predict(np.zeros((1, 3), np.float32))
     assert [a[0] for a in offrl.algorithms()] == [
         "bc", "td3bc", "iql", "cql", "diffusion-bc", "flow-bc", "fql", "idql", "rtb",
-        "outsourced"]
+        "outsourced", "dxmi", "gcd"]
 
 
 def test_the_whole_method_in_a_few_lines(pendulum, tmp_path):

@@ -1,0 +1,740 @@
+//! DxMI (Yoon, Hwang, Kwon, Noh & Park, NeurIPS 2024) and GCD (Yoon, Kwon, Hwang, Noh & Park,
+//! 2023): an energy `E_θ(s, a)` and a `T`-step diffusion sampler `π_φ(a | s)` trained against
+//! each other from demonstrations alone — no rewards. The energy is a negative reward, the
+//! sampler a policy; contrastive divergence with a trainable sampler in place of MCMC:
+//!
+//! `min_θ max_φ  E_data[E_θ(s, a)] − E_π[E_θ(s, x_T)] + H(π)`.
+//!
+//! **The sampler** (this file's order is the paper's: `x_0 ~ N(0, I)` is noise, `x_T` the action):
+//! `x_{t+1} = μ_φ(s, x_t, t) + σ_t ξ`, `ξ ~ N(0, I)`, with the mean of a `T`-step
+//! DDPM chain (the network of [`crate::diffusion`] at its step `T − t`, predicting the action or
+//! the noise: [`Prediction`]) and a learnt `log σ_t` per step, initialised at the chain's own σ_t
+//! and used up to it ([`SamplerChain::sigma`]). A plain DDPM trained at the same `T`
+//! (`offrl train diffusion-bc --set schedule.steps=T`) is the same network under another loss.
+//!
+//! **Per update**, on a minibatch of dataset states and actions:
+//! 1. roll the sampler out from noise at the batch's states (no gradient);
+//! 2. the adaptive velocity scale `s_t² ← 0.99·s_t² + 0.01·mean‖x_{t+1} − x_t‖²` (the first
+//!    update sets it to the measured value);
+//! 3. one step on the energy's loss `mean E(data) − mean E(samples) + γ·(mean E(data)² +
+//!    mean E(samples)²)` (γ = 1: its pointwise minimiser is `(π − p)/(2γ(p + π))`, bounded);
+//! 4. the sampler, by one of:
+//!    - **DxDP** (DxMI, `sampler_update = "value"`): value functions `V_t(s, x_t)` with
+//!      `V_T = E` — one network on `[s, x, time]`, the energy its last time — fitted by temporal
+//!      differences backwards over the steps, `V_t(s, x_t) ← V_{t+1}(s, x_{t+1}) + c_t`, then the
+//!      sampler's reparameterised one-step loss `V_{t+1}(s, μ_φ + σ_t ξ) + c_t` on every step of
+//!      the rollout at once;
+//!    - **GCD** (`sampler_update = "backprop"`): `E(s, x_T) + Σ_t c_t` back-propagated through the
+//!      whole chain (what DxDP replaces).
+//!
+//! The running cost `c_t = τ₂·mean_d (x_{t+1} − x_t)²/(2 s_t²) − τ₁·log σ_t` (per action
+//! dimension) is the entropy bound of the paper: the velocity term keeps consecutive states
+//! close, `−τ₁ log σ_t` rewards noise. Defaults are the official code's
+//! (`models/DxMI/trainer.py` and its configs: τ₁ = 0.1, τ₂ = 0.01, γ = 1, adaptive velocity
+//! 0.99, the sampler's gradient norm clipped at 0.1); the values' targets include the running
+//! cost (`entropy_in_value` / `velocity_in_value` at every step), so that `V_t` is the cost-to-go
+//! the sampler's step minimises. The networks and learning rates are this project's: the code's
+//! are U-Nets for images.
+//!
+//! Acting runs the chain (its noise × `act_noise_scale`) and clips to the action box.
+
+use burn::module::{Module, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::common::{column, normal, scalar, NetConfig, RngState};
+use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
+use crate::dataset::Batch;
+use crate::diffusion::{EpsNet, EpsNetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind};
+use crate::error::{Error, Result};
+use crate::nn::{FourierTimeEmbedding, Mlp};
+use crate::policy::Policy;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+
+/// DxMI's name in the registry and its checkpoints' kind.
+pub const NAME: &str = "dxmi";
+/// GCD's name: the same model, the sampler trained through its whole chain.
+pub const GCD_NAME: &str = "gcd";
+
+/// What the sampler's network predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The clean action `x̂_T`; the step's mean is the DDPM posterior mean
+    /// `μ̃(x_t, x̂_T)`, whose coefficients are at most 1: a fresh network's chain stays bounded.
+    Action,
+    /// The noise `ε̂` (a diffusion prior's network): the mean `(x − β/√(1−ᾱ)·ε̂)/√α`, whose
+    /// `1/√α` is ≈ 30 at the first step of a chain that reaches noise — right for a trained
+    /// prior, explosive for a fresh network (measured: a fresh 4-step sampler's actions all out
+    /// of the box).
+    Noise,
+}
+
+/// How the sampler learns from the energy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerUpdate {
+    /// DxDP: per-step values by temporal differences, a one-step loss per step (DxMI).
+    Value,
+    /// Back-propagation through the whole chain (GCD).
+    Backprop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DxmiConfig {
+    pub sampler_update: SamplerUpdate,
+    pub prediction: Prediction,
+    /// The sampler's chain: `schedule.steps` = T (4 or 10); a schedule that reaches noise.
+    pub schedule: ScheduleConfig,
+    /// The sampler's ε-network.
+    pub sampler_net: EpsNetConfig,
+    /// The value/energy network on `[s, x, fourier(t)]`.
+    pub value_net: NetConfig,
+    /// Fourier harmonics of the value network's time input.
+    pub value_time_harmonics: usize,
+    /// γ of the energy's square penalty.
+    pub gamma: f64,
+    /// τ₁: weight of the entropy term `−log σ_t`.
+    pub tau1: f64,
+    /// τ₂: weight of the velocity term `‖x_{t+1} − x_t‖²/(2 s_t²)`.
+    pub tau2: f64,
+    /// Decay of the adaptive velocity scale `s_t²`.
+    pub velocity_decay: f64,
+    /// Adam's learning rate for the sampler: its network and `log σ_t` (the code has a separate
+    /// rate for `log σ_t`).
+    pub sampler_lr: f64,
+    pub value_lr: f64,
+    pub adam_eps: f64,
+    /// Gradient-norm clip of the sampler's updates.
+    pub sampler_clip: f64,
+    /// Acting: the chain's noise × this.
+    pub act_noise_scale: f64,
+    pub data: DataConfig,
+    pub train: LoopConfig,
+}
+
+impl Default for DxmiConfig {
+    /// The official code's trainer settings; networks and learning rates sized for state-
+    /// conditioned actions.
+    fn default() -> Self {
+        Self {
+            sampler_update: SamplerUpdate::Value,
+            prediction: Prediction::Action,
+            schedule: ScheduleConfig {
+                steps: 4,
+                kind: ScheduleKind::Cosine,
+                ..ScheduleConfig::default()
+            },
+            sampler_net: EpsNetConfig::default(),
+            value_net: NetConfig::default(),
+            value_time_harmonics: 8,
+            gamma: 1.0,
+            tau1: 0.1,
+            tau2: 0.01,
+            velocity_decay: 0.99,
+            sampler_lr: 1e-4,
+            value_lr: 1e-4,
+            adam_eps: 1e-8,
+            sampler_clip: 0.1,
+            act_noise_scale: 1.0,
+            data: DataConfig {
+                normalize_obs: true,
+                reward_norm: RewardNorm::None,
+            },
+            train: LoopConfig::default(),
+        }
+    }
+}
+
+impl DxmiConfig {
+    /// GCD's defaults: DxMI's with the sampler trained through its chain.
+    pub fn gcd() -> Self {
+        Self {
+            sampler_update: SamplerUpdate::Backprop,
+            ..Self::default()
+        }
+    }
+
+    /// Every setting in its allowed range, named as in the config, before any work.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::count("schedule.steps", self.schedule.steps)?;
+        check::count("sampler_net.hidden", self.sampler_net.hidden)?;
+        check::count("sampler_net.width", self.sampler_net.width)?;
+        self.value_net.validate("value_net")?;
+        check::non_negative("gamma", self.gamma)?;
+        check::non_negative("tau1", self.tau1)?;
+        check::non_negative("tau2", self.tau2)?;
+        check::rate("velocity_decay", self.velocity_decay)?;
+        check::positive("sampler_lr", self.sampler_lr)?;
+        check::positive("value_lr", self.value_lr)?;
+        check::positive("adam_eps", self.adam_eps)?;
+        check::positive("sampler_clip", self.sampler_clip)?;
+        crate::diffusion::check_noise_scale(self.act_noise_scale)?;
+        self.train.validate()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sampler
+// ---------------------------------------------------------------------------------------------
+
+/// `x_{t+1} = μ_φ(s, x_t, t) + σ_t ξ` for `t = 0..T` (see the module docs).
+#[derive(Module, Debug)]
+pub struct Sampler {
+    pub eps: EpsNet,
+    /// `log σ_t`, `t = 0..T` in the paper's order (`t = 0` leaves the noise); used up to the
+    /// chain's own value ([`SamplerChain::sigma`]).
+    pub log_sigma: Param<Tensor<1>>,
+}
+
+/// The per-step constants of the sampler's mean, `μ = a_t·x + b_t·f_φ(s, x, T − t)` with the
+/// network `f_φ` predicting the action or the noise ([`Prediction`]).
+#[derive(Debug, Clone)]
+pub struct SamplerChain {
+    schedule: NoiseSchedule,
+    prediction: Prediction,
+}
+
+impl SamplerChain {
+    pub fn new(config: &ScheduleConfig, prediction: Prediction) -> Result<Self> {
+        Ok(Self {
+            schedule: NoiseSchedule::new(config)?,
+            prediction,
+        })
+    }
+
+    /// T, the number of sampler steps.
+    pub fn steps(&self) -> usize {
+        self.schedule.steps()
+    }
+
+    /// The DDPM step of the paper's step `t` (`t = 0` is the noisiest, DDPM's `T`).
+    fn ddpm_step(&self, t: usize) -> usize {
+        self.steps() - t
+    }
+
+    /// The chain's own `log σ_t` per paper step: where a fresh sampler starts, and the most it
+    /// may learn. With a bounded energy (γ > 0) nothing opposes `−τ₁ log σ_t` above it —
+    /// measured: mean σ 1.15 → 2.94 over 1,500 updates on two-mode 1-D data, a third of the
+    /// actions outside the box, without the bound.
+    fn log_sigma_max(&self) -> Vec<f32> {
+        (0..self.steps())
+            .map(|t| (self.schedule.std[self.ddpm_step(t)].max(1e-3) as f32).ln())
+            .collect()
+    }
+
+    /// A fresh sampler: the ε-network from `seed` (via the backend's generator, as the prior's),
+    /// `σ_t` at the chain's own reverse standard deviations.
+    pub fn sampler(
+        &self,
+        net: &EpsNetConfig,
+        obs_dim: usize,
+        act_dim: usize,
+        device: &Device,
+    ) -> Sampler {
+        Sampler {
+            eps: EpsNet::new(net, obs_dim, act_dim, &self.schedule, device),
+            log_sigma: Param::from_tensor(crate::nn::tensor1(&self.log_sigma_max(), device)),
+        }
+    }
+
+    /// `μ_φ(s, x, t)` for rows each at its own paper step `t[i]`; differentiable through the
+    /// sampler when its parameters are tracked.
+    pub fn mean(&self, sampler: &Sampler, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<2> {
+        let n = t.len();
+        let device = x.device();
+        let steps: Vec<usize> = t.iter().map(|&t| self.ddpm_step(t)).collect();
+        let coef = |c: &[f64]| {
+            let v: Vec<f32> = steps.iter().map(|&d| c[d] as f32).collect();
+            crate::nn::tensor2(&v, n, 1, &device)
+        };
+        let out = sampler.eps.forward_rows(obs, x.clone(), &steps);
+        let s = &self.schedule;
+        match self.prediction {
+            Prediction::Action => x * coef(&s.posterior_coef_xt) + out * coef(&s.posterior_coef_x0),
+            Prediction::Noise => x * coef(&s.mean_coef_xt) - out * coef(&s.mean_coef_eps),
+        }
+    }
+
+    /// `σ_t` per row, `[n, 1]`: the learnt `log σ_t`, at most the chain's own.
+    pub fn sigma(&self, sampler: &Sampler, t: &[usize]) -> Tensor<2> {
+        let device = sampler.log_sigma.val().device();
+        let index: Vec<i64> = t.iter().map(|&t| t as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [t.len()]), &device);
+        let max = self.log_sigma_max();
+        let max: Vec<f32> = t.iter().map(|&t| max[t]).collect();
+        let log_sigma =
+            (sampler.log_sigma.val().select(0, index)).min_pair(crate::nn::tensor1(&max, &device));
+        log_sigma.exp().reshape([t.len(), 1])
+    }
+
+    /// The chain from noise at `obs` (`[n, obs_dim]`): its `T + 1` states, detached, and the
+    /// `σ_t` it used. The noise is `ξ × noise_scale` (1 in training).
+    pub fn rollout(
+        &self,
+        sampler: &Sampler,
+        obs: Tensor<2>,
+        act_dim: usize,
+        noise_scale: f32,
+        rng: &mut ChaCha8Rng,
+    ) -> Rollout {
+        let n = obs.dims()[0];
+        let device = obs.device();
+        let mut x = normal(rng, n, act_dim, &device);
+        let mut states = vec![x.clone()];
+        // σ_t on the host, not through `self.sigma`: tensor operations on the tracked parameter
+        // that no backward pass consumes stay in its autodiff graph, and a resumed run then
+        // differs from the uninterrupted one (measured with the resume test).
+        let max = self.log_sigma_max();
+        let sigma: Vec<f32> = crate::nn::to_vec(sampler.log_sigma.val())
+            .iter()
+            .zip(&max)
+            .map(|(l, m)| l.min(*m).exp())
+            .collect();
+        for (t, &s) in sigma.iter().enumerate() {
+            let mean = self.mean(sampler, obs.clone(), x, &vec![t; n]).detach();
+            x = mean + normal(rng, n, act_dim, &device) * (s * noise_scale);
+            states.push(x.clone());
+        }
+        Rollout { states, sigma }
+    }
+}
+
+/// A sampler rollout: `states[t]` is `x_t` (`[n, act_dim]`, `t = 0..=T`), `sigma[t]` is `σ_t`.
+pub struct Rollout {
+    pub states: Vec<Tensor<2>>,
+    pub sigma: Vec<f32>,
+}
+
+impl Rollout {
+    /// The final states: the sampler's actions (unclipped).
+    pub fn actions(&self) -> Tensor<2> {
+        self.states.last().expect("a chain has a state").clone()
+    }
+
+    /// `mean ‖x_{t+1} − x_t‖²` per step, over rows and dimensions.
+    pub fn squared_velocity(&self) -> Vec<f64> {
+        self.states
+            .windows(2)
+            .map(|w| scalar(&(w[1].clone() - w[0].clone()).powi_scalar(2).mean()))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values and energy
+// ---------------------------------------------------------------------------------------------
+
+/// `V(s, x, t)` for `t = 0..=T`; the energy is `E(s, a) = V(s, a, T)`.
+#[derive(Module, Debug)]
+pub struct ValueNet {
+    pub net: Mlp,
+    /// Fourier features of `t / (T + 1)`, row `t`: `[(T + 1) × dim]` row-major.
+    #[module(skip)]
+    time_features: Vec<f32>,
+    #[module(skip)]
+    time_dim: usize,
+}
+
+impl ValueNet {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        net: &NetConfig,
+        harmonics: usize,
+        steps: usize,
+        obs_dim: usize,
+        act_dim: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Self {
+        let embedding = FourierTimeEmbedding::new(harmonics);
+        let time_features = (0..=steps)
+            .flat_map(|t| embedding.features(t as f64 / (steps + 1) as f64))
+            .collect();
+        Self {
+            net: net.mlp(obs_dim + act_dim + embedding.dim(), 1, rng, device),
+            time_features,
+            time_dim: embedding.dim(),
+        }
+    }
+
+    /// The last time: where `V` is the energy.
+    pub fn energy_time(&self) -> usize {
+        self.time_features.len() / self.time_dim - 1
+    }
+
+    /// `V(s, x, t[i])` per row, `[n]`.
+    pub fn value(&self, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<1> {
+        let d = self.time_dim;
+        let features: Vec<f32> = t
+            .iter()
+            .flat_map(|&t| self.time_features[t * d..(t + 1) * d].iter().copied())
+            .collect();
+        let time = crate::nn::tensor2(&features, t.len(), d, &x.device());
+        column(self.net.forward(Tensor::cat(vec![obs, x, time], 1)))
+    }
+
+    /// `E(s, a)`, `[n]`.
+    pub fn energy(&self, obs: Tensor<2>, act: Tensor<2>) -> Tensor<1> {
+        let n = act.dims()[0];
+        self.value(obs, act, &vec![self.energy_time(); n])
+    }
+}
+
+/// The energy's contrastive loss with DxMI's square penalty:
+/// `mean E(data) − mean E(samples) + γ·(mean E(data)² + mean E(samples)²)`.
+pub fn energy_loss(e_data: Tensor<1>, e_sample: Tensor<1>, gamma: f64) -> Tensor<1> {
+    let penalty = e_data.clone().powi_scalar(2).mean() + e_sample.clone().powi_scalar(2).mean();
+    e_data.mean() - e_sample.mean() + penalty * gamma
+}
+
+/// The running cost `c_t = τ₂·mean_d (x' − x)²/(2 s_t²) − τ₁·log σ_t` per row (`[n]`);
+/// `velocity` and `sigma` are `[n, 1]` (`s_t²` and `σ_t` of each row's step).
+pub fn running_cost(
+    x: Tensor<2>,
+    next: Tensor<2>,
+    velocity: Tensor<2>,
+    sigma: Tensor<2>,
+    tau1: f64,
+    tau2: f64,
+) -> Tensor<1> {
+    let moved = ((next - x).powi_scalar(2) / (velocity * 2.0)).mean_dim(1);
+    column(moved * tau2 - sigma.log() * tau1)
+}
+
+/// DxDP's sampler loss on transitions from `x` (rows at paper steps `t`, states `obs`): each
+/// row moved by the sampler, `x̂ = μ_φ(s, x, t) + σ_t ξ` (reparameterised), scored by the
+/// cost-to-go `to_go(s, x̂, t + 1)` plus its running cost. Returns the mean loss
+/// (differentiable through the sampler) and the running costs. `velocity` is `s_t²` per row
+/// (`[n, 1]`), `taus` is `(τ₁, τ₂)`.
+#[allow(clippy::too_many_arguments)]
+pub fn one_step_loss(
+    chain: &SamplerChain,
+    sampler: &Sampler,
+    obs: Tensor<2>,
+    x: Tensor<2>,
+    t: &[usize],
+    velocity: Tensor<2>,
+    to_go: impl Fn(Tensor<2>, Tensor<2>, &[usize]) -> Tensor<1>,
+    (tau1, tau2): (f64, f64),
+    rng: &mut ChaCha8Rng,
+) -> (Tensor<1>, Tensor<1>) {
+    let [n, act_dim] = x.dims();
+    let sigma = chain.sigma(sampler, t);
+    let noise = normal(rng, n, act_dim, &x.device());
+    let next = chain.mean(sampler, obs.clone(), x.clone(), t) + noise * sigma.clone();
+    let cost = running_cost(x, next.clone(), velocity, sigma, tau1, tau2);
+    let next_t: Vec<usize> = t.iter().map(|t| t + 1).collect();
+    let loss = (to_go(obs, next, &next_t) + cost.clone()).mean();
+    (loss, cost)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The algorithm
+// ---------------------------------------------------------------------------------------------
+
+pub struct Dxmi {
+    cfg: DxmiConfig,
+    name: &'static str,
+    spec: DataSpec,
+    device: Device,
+    rng: ChaCha8Rng,
+    chain: SamplerChain,
+    sampler: Sampler,
+    value: ValueNet,
+    /// `s_t²`, one per step; empty until the first update measures it.
+    velocity: Vec<f64>,
+    sampler_optim: ModuleOptimizer,
+    value_optim: ModuleOptimizer,
+}
+
+impl Dxmi {
+    pub fn new(cfg: DxmiConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let name = match cfg.sampler_update {
+            SamplerUpdate::Value => NAME,
+            SamplerUpdate::Backprop => GCD_NAME,
+        };
+        let chain = SamplerChain::new(&cfg.schedule, cfg.prediction)?;
+        crate::backend::seed(device, seed);
+        let (od, ad) = (spec.obs_dim, spec.act_dim);
+        let sampler = chain.sampler(&cfg.sampler_net, od, ad, device);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let value = ValueNet::new(
+            &cfg.value_net,
+            cfg.value_time_harmonics,
+            chain.steps(),
+            od,
+            ad,
+            &mut rng,
+            device,
+        );
+        Ok(Self {
+            sampler_optim: crate::nn::adam(cfg.adam_eps, Some(cfg.sampler_clip as f32)),
+            value_optim: crate::nn::adam(cfg.adam_eps, None),
+            cfg,
+            name,
+            spec,
+            device: device.clone(),
+            rng,
+            chain,
+            sampler,
+            value,
+            velocity: Vec::new(),
+        })
+    }
+
+    /// The energy network (`V` at its last time): `E(s, a)` on normalised observations and unit
+    /// actions; lower is more like the data.
+    pub fn value_net(&self) -> &ValueNet {
+        &self.value
+    }
+
+    /// `s_t²` per row for rows at steps `t`, `[n, 1]`.
+    fn velocity_rows(&self, t: &[usize]) -> Tensor<2> {
+        let v: Vec<f32> = t.iter().map(|&t| self.velocity[t] as f32).collect();
+        crate::nn::tensor2(&v, t.len(), 1, &self.device)
+    }
+
+    /// One Adam step of the sampler (its network and `log σ_t`).
+    fn step_sampler(&mut self, loss: Tensor<1>) {
+        let grads = GradientsParams::from_grads(loss.backward(), &self.sampler);
+        self.sampler = self
+            .sampler_optim
+            .step(self.cfg.sampler_lr, self.sampler.clone(), grads);
+    }
+
+    /// DxDP: the values backwards over the rollout's steps, then the sampler's one-step loss on
+    /// all of its transitions at once.
+    fn dxdp(&mut self, obs: Tensor<2>, rollout: &Rollout) -> Metrics {
+        let (cfg, steps) = (self.cfg.clone(), self.chain.steps());
+        let n = obs.dims()[0];
+        let mut value_loss = 0.0;
+        for t in (0..steps).rev() {
+            let rows = vec![t; n];
+            let (x, next) = (rollout.states[t].clone(), rollout.states[t + 1].clone());
+            let sigma = crate::nn::tensor2(&vec![rollout.sigma[t]; n], n, 1, &self.device);
+            let cost = running_cost(
+                x.clone(),
+                next.clone(),
+                self.velocity_rows(&rows),
+                sigma,
+                cfg.tau1,
+                cfg.tau2,
+            );
+            let target = (self.value.value(obs.clone(), next, &vec![t + 1; n]) + cost).detach();
+            let loss = (self.value.value(obs.clone(), x, &rows) - target)
+                .powi_scalar(2)
+                .mean();
+            value_loss = scalar(&loss);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.value);
+            self.value = self
+                .value_optim
+                .step(cfg.value_lr, self.value.clone(), grads);
+        }
+        // Every (state, step) of the rollout, each moved once more by the current sampler.
+        let t: Vec<usize> = (0..steps).flat_map(|t| vec![t; n]).collect();
+        let obs_rows = Tensor::cat(vec![obs; steps], 0);
+        let x = Tensor::cat(rollout.states[..steps].to_vec(), 0);
+        let value = &self.value;
+        let (loss, cost) = one_step_loss(
+            &self.chain,
+            &self.sampler,
+            obs_rows,
+            x,
+            &t,
+            self.velocity_rows(&t),
+            |obs, next, t| value.value(obs, next, t),
+            (cfg.tau1, cfg.tau2),
+            &mut self.rng,
+        );
+        let metrics = vec![
+            ("value_loss", value_loss),
+            ("sampler_loss", scalar(&loss)),
+            ("running_cost", scalar(&cost.mean())),
+        ];
+        self.step_sampler(loss);
+        metrics
+    }
+
+    /// GCD: `E(s, x_T) + Σ_t c_t` back-propagated through a fresh rollout of the whole chain.
+    fn backprop(&mut self, obs: Tensor<2>) -> Metrics {
+        let (cfg, steps) = (self.cfg.clone(), self.chain.steps());
+        let [n, _] = obs.dims();
+        let ad = self.spec.act_dim;
+        let mut x = normal(&mut self.rng, n, ad, &self.device);
+        let mut cost_sum = Tensor::<1>::zeros([n], &self.device);
+        for t in 0..steps {
+            let rows = vec![t; n];
+            let sigma = self.chain.sigma(&self.sampler, &rows);
+            let noise = normal(&mut self.rng, n, ad, &self.device);
+            let next = self
+                .chain
+                .mean(&self.sampler, obs.clone(), x.clone(), &rows)
+                + noise * sigma.clone();
+            cost_sum = cost_sum
+                + running_cost(
+                    x,
+                    next.clone(),
+                    self.velocity_rows(&rows),
+                    sigma,
+                    cfg.tau1,
+                    cfg.tau2,
+                );
+            x = next;
+        }
+        let loss = (self.value.energy(obs, x) + cost_sum.clone()).mean();
+        let metrics = vec![
+            ("sampler_loss", scalar(&loss)),
+            ("running_cost", scalar(&cost_sum.mean()) / steps as f64),
+        ];
+        self.step_sampler(loss);
+        metrics
+    }
+}
+
+impl OfflineAlgorithm for Dxmi {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn spec(&self) -> &DataSpec {
+        &self.spec
+    }
+
+    fn update(&mut self, batch: &Batch, _step: usize) -> Result<Metrics> {
+        let b = self.spec.batch_tensors(batch, &self.device);
+        let ad = self.spec.act_dim;
+        // 1. The sampler's chain at the batch's states (detached). Not through a `no_grad()`
+        // clone: it switches off the gradients of the parameters it shares with the sampler.
+        let rollout = self
+            .chain
+            .rollout(&self.sampler, b.obs.clone(), ad, 1.0, &mut self.rng);
+        // 2. The adaptive velocity scale.
+        let measured = rollout.squared_velocity();
+        if self.velocity.is_empty() {
+            self.velocity = measured.iter().map(|v| v.max(1e-8)).collect();
+        } else {
+            let d = self.cfg.velocity_decay;
+            for (s, m) in self.velocity.iter_mut().zip(&measured) {
+                *s = (d * *s + (1.0 - d) * m).max(1e-8);
+            }
+        }
+        // 3. The energy: data down, samples up, squares penalised.
+        let e_data = self.value.energy(b.obs.clone(), b.act);
+        let e_sample = self.value.energy(b.obs.clone(), rollout.actions());
+        let loss = energy_loss(e_data.clone(), e_sample.clone(), self.cfg.gamma);
+        let mut metrics = vec![
+            ("energy_loss", scalar(&loss)),
+            ("energy_data", scalar(&e_data.mean())),
+            ("energy_sample", scalar(&e_sample.mean())),
+        ];
+        let grads = GradientsParams::from_grads(loss.backward(), &self.value);
+        self.value = self
+            .value_optim
+            .step(self.cfg.value_lr, self.value.clone(), grads);
+        // 4. The sampler.
+        metrics.extend(match self.cfg.sampler_update {
+            SamplerUpdate::Value => self.dxdp(b.obs, &rollout),
+            SamplerUpdate::Backprop => self.backprop(b.obs),
+        });
+        let sigma = rollout.sigma.iter().map(|&s| f64::from(s)).sum::<f64>();
+        metrics.push(("sigma_mean", sigma / self.chain.steps() as f64));
+        Ok(metrics)
+    }
+
+    fn policy(&self) -> Result<Box<dyn Policy>> {
+        Ok(Box::new(SamplerPolicy::new(
+            &self.sampler,
+            self.chain.clone(),
+            &self.spec,
+            self.cfg.act_noise_scale,
+            0,
+        )))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let mut parts = module_parts("sampler", &self.sampler, Some(&self.sampler_optim))?;
+        parts.extend(module_parts("value", &self.value, Some(&self.value_optim))?);
+        Ok(Snapshot {
+            parts,
+            // As bits: serde_json's default float parsing is not always exact, resume must be.
+            state: json!({
+                "rng": RngState::of(&self.rng),
+                "velocity_bits": self.velocity.iter().map(|v| v.to_bits()).collect::<Vec<u64>>(),
+            }),
+        })
+    }
+
+    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
+        self.sampler = ck.load_module("sampler", self.sampler.clone())?;
+        self.value = ck.load_module("value", self.value.clone())?;
+        self.sampler_optim = load_optim(ck, "sampler", self.sampler_optim.clone())?;
+        self.value_optim = load_optim(ck, "value", self.value_optim.clone())?;
+        self.rng = RngState::restore_from(ck, state)?;
+        let bits: Vec<u64> =
+            serde_json::from_value(state.get("velocity_bits").cloned().unwrap_or_default())
+                .map_err(|e| Error::Checkpoint {
+                    path: ck.dir.clone(),
+                    message: format!("bad `velocity_bits` state: {e}"),
+                })?;
+        self.velocity = bits.into_iter().map(f64::from_bits).collect();
+        Ok(())
+    }
+}
+
+/// The sampler acting: raw observations in, environment actions out (the chain's noise from its
+/// own seeded generator, × `noise_scale`, clipped to the box).
+pub struct SamplerPolicy {
+    sampler: Sampler,
+    chain: SamplerChain,
+    spec: DataSpec,
+    device: Device,
+    noise_scale: f32,
+    rng: ChaCha8Rng,
+}
+
+impl SamplerPolicy {
+    pub fn new(
+        sampler: &Sampler,
+        chain: SamplerChain,
+        spec: &DataSpec,
+        noise_scale: f64,
+        seed: u64,
+    ) -> Self {
+        let (sampler, device) = crate::nn::inference_copy(sampler);
+        Self {
+            sampler,
+            chain,
+            spec: spec.clone(),
+            device,
+            noise_scale: noise_scale as f32,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl Policy for SamplerPolicy {
+    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
+        if obs.len() != n * od {
+            return Err(Error::InvalidData(format!(
+                "sampler policy: {} observation values for {n} rows of {od}",
+                obs.len()
+            )));
+        }
+        let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
+        let rollout = self
+            .chain
+            .rollout(&self.sampler, obs, ad, self.noise_scale, &mut self.rng);
+        let unit = crate::nn::to_vec(rollout.actions().clamp(-1.0, 1.0));
+        Ok(self.spec.action_from_unit(&unit))
+    }
+}

@@ -1,0 +1,306 @@
+//! Known answers for DxMI and GCD (`src/algos/dxmi.rs`), seconds on a CPU: the γ-penalised
+//! energy loss reaches its pointwise minimiser; a sampler step against a quadratic energy reaches
+//! the soft-optimal Gaussian in closed form; the two algorithms train, resume exactly and reload
+//! through the shared loop.
+
+mod common;
+
+use std::path::Path;
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use offrl::algos::common::NetConfig;
+use offrl::algos::dxmi::{energy_loss, one_step_loss, Prediction, SamplerChain, ValueNet};
+use offrl::algos::{self, AlgoKind};
+use offrl::dataset::Dataset;
+use offrl::diffusion::{EpsNetConfig, ScheduleConfig, ScheduleKind};
+use offrl::train::checkpoint::Checkpoint;
+use offrl::train::OfflineAlgorithm;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// The sampler's ε-network is initialised from the device's generator (as the diffusion prior's):
+/// tests that build one hold this lock, so that parallel tests do not draw from it in between.
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gaussian(rng: &mut ChaCha8Rng, n: usize, mean: f32, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| mean + std * rng.sample::<f32, _>(StandardNormal))
+        .collect()
+}
+
+fn density(x: f64, mean: f64, std: f64) -> f64 {
+    (-0.5 * ((x - mean) / std).powi(2)).exp() / (std * (2.0 * std::f64::consts::PI).sqrt())
+}
+
+fn column(v: &[f32], device: &Device) -> Tensor<2> {
+    offrl::nn::tensor2(v, v.len(), 1, device)
+}
+
+fn adam(lr_clip: Option<f32>) -> ModuleOptimizer {
+    offrl::nn::adam(1e-8, lr_clip)
+}
+
+/// `mean E(p) − mean E(π) + γ(mean E(p)² + mean E(π)²)` is minimised pointwise by
+/// `E*(x) = (π(x) − p(x)) / (2γ(p(x) + π(x)))`: an energy network fitted on samples of two 1-D
+/// Gaussians matches it on a grid where both have mass.
+#[test]
+fn the_penalised_energy_loss_reaches_its_pointwise_minimiser() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let net = NetConfig {
+        hidden: 2,
+        width: 64,
+        layer_norm: false,
+    };
+    let mut energy = ValueNet::new(&net, 1, 1, 1, 1, &mut rng, &device);
+    let mut optim = adam(None);
+    let (gamma, p, q) = (1.0, (0.3, 0.25), (-0.1, 0.35));
+    let n = 1024;
+    let obs = Tensor::<2>::zeros([n, 1], &device);
+    for step in 0..3000 {
+        let data = column(&gaussian(&mut rng, n, p.0, p.1), &device);
+        let samples = column(&gaussian(&mut rng, n, q.0, q.1), &device);
+        let loss = energy_loss(
+            energy.energy(obs.clone(), data),
+            energy.energy(obs.clone(), samples),
+            gamma,
+        );
+        let lr = if step < 2000 { 3e-3 } else { 3e-4 };
+        let grads = GradientsParams::from_grads(loss.backward(), &energy);
+        energy = optim.step(lr, energy, grads);
+    }
+    let grid: Vec<f32> = (0..=10).map(|i| -0.3 + 0.08 * i as f32).collect();
+    let got = offrl::nn::to_vec(energy.energy(
+        Tensor::<2>::zeros([grid.len(), 1], &device),
+        column(&grid, &device),
+    ));
+    for (x, e) in grid.iter().zip(got) {
+        let (dp, dq) = (
+            density(*x as f64, p.0 as f64, p.1 as f64),
+            density(*x as f64, q.0 as f64, q.1 as f64),
+        );
+        let want = (dq - dp) / (2.0 * gamma * (dp + dq));
+        assert!(
+            (e as f64 - want).abs() < 0.06,
+            "E({x:.2}) = {e:.3}, the minimiser {want:.3}"
+        );
+    }
+}
+
+/// One sampler step from `x₀ ~ N(0, 1)` against `E(x) = c/2·(x − m)²` with running cost
+/// `τ₂(x₁ − x₀)²/(2s²) − τ₁ log σ`: its optimum is Gaussian with mean
+/// `(c·m + (τ₂/s²)·x₀)/(c + τ₂/s²)` and variance `τ₁/(c + τ₂/s²)`. DxDP's one-step loss, with
+/// the energy as the cost-to-go, trains the sampler there.
+#[test]
+fn a_sampler_step_against_a_quadratic_energy_is_the_soft_optimal_gaussian() {
+    let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    let chain = SamplerChain::new(
+        &ScheduleConfig {
+            steps: 1,
+            kind: ScheduleKind::Cosine,
+            ..ScheduleConfig::default()
+        },
+        Prediction::Action,
+    )
+    .unwrap();
+    offrl::backend::seed(&device, 1);
+    let net = EpsNetConfig {
+        width: 32,
+        hidden: 2,
+        time_harmonics: 2,
+        ..EpsNetConfig::default()
+    };
+    let mut sampler = chain.sampler(&net, 1, 1, &device);
+    let (c, m, s2, tau1, tau2) = (1.0f32, 0.6f32, 1.0f32, 0.1, 0.5);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut optim = adam(None);
+    let n = 256;
+    let obs = Tensor::<2>::zeros([n, 1], &device);
+    let velocity = Tensor::<2>::ones([n, 1], &device) * s2;
+    let energy = |_: Tensor<2>, x: Tensor<2>, _: &[usize]| {
+        let [n, _] = x.dims();
+        ((x - m).powi_scalar(2) * (c / 2.0)).reshape([n])
+    };
+    for step in 0..1500 {
+        let x0 = column(&gaussian(&mut rng, n, 0.0, 1.0), &device);
+        let (loss, _) = one_step_loss(
+            &chain,
+            &sampler,
+            obs.clone(),
+            x0,
+            &[0; 256],
+            velocity.clone(),
+            energy,
+            (tau1, tau2),
+            &mut rng,
+        );
+        let lr = if step < 1000 { 1e-2 } else { 1e-3 };
+        let grads = GradientsParams::from_grads(loss.backward(), &sampler);
+        sampler = optim.step(lr, sampler, grads);
+    }
+    let k = tau2 as f32 / s2;
+    let x0 = [-1.0f32, 0.0, 1.0];
+    let mean = offrl::nn::to_vec(chain.mean(
+        &sampler,
+        Tensor::<2>::zeros([3, 1], &device),
+        column(&x0, &device),
+        &[0; 3],
+    ));
+    for (x0, got) in x0.iter().zip(mean) {
+        let want = (c * m + k * x0) / (c + k);
+        assert!(
+            (got - want).abs() < 0.03,
+            "mean at x0 = {x0}: {got:.3}, optimum {want:.3}"
+        );
+    }
+    let sigma = offrl::nn::to_vec(chain.sigma(&sampler, &[0]))[0];
+    let want = (tau1 as f32 / (c + k)).sqrt();
+    assert!(
+        (sigma - want).abs() < 0.02,
+        "σ = {sigma:.3}, optimum {want:.3}"
+    );
+}
+
+/// Actions at ±0.5 (std 0.05) in equal numbers at one state, no rewards used.
+fn two_modes() -> Dataset {
+    let n = 512;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let act: Vec<f32> = (0..n)
+        .map(|i| {
+            let mode = if i % 2 == 0 { 0.5 } else { -0.5 };
+            mode + 0.05 * rng.sample::<f32, _>(StandardNormal)
+        })
+        .collect();
+    let meta = offrl::dataset::Metadata::new(
+        "Toy-v0",
+        1,
+        1,
+        vec![-1.0],
+        vec![1.0],
+        serde_json::Value::Null,
+    );
+    Dataset::new(
+        meta,
+        vec![0.0; n],
+        act,
+        vec![0.0; n],
+        vec![0.0; n],
+        vec![false; n],
+        (0..n).map(|i| i % 64 == 63).collect(),
+    )
+    .unwrap()
+}
+
+fn train(kind: AlgoKind, sets: &[&str], data: &Dataset, out: &Path) -> Box<dyn OfflineAlgorithm> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let config = offrl::config::resolve(&kind.default_config(), None, &sets).unwrap();
+    algos::train(
+        kind,
+        &config,
+        data,
+        Some(out),
+        3,
+        &Device::flex().autodiff(),
+        None,
+    )
+    .unwrap()
+    .algo
+}
+
+const SMALL: [&str; 8] = [
+    "sampler_net.width=32",
+    "sampler_net.hidden=2",
+    "sampler_net.time_harmonics=4",
+    "value_net.width=32",
+    "data.normalize_obs=false",
+    "sampler_lr=1e-3",
+    "value_lr=1e-3",
+    "train.batch_size=128",
+];
+
+/// Trained for 6 steps in one go, and killed after the step-3 checkpoint and trained again: the
+/// same actions and losses; reloaded from disk: the same actions.
+#[test]
+fn dxmi_and_gcd_resume_exactly_and_reload() {
+    let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = two_modes();
+    let root = tempfile::tempdir().unwrap();
+    for kind in [AlgoKind::Gcd, AlgoKind::Dxmi] {
+        let mut sets = SMALL.to_vec();
+        sets.extend([
+            "train.steps=6",
+            "train.log_every=1",
+            "train.checkpoint_every=3",
+        ]);
+        let full_dir = root.path().join(format!("{}-full", kind.name()));
+        let full = train(kind, &sets, &data, &full_dir);
+        let part_dir = root.path().join(format!("{}-part", kind.name()));
+        train(kind, &sets, &data, &part_dir);
+        std::fs::remove_dir_all(Checkpoint::dir_for_step(&part_dir.join("checkpoints"), 6))
+            .unwrap();
+        let resumed = train(kind, &sets, &data, &part_dir);
+        let act = |a: &dyn OfflineAlgorithm| a.policy().unwrap().act(&[0.0; 4], 4).unwrap();
+        let actions = act(full.as_ref());
+        assert_eq!(actions, act(resumed.as_ref()), "{}", kind.name());
+        assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
+        let series = |dir: &Path| {
+            let m = offrl::train::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+            m.iter()
+                .find(|(n, _)| n == "energy_loss")
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(series(&full_dir).len(), 6);
+        assert_eq!(series(&full_dir), series(&part_dir), "{}", kind.name());
+        let loaded = algos::load(&full_dir, &Device::flex().autodiff()).unwrap();
+        assert_eq!(loaded.name(), kind.name());
+        assert_eq!(act(loaded.as_ref()), actions, "{}", kind.name());
+    }
+    // A DxMI config under GCD's name is refused, naming the key.
+    let config = offrl::config::resolve(
+        &AlgoKind::Gcd.default_config(),
+        None,
+        &["sampler_update=\"value\"".into()],
+    )
+    .unwrap();
+    let err = algos::train(
+        AlgoKind::Gcd,
+        &config,
+        &data,
+        None,
+        0,
+        &Device::flex().autodiff(),
+        None,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("sampler_update"), "{err}");
+}
+
+/// The shared toy data of the integration tests trains too (its observations normalised).
+#[test]
+fn dxmi_trains_on_the_shared_toy_data() {
+    let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = common::toy_dataset();
+    let root = tempfile::tempdir().unwrap();
+    let mut sets = SMALL.to_vec();
+    sets.retain(|s| !s.starts_with("data."));
+    sets.extend([
+        "train.steps=3",
+        "train.log_every=1",
+        "train.checkpoint_every=0",
+    ]);
+    let algo = train(AlgoKind::Dxmi, &sets, &data, root.path());
+    let n = data.len().min(5);
+    let actions = algo
+        .policy()
+        .unwrap()
+        .act(&data.observations[..n * data.obs_dim()], n)
+        .unwrap();
+    assert_eq!(actions.len(), n * data.act_dim());
+}
