@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use offrl::algos::common::NetConfig;
@@ -14,8 +12,6 @@ use offrl::algos::dxmi::{energy_loss, one_step_loss, Prediction, SamplerChain, V
 use offrl::algos::{self, AlgoKind};
 use offrl::dataset::Dataset;
 use offrl::diffusion::{EpsNetConfig, ScheduleConfig, ScheduleKind};
-use offrl::train::checkpoint::Checkpoint;
-use offrl::train::OfflineAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -194,22 +190,6 @@ fn two_modes() -> Dataset {
     .unwrap()
 }
 
-fn train(kind: AlgoKind, sets: &[&str], data: &Dataset, out: &Path) -> Box<dyn OfflineAlgorithm> {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let config = offrl::config::resolve(&kind.default_config(), None, &sets).unwrap();
-    algos::train(
-        kind,
-        &config,
-        data,
-        Some(out),
-        3,
-        &Device::flex().autodiff(),
-        None,
-    )
-    .unwrap()
-    .algo
-}
-
 const SMALL: [&str; 8] = [
     "sampler_net.width=32",
     "sampler_net.hidden=2",
@@ -221,46 +201,16 @@ const SMALL: [&str; 8] = [
     "train.batch_size=128",
 ];
 
-/// Trained for 6 steps in one go, and killed after the step-3 checkpoint and trained again: the
-/// same actions and losses; reloaded from disk: the same actions.
+/// Both resume exactly and reload (the shared check of every algorithm); a DxMI config under
+/// GCD's name is refused, naming the key.
 #[test]
 fn dxmi_and_gcd_resume_exactly_and_reload() {
     let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let data = two_modes();
     let root = tempfile::tempdir().unwrap();
     for kind in [AlgoKind::Gcd, AlgoKind::Dxmi] {
-        let mut sets = SMALL.to_vec();
-        sets.extend([
-            "train.steps=6",
-            "train.log_every=1",
-            "train.checkpoint_every=3",
-        ]);
-        let full_dir = root.path().join(format!("{}-full", kind.name()));
-        let full = train(kind, &sets, &data, &full_dir);
-        let part_dir = root.path().join(format!("{}-part", kind.name()));
-        train(kind, &sets, &data, &part_dir);
-        std::fs::remove_dir_all(Checkpoint::dir_for_step(&part_dir.join("checkpoints"), 6))
-            .unwrap();
-        let resumed = train(kind, &sets, &data, &part_dir);
-        let act = |a: &dyn OfflineAlgorithm| a.policy().unwrap().act(&[0.0; 4], 4).unwrap();
-        let actions = act(full.as_ref());
-        assert_eq!(actions, act(resumed.as_ref()), "{}", kind.name());
-        assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
-        let series = |dir: &Path| {
-            let m = offrl::train::read_metrics(&dir.join("metrics.jsonl")).unwrap();
-            m.iter()
-                .find(|(n, _)| n == "energy_loss")
-                .unwrap()
-                .1
-                .clone()
-        };
-        assert_eq!(series(&full_dir).len(), 6);
-        assert_eq!(series(&full_dir), series(&part_dir), "{}", kind.name());
-        let loaded = algos::load(&full_dir, &Device::flex().autodiff()).unwrap();
-        assert_eq!(loaded.name(), kind.name());
-        assert_eq!(act(loaded.as_ref()), actions, "{}", kind.name());
+        common::assert_resumes_exactly(kind, &SMALL, &data, root.path(), "energy_loss");
     }
-    // A DxMI config under GCD's name is refused, naming the key.
     let config = offrl::config::resolve(
         &AlgoKind::Gcd.default_config(),
         None,
@@ -295,7 +245,7 @@ fn dxmi_trains_on_the_shared_toy_data() {
         "train.log_every=1",
         "train.checkpoint_every=0",
     ]);
-    let algo = train(AlgoKind::Dxmi, &sets, &data, root.path());
+    let algo = common::train(AlgoKind::Dxmi, &sets, &data, root.path());
     let n = data.len().min(5);
     let actions = algo
         .policy()

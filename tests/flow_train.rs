@@ -8,69 +8,12 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use common::{assert_resumes_exactly, train};
 use offrl::algos::{self, AlgoKind};
 use offrl::dataset::Dataset;
-use offrl::train::checkpoint::Checkpoint;
-use offrl::train::OfflineAlgorithm;
 
 fn dataset() -> Dataset {
     common::toy_dataset()
-}
-
-fn train(kind: AlgoKind, sets: &[&str], data: &Dataset, out: &Path) -> Box<dyn OfflineAlgorithm> {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let config = offrl::config::resolve(&kind.default_config(), None, &sets).unwrap();
-    algos::train(
-        kind,
-        &config,
-        data,
-        Some(out),
-        3,
-        &Device::flex().autodiff(),
-        None,
-    )
-    .unwrap()
-    .algo
-}
-
-fn probe(algo: &dyn OfflineAlgorithm) -> Vec<f32> {
-    let obs = [0.1, -0.5, 0.9, -0.3, 0.2, 0.0];
-    algo.policy().unwrap().act(&obs, 2).unwrap()
-}
-
-/// Trained for 6 steps in one go, and killed after the step-3 checkpoint and trained again: the
-/// same actions and the same losses; reloaded from disk: the same actions.
-fn assert_resumes_exactly(kind: AlgoKind, sets: &[&str], data: &Dataset, root: &Path, loss: &str) {
-    let mut sets = sets.to_vec();
-    sets.extend([
-        "train.steps=6",
-        "train.batch_size=8",
-        "train.log_every=1",
-        "train.checkpoint_every=3",
-    ]);
-    let full_dir = root.join(format!("{}-full", kind.name()));
-    let full = train(kind, &sets, data, &full_dir);
-    let part_dir = root.join(format!("{}-part", kind.name()));
-    train(kind, &sets, data, &part_dir);
-    std::fs::remove_dir_all(Checkpoint::dir_for_step(&part_dir.join("checkpoints"), 6)).unwrap();
-    let resumed = train(kind, &sets, data, &part_dir);
-    let actions = probe(full.as_ref());
-    assert_eq!(actions, probe(resumed.as_ref()), "{}", kind.name());
-    assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
-    let series = |dir: &Path| {
-        let m = offrl::train::read_metrics(&dir.join("metrics.jsonl")).unwrap();
-        m.iter().find(|(n, _)| n == loss).unwrap().1.clone()
-    };
-    let whole = series(&full_dir);
-    assert_eq!(whole.len(), 6);
-    assert!(whole.iter().all(|(_, v)| v.is_finite()));
-    assert_eq!(whole, series(&part_dir));
-    let reloaded = algos::load(
-        &Checkpoint::resolve(&full_dir).unwrap(),
-        &Device::flex().autodiff(),
-    )
-    .unwrap();
-    assert_eq!(actions, probe(reloaded.as_ref()));
 }
 
 const SMALL_FLOW: [&str; 2] = ["net.width=16", "net.hidden=2"];

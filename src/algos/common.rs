@@ -466,12 +466,7 @@ impl<A: Module> NetPolicy<A> {
 impl<A: Module> Policy for NetPolicy<A> {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let od = self.spec.obs_dim;
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "policy got {} observation values for {n} × obs_dim {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("policy", obs, n, od)?;
         let x = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
         let unit = crate::nn::to_vec((self.forward)(&self.actor, x));
         Ok(self.spec.action_from_unit(&unit))

@@ -9,11 +9,12 @@
 //! `x_{t+1} = μ_φ(s, x_t, t) + σ_t ξ`, `ξ ~ N(0, I)`, with the mean of a `T`-step
 //! DDPM chain (the network of [`crate::diffusion`] at its step `T − t`, predicting the action or
 //! the noise: [`Prediction`]) and a learnt `log σ_t` per step, initialised at the chain's own σ_t
-//! and used up to it ([`SamplerChain::sigma`]). A plain DDPM trained at the same `T`
-//! (`offrl train diffusion-bc --set schedule.steps=T`) is the same network under another loss.
+//! and used up to it ([`SamplerChain::sigma`]). With `prediction = "noise"`, a plain DDPM trained
+//! at the same `T` (`offrl train diffusion-bc --set schedule.steps=T`) is the same network under
+//! another loss.
 //!
 //! **Per update**, on a minibatch of dataset states and actions:
-//! 1. roll the sampler out from noise at the batch's states (no gradient);
+//! 1. roll the sampler out from noise at the batch's states (detached);
 //! 2. the adaptive velocity scale `s_t² ← 0.99·s_t² + 0.01·mean‖x_{t+1} − x_t‖²` (the first
 //!    update sets it to the measured value);
 //! 3. one step on the energy's loss `mean E(data) − mean E(samples) + γ·(mean E(data)² +
@@ -31,7 +32,8 @@
 //! dimension) is the entropy bound of the paper: the velocity term keeps consecutive states
 //! close, `−τ₁ log σ_t` rewards noise. Defaults are the official code's
 //! (`models/DxMI/trainer.py` and its configs: τ₁ = 0.1, τ₂ = 0.01, γ = 1, adaptive velocity
-//! 0.99, the sampler's gradient norm clipped at 0.1); the values' targets include the running
+//! 0.99, the sampler's gradient norm clipped at 0.1 — here per parameter tensor, burn's clipping,
+//! where the code clips the global norm); the values' targets include the running
 //! cost (`entropy_in_value` / `velocity_in_value` at every step), so that `V_t` is the cost-to-go
 //! the sampler's step minimises. The networks and learning rates are this project's: the code's
 //! are U-Nets for images.
@@ -200,13 +202,25 @@ pub struct Sampler {
 pub struct SamplerChain {
     schedule: NoiseSchedule,
     prediction: Prediction,
+    /// The chain's own `log σ_t` per paper step: where a fresh sampler starts, and the most it
+    /// may learn. With a bounded energy (γ > 0) nothing opposes `−τ₁ log σ_t` above it —
+    /// measured: mean σ 1.15 → 2.94 over 1,500 updates on two-mode 1-D data, a third of the
+    /// actions outside the box, without the bound.
+    log_sigma_max: Vec<f32>,
 }
 
 impl SamplerChain {
     pub fn new(config: &ScheduleConfig, prediction: Prediction) -> Result<Self> {
+        let schedule = NoiseSchedule::new(config)?;
+        let steps = schedule.steps();
+        // Paper step t is DDPM step T − t.
+        let log_sigma_max = (0..steps)
+            .map(|t| (schedule.std[steps - t].max(1e-3) as f32).ln())
+            .collect();
         Ok(Self {
-            schedule: NoiseSchedule::new(config)?,
+            schedule,
             prediction,
+            log_sigma_max,
         })
     }
 
@@ -220,16 +234,6 @@ impl SamplerChain {
         self.steps() - t
     }
 
-    /// The chain's own `log σ_t` per paper step: where a fresh sampler starts, and the most it
-    /// may learn. With a bounded energy (γ > 0) nothing opposes `−τ₁ log σ_t` above it —
-    /// measured: mean σ 1.15 → 2.94 over 1,500 updates on two-mode 1-D data, a third of the
-    /// actions outside the box, without the bound.
-    fn log_sigma_max(&self) -> Vec<f32> {
-        (0..self.steps())
-            .map(|t| (self.schedule.std[self.ddpm_step(t)].max(1e-3) as f32).ln())
-            .collect()
-    }
-
     /// A fresh sampler: the ε-network from `seed` (via the backend's generator, as the prior's),
     /// `σ_t` at the chain's own reverse standard deviations.
     pub fn sampler(
@@ -241,7 +245,7 @@ impl SamplerChain {
     ) -> Sampler {
         Sampler {
             eps: EpsNet::new(net, obs_dim, act_dim, &self.schedule, device),
-            log_sigma: Param::from_tensor(crate::nn::tensor1(&self.log_sigma_max(), device)),
+            log_sigma: Param::from_tensor(crate::nn::tensor1(&self.log_sigma_max, device)),
         }
     }
 
@@ -268,8 +272,7 @@ impl SamplerChain {
         let device = sampler.log_sigma.val().device();
         let index: Vec<i64> = t.iter().map(|&t| t as i64).collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [t.len()]), &device);
-        let max = self.log_sigma_max();
-        let max: Vec<f32> = t.iter().map(|&t| max[t]).collect();
+        let max: Vec<f32> = t.iter().map(|&t| self.log_sigma_max[t]).collect();
         let log_sigma =
             (sampler.log_sigma.val().select(0, index)).min_pair(crate::nn::tensor1(&max, &device));
         log_sigma.exp().reshape([t.len(), 1])
@@ -292,10 +295,9 @@ impl SamplerChain {
         // σ_t on the host, not through `self.sigma`: tensor operations on the tracked parameter
         // that no backward pass consumes stay in its autodiff graph, and a resumed run then
         // differs from the uninterrupted one (measured with the resume test).
-        let max = self.log_sigma_max();
         let sigma: Vec<f32> = crate::nn::to_vec(sampler.log_sigma.val())
             .iter()
-            .zip(&max)
+            .zip(&self.log_sigma_max)
             .map(|(l, m)| l.min(*m).exp())
             .collect();
         for (t, &s) in sigma.iter().enumerate() {
@@ -442,7 +444,6 @@ pub fn one_step_loss(
 
 pub struct Dxmi {
     cfg: DxmiConfig,
-    name: &'static str,
     spec: DataSpec,
     device: Device,
     rng: ChaCha8Rng,
@@ -458,10 +459,6 @@ pub struct Dxmi {
 impl Dxmi {
     pub fn new(cfg: DxmiConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
-        let name = match cfg.sampler_update {
-            SamplerUpdate::Value => NAME,
-            SamplerUpdate::Backprop => GCD_NAME,
-        };
         let chain = SamplerChain::new(&cfg.schedule, cfg.prediction)?;
         crate::backend::seed(device, seed);
         let (od, ad) = (spec.obs_dim, spec.act_dim);
@@ -480,7 +477,6 @@ impl Dxmi {
             sampler_optim: crate::nn::adam(cfg.adam_eps, Some(cfg.sampler_clip as f32)),
             value_optim: crate::nn::adam(cfg.adam_eps, None),
             cfg,
-            name,
             spec,
             device: device.clone(),
             rng,
@@ -514,7 +510,11 @@ impl Dxmi {
     /// DxDP: the values backwards over the rollout's steps, then the sampler's one-step loss on
     /// all of its transitions at once.
     fn dxdp(&mut self, obs: Tensor<2>, rollout: &Rollout) -> Metrics {
-        let (cfg, steps) = (self.cfg.clone(), self.chain.steps());
+        let (taus, lr, steps) = (
+            (self.cfg.tau1, self.cfg.tau2),
+            self.cfg.value_lr,
+            self.chain.steps(),
+        );
         let n = obs.dims()[0];
         let mut value_loss = 0.0;
         for t in (0..steps).rev() {
@@ -526,8 +526,8 @@ impl Dxmi {
                 next.clone(),
                 self.velocity_rows(&rows),
                 sigma,
-                cfg.tau1,
-                cfg.tau2,
+                taus.0,
+                taus.1,
             );
             let target = (self.value.value(obs.clone(), next, &vec![t + 1; n]) + cost).detach();
             let loss = (self.value.value(obs.clone(), x, &rows) - target)
@@ -535,9 +535,7 @@ impl Dxmi {
                 .mean();
             value_loss = scalar(&loss);
             let grads = GradientsParams::from_grads(loss.backward(), &self.value);
-            self.value = self
-                .value_optim
-                .step(cfg.value_lr, self.value.clone(), grads);
+            self.value = self.value_optim.step(lr, self.value.clone(), grads);
         }
         // Every (state, step) of the rollout, each moved once more by the current sampler.
         let t: Vec<usize> = (0..steps).flat_map(|t| vec![t; n]).collect();
@@ -552,7 +550,7 @@ impl Dxmi {
             &t,
             self.velocity_rows(&t),
             |obs, next, t| value.value(obs, next, t),
-            (cfg.tau1, cfg.tau2),
+            taus,
             &mut self.rng,
         );
         let metrics = vec![
@@ -566,7 +564,7 @@ impl Dxmi {
 
     /// GCD: `E(s, x_T) + Σ_t c_t` back-propagated through a fresh rollout of the whole chain.
     fn backprop(&mut self, obs: Tensor<2>) -> Metrics {
-        let (cfg, steps) = (self.cfg.clone(), self.chain.steps());
+        let (taus, steps) = ((self.cfg.tau1, self.cfg.tau2), self.chain.steps());
         let [n, _] = obs.dims();
         let ad = self.spec.act_dim;
         let mut x = normal(&mut self.rng, n, ad, &self.device);
@@ -585,8 +583,8 @@ impl Dxmi {
                     next.clone(),
                     self.velocity_rows(&rows),
                     sigma,
-                    cfg.tau1,
-                    cfg.tau2,
+                    taus.0,
+                    taus.1,
                 );
             x = next;
         }
@@ -602,7 +600,10 @@ impl Dxmi {
 
 impl OfflineAlgorithm for Dxmi {
     fn name(&self) -> &'static str {
-        self.name
+        match self.cfg.sampler_update {
+            SamplerUpdate::Value => NAME,
+            SamplerUpdate::Backprop => GCD_NAME,
+        }
     }
 
     fn spec(&self) -> &DataSpec {
@@ -724,12 +725,7 @@ impl SamplerPolicy {
 impl Policy for SamplerPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "sampler policy: {} observation values for {n} rows of {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("sampler policy", obs, n, od)?;
         let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
         let rollout = self
             .chain

@@ -375,12 +375,7 @@ impl FlowPolicy {
 impl Policy for FlowPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "flow policy: {} observation values for {n} rows of {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("flow policy", obs, n, od)?;
         let device = self.map.device().clone();
         let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &device);
         let z = normal(&mut self.rng, n, ad, &device);

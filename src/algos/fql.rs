@@ -27,7 +27,7 @@ use super::flow_bc::{flow_matching_loss, integrate, VelocityField, FIELD_PART};
 use crate::backend::Engine;
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::host::TrainingMlp;
 use crate::nn::{Activation, Mlp};
 use crate::policy::Policy;
@@ -315,12 +315,7 @@ struct FqlPolicy {
 impl Policy for FqlPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "fql policy: {} observation values for {n} rows of {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("fql policy", obs, n, od)?;
         let (actor, device) = &self.actor;
         let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, device);
         let z = normal(&mut self.rng, n, ad, device);

@@ -124,12 +124,7 @@ impl<P: Policy, S: ActionScorer> IdqlPolicy<P, S> {
 impl<P: Policy, S: ActionScorer> Policy for IdqlPolicy<P, S> {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let (od, k) = (self.obs_dim, self.config.samples);
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "idql policy: {} observation values for {n} rows of {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("idql policy", obs, n, od)?;
         // Row i*k + j is proposal j for state i: one batched prior call, one batched critic call.
         let repeated: Vec<f32> = obs.chunks(od).flat_map(|row| row.repeat(k)).collect();
         let actions = self.proposals.act(&repeated, n * k)?;

@@ -408,13 +408,7 @@ impl OutsourcedPolicy {
 impl Policy for OutsourcedPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let spec = &self.reward.spec;
-        if obs.len() != n * spec.obs_dim {
-            return Err(Error::InvalidData(format!(
-                "outsourced policy: {} observation values for {n} rows of {}",
-                obs.len(),
-                spec.obs_dim
-            )));
-        }
+        crate::policy::check_obs("outsourced policy", obs, n, spec.obs_dim)?;
         let device = self.reward.map.device().clone();
         let o = crate::nn::tensor2(&spec.normalize_obs(obs), n, spec.obs_dim, &device);
         let posterior = Posterior {

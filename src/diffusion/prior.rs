@@ -152,12 +152,7 @@ impl DiffusionPolicy {
 impl Policy for DiffusionPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let od = self.prior.spec.obs_dim();
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "diffusion policy: {} observation values for {n} rows of {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("diffusion policy", obs, n, od)?;
         let obs = self.prior.obs_tensor(obs, n, &self.device);
         let x0 = sample_actions_scaled(&self.eps, obs, &mut self.rng, self.noise_scale);
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))

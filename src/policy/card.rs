@@ -342,14 +342,7 @@ impl PolicyCard {
 
 impl Policy for PolicyCard {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        if obs.len() != n * self.obs_dim {
-            return Err(Error::InvalidData(format!(
-                "policy card {}: got {} observation values for {n} rows of dimension {}",
-                self.name,
-                obs.len(),
-                self.obs_dim
-            )));
-        }
+        super::check_obs(&format!("policy card {}", self.name), obs, n, self.obs_dim)?;
         let mut out = Vec::with_capacity(n * self.act_dim);
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for o in obs.chunks_exact(self.obs_dim) {

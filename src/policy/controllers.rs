@@ -2,20 +2,10 @@
 //! quality can be made without Python or external files. Quality tiers come from wrapping them
 //! in [`GaussianNoise`](super::random::GaussianNoise) (`noise` in a dataset card).
 
-use super::Policy;
+use super::{check_obs, Policy};
 use crate::envs::nav2d::{GOAL, OBSTACLE_RADIUS};
 use crate::envs::pendulum::angle_normalize;
-use crate::error::{Error, Result};
-
-fn check_obs(name: &str, obs: &[f32], n: usize, dim: usize) -> Result<()> {
-    if obs.len() != n * dim {
-        return Err(Error::InvalidData(format!(
-            "{name}: got {} observation values for {n} rows of dimension {dim}",
-            obs.len()
-        )));
-    }
-    Ok(())
-}
+use crate::error::Result;
 
 /// Pendulum-v1 swing-up and balance. Far from upright it pumps energy towards the upright
 /// energy, `u = k (E* − E) θ̇`, where `E = θ̇²/2 + 15 cos θ` (the dynamics are

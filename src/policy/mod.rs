@@ -30,6 +30,18 @@ impl<P: Policy + ?Sized> Policy for Box<P> {
     }
 }
 
+/// `obs` holds `n` rows of `dim` values, or an error naming the policy (`name`) and the counts:
+/// the check every [`Policy::act`] makes before touching its input.
+pub fn check_obs(name: &str, obs: &[f32], n: usize, dim: usize) -> crate::error::Result<()> {
+    if obs.len() != n * dim {
+        return Err(crate::error::Error::InvalidData(format!(
+            "{name}: got {} observation values for {n} rows of dimension {dim}",
+            obs.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A behaviour policy by name, as dataset cards and `offrl collect --policy` name them:
 /// `random`, a built-in controller (`pendulum-swingup`, `nav2d-routes`), or a policy card
 /// (name in the shared folder or path to its `.json`), checked against `env`'s spaces.

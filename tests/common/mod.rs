@@ -141,3 +141,67 @@ pub fn toy_dataset() -> offrl::dataset::Dataset {
     )
     .unwrap()
 }
+
+/// Train `kind` (its defaults patched by `sets`) on `data` into the run directory `out`, seed 3.
+pub fn train(
+    kind: offrl::algos::AlgoKind,
+    sets: &[&str],
+    data: &offrl::dataset::Dataset,
+    out: &Path,
+) -> Box<dyn offrl::train::OfflineAlgorithm> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let config = offrl::config::resolve(&kind.default_config(), None, &sets).unwrap();
+    let device = burn::tensor::Device::flex().autodiff();
+    offrl::algos::train(kind, &config, data, Some(out), 3, &device, None)
+        .unwrap()
+        .algo
+}
+
+/// Trained for 6 steps in one go, and killed after the step-3 checkpoint and trained again: the
+/// same actions (at the data's first two states) and the same `loss` series; reloaded from disk:
+/// the same actions. Returns the uninterrupted run's directory.
+pub fn assert_resumes_exactly(
+    kind: offrl::algos::AlgoKind,
+    sets: &[&str],
+    data: &offrl::dataset::Dataset,
+    root: &Path,
+    loss: &str,
+) -> PathBuf {
+    use offrl::train::checkpoint::Checkpoint;
+    let probe = |algo: &dyn offrl::train::OfflineAlgorithm| {
+        let obs = &data.observations[..2 * data.obs_dim()];
+        algo.policy().unwrap().act(obs, 2).unwrap()
+    };
+    let mut sets = sets.to_vec();
+    sets.extend([
+        "train.steps=6",
+        "train.batch_size=8",
+        "train.log_every=1",
+        "train.checkpoint_every=3",
+    ]);
+    let full_dir = root.join(format!("{}-full", kind.name()));
+    let full = train(kind, &sets, data, &full_dir);
+    let part_dir = root.join(format!("{}-part", kind.name()));
+    train(kind, &sets, data, &part_dir);
+    std::fs::remove_dir_all(Checkpoint::dir_for_step(&part_dir.join("checkpoints"), 6)).unwrap();
+    let resumed = train(kind, &sets, data, &part_dir);
+    let actions = probe(full.as_ref());
+    assert_eq!(actions, probe(resumed.as_ref()), "{}", kind.name());
+    assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
+    let series = |dir: &Path| {
+        let m = offrl::train::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+        m.iter().find(|(n, _)| n == loss).unwrap().1.clone()
+    };
+    let whole = series(&full_dir);
+    assert_eq!(whole.len(), 6);
+    assert!(whole.iter().all(|(_, v)| v.is_finite()));
+    assert_eq!(whole, series(&part_dir));
+    let reloaded = offrl::algos::load(
+        &Checkpoint::resolve(&full_dir).unwrap(),
+        &burn::tensor::Device::flex().autodiff(),
+    )
+    .unwrap();
+    assert_eq!(reloaded.name(), kind.name());
+    assert_eq!(actions, probe(reloaded.as_ref()));
+    full_dir
+}

@@ -346,12 +346,7 @@ impl RtbPolicy {
 impl Policy for RtbPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let od = self.prior.spec.obs_dim();
-        if obs.len() != n * od {
-            return Err(Error::InvalidData(format!(
-                "rtb policy: {} observation values for {n} rows of {od}",
-                obs.len()
-            )));
-        }
+        crate::policy::check_obs("rtb policy", obs, n, od)?;
         let x = self.prior.obs_tensor(obs, n, &self.device);
         let posterior = Posterior {
             prior: &self.prior_eps,
