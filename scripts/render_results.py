@@ -11,6 +11,7 @@ by anyone:
 
     python3 scripts/render_results.py results/fidelity            # Markdown to stdout
     python3 scripts/render_results.py results/fidelity --curves    # + learning-curve points
+    python3 scripts/render_results.py results/cpu-grid --times     # wall time per (dataset, seed)
     python3 scripts/render_results.py results/cpu-profile --into README.md   # update README
     python3 scripts/render_results.py results/cpu-profile --check README.md  # CI: in sync?
 
@@ -92,6 +93,35 @@ def curves(cells):
     return "\n".join(out)
 
 
+# The whole method (prior, critic, RTB) and the comparisons a profile runs beside it.
+METHOD = ("diffusion-bc", "iql", "rtb")
+
+
+def times(cells):
+    """Wall minutes of each base cell per (dataset, seed): each algorithm, the method, all."""
+    base = [c for c in cells if not c.get("variant") and "wall_seconds" in c]
+    algos = sorted({c["algo"] for c in base}, key=lambda a: (a not in METHOD, a))
+    runs = defaultdict(dict)
+    for c in base:
+        runs[(c["dataset"].split("/")[-1], c["seed"])][c["algo"]] = c["wall_seconds"] / 60
+    head = "| dataset | seed | " + " | ".join(algos) + " | method (" + " + ".join(METHOD) + ") | all |"
+    out = [head, "|" + "---|" * (len(algos) + 4)]
+    totals = defaultdict(list)
+    for (dataset, seed), walls in sorted(runs.items()):
+        method = sum(walls.get(a, float("nan")) for a in METHOD)
+        every = sum(walls.values()) if all(a in walls for a in algos) else float("nan")
+        cols = [f"{walls[a]:.1f}" if a in walls else "–" for a in algos]
+        out.append(f"| {dataset} | {seed} | " + " | ".join(cols) + f" | {method:.1f} | {every:.1f} |")
+        for a, w in walls.items():
+            totals[a].append(w)
+        totals["method"].append(method)
+        totals["all"].append(every)
+    mean = lambda v: f"{statistics.fmean(v):.1f}" if v else "–"
+    out.append("| mean | | " + " | ".join(mean(totals[a]) for a in algos)
+               + f" | {mean(totals['method'])} | {mean(totals['all'])} |")
+    return "\n".join(out)
+
+
 def render(folder: Path, with_curves: bool) -> str:
     cells = load(folder)
     commits = sorted({c.get("commit", "?") for c in cells})
@@ -118,9 +148,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--curves", action="store_true", help="also list learning-curve points")
+    ap.add_argument("--times", action="store_true",
+                    help="print wall minutes per (dataset, seed) of the base cells instead")
     ap.add_argument("--into", type=Path, help="replace the folder's marked block in this file")
     ap.add_argument("--check", type=Path, help="fail if the folder's marked block is stale")
     args = ap.parse_args()
+    if args.times:
+        print(times(load(args.folder)))
+        return
     rendered = render(args.folder, args.curves)
     doc = args.into or args.check
     if doc is None:

@@ -49,7 +49,7 @@ impl PipelineConfig {
             crate::config::resolve(&kind.default_config(), None, &profile.overrides_for(algo))
         };
         Ok(Self {
-            prior: resolve(AlgoKind::Prior, "diffusion-bc")?,
+            prior: resolve(AlgoKind::DiffusionBc, "diffusion-bc")?,
             critic: resolve(AlgoKind::Iql, "iql")?,
             rtb: resolve(AlgoKind::Rtb, "rtb")?,
         })
@@ -90,7 +90,7 @@ pub fn run(
     let fit_stage = |kind: AlgoKind, config: &Value, run: Option<&Path>| {
         train(kind, config, data, run, seed, device, None)
     };
-    let trained = fit_stage(AlgoKind::Prior, &config.prior, prior_run.as_deref())?;
+    let trained = fit_stage(AlgoKind::DiffusionBc, &config.prior, prior_run.as_deref())?;
     let prior_history = trained.history.clone();
     let prior = trained.into_model::<PriorAlgo>()?.acting();
     let trained = fit_stage(AlgoKind::Iql, &config.critic, critic_run.as_deref())?;
@@ -168,7 +168,7 @@ mod tests {
             crate::config::resolve(&kind.default_config(), None, overrides).unwrap()
         };
         PipelineConfig {
-            prior: resolve(AlgoKind::Prior, &prior),
+            prior: resolve(AlgoKind::DiffusionBc, &prior),
             critic: resolve(AlgoKind::Iql, &critic),
             rtb: resolve(AlgoKind::Rtb, &rtb),
         }

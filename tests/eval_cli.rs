@@ -313,7 +313,7 @@ fn cql_prior_and_idql_are_evaluated() {
         &["schedule.steps=5", "net.width=16", "net.time_harmonics=4"],
     );
     let episodes = ["--episodes", "2", "--envs", "2"];
-    for (run, kind) in [(&cql, "cql"), (&prior, "prior")] {
+    for (run, kind) in [(&cql, "cql"), (&prior, "diffusion-bc")] {
         let mut args = vec!["--checkpoint", s(run)];
         args.extend(episodes);
         let (_, r) = eval_json(&args, &json);
@@ -331,7 +331,7 @@ fn cql_prior_and_idql_are_evaluated() {
     ];
     args.extend(episodes);
     let (_, a) = eval_json(&args, &json);
-    assert_eq!(a["kind"], "prior");
+    assert_eq!(a["kind"], "diffusion-bc");
     assert_eq!(a["idql"]["samples"], 4);
     assert_eq!(floats(&a["returns"]).len(), 2);
     let (_, b) = eval_json(&args, &json);

@@ -146,7 +146,7 @@ fn train(
     let config = serde_json::to_value(config).unwrap();
     let device = Device::flex().autodiff();
     algos::train(
-        AlgoKind::Prior,
+        AlgoKind::DiffusionBc,
         &config,
         data,
         Some(out),
@@ -466,7 +466,7 @@ fn cli_train_prior_resumes_after_kill() {
         c.args(["train", "prior", "--dataset"])
             .arg(&data_path)
             .args(["--config"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/prior.toml"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/diffusion-bc.toml"))
             .args(["--seed", "7", "--out"])
             .arg(out);
         for set in [

@@ -32,7 +32,7 @@ fn dataset() -> Dataset {
 fn prior_config() -> serde_json::Value {
     let scale = 75.0 / 6.0;
     offrl::config::resolve(
-        &AlgoKind::Prior.default_config(),
+        &AlgoKind::DiffusionBc.default_config(),
         None,
         &[
             "schedule.steps=6".into(),
@@ -61,7 +61,7 @@ fn prior_checkpoint(root: &Path, data: &Dataset) -> PathBuf {
     let out = root.join("prior");
     let device = Device::flex().autodiff();
     algos::train(
-        AlgoKind::Prior,
+        AlgoKind::DiffusionBc,
         &prior_config(),
         data,
         Some(&out),

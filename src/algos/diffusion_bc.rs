@@ -205,14 +205,14 @@ mod tests {
 
     #[test]
     fn shipped_config_is_the_default() {
-        let kind = super::super::AlgoKind::Prior;
+        let kind = super::super::AlgoKind::DiffusionBc;
         assert_eq!(
             kind.default_config(),
             serde_json::to_value(PriorConfig::default()).unwrap()
         );
-        // configs/prior.toml is checked key by key in `algos::tests::config_files_match_defaults`.
+        // configs/diffusion-bc.toml is checked key by key in `algos::tests::config_files_match_defaults`.
         assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("configs/prior.toml")
+            .join("configs/diffusion-bc.toml")
             .is_file());
     }
 

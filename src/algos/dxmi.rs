@@ -51,7 +51,9 @@ use serde_json::{json, Value};
 use super::common::{column, normal, scalar, NetConfig, RngState};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
-use crate::diffusion::{EpsNet, EpsNetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind};
+use crate::diffusion::{
+    DiffusionPrior, EpsNet, EpsNetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind,
+};
 use crate::error::{Error, Result};
 use crate::nn::{FourierTimeEmbedding, Mlp};
 use crate::policy::Policy;
@@ -91,10 +93,18 @@ pub enum SamplerUpdate {
 #[serde(deny_unknown_fields)]
 pub struct DxmiConfig {
     pub sampler_update: SamplerUpdate,
+    /// A trained diffusion-BC run or checkpoint to start the sampler from: its network (which
+    /// predicts the noise), its chain respaced to `schedule.steps` steps (the rest of `schedule`
+    /// and `sampler_net` are then the prior's), its observation normalisation. Empty: a fresh
+    /// sampler.
+    #[serde(default)]
+    pub prior: String,
+    /// What the sampler's network predicts; a prior's network predicts the noise (`"noise"`
+    /// is required with a prior).
     pub prediction: Prediction,
     /// The sampler's chain: `schedule.steps` = T (4 or 10); a schedule that reaches noise.
     pub schedule: ScheduleConfig,
-    /// The sampler's ε-network.
+    /// A fresh sampler's ε-network.
     pub sampler_net: EpsNetConfig,
     /// The value/energy network on `[s, x, fourier(t)]`.
     pub value_net: NetConfig,
@@ -108,9 +118,11 @@ pub struct DxmiConfig {
     pub tau2: f64,
     /// Decay of the adaptive velocity scale `s_t²`.
     pub velocity_decay: f64,
-    /// Adam's learning rate for the sampler: its network and `log σ_t` (the code has a separate
-    /// rate for `log σ_t`).
+    /// Adam's learning rate for the sampler's network.
     pub sampler_lr: f64,
+    /// Adam's learning rate for its `log σ_t` (the code's `beta_lr`, 100× its network's: at the
+    /// network's rate a step's σ moves by at most `lr` in log per update, 0.1 in 1,000).
+    pub sigma_lr: f64,
     pub value_lr: f64,
     pub adam_eps: f64,
     /// Gradient-norm clip of the sampler's updates.
@@ -127,6 +139,7 @@ impl Default for DxmiConfig {
     fn default() -> Self {
         Self {
             sampler_update: SamplerUpdate::Value,
+            prior: String::new(),
             prediction: Prediction::Action,
             schedule: ScheduleConfig {
                 steps: 4,
@@ -141,6 +154,7 @@ impl Default for DxmiConfig {
             tau2: 0.01,
             velocity_decay: 0.99,
             sampler_lr: 1e-4,
+            sigma_lr: 1e-2,
             value_lr: 1e-4,
             adam_eps: 1e-8,
             sampler_clip: 0.1,
@@ -175,6 +189,7 @@ impl DxmiConfig {
         check::non_negative("tau2", self.tau2)?;
         check::rate("velocity_decay", self.velocity_decay)?;
         check::positive("sampler_lr", self.sampler_lr)?;
+        check::positive("sigma_lr", self.sigma_lr)?;
         check::positive("value_lr", self.value_lr)?;
         check::positive("adam_eps", self.adam_eps)?;
         check::positive("sampler_clip", self.sampler_clip)?;
@@ -191,8 +206,14 @@ impl DxmiConfig {
 #[derive(Module, Debug)]
 pub struct Sampler {
     pub eps: EpsNet,
-    /// `log σ_t`, `t = 0..T` in the paper's order (`t = 0` leaves the noise); used up to the
-    /// chain's own value ([`SamplerChain::sigma`]).
+    pub sigma: StepSigma,
+}
+
+/// The sampler's `log σ_t`, `t = 0..T` in the paper's order (`t = 0` leaves the noise), kept at
+/// most the chain's own value ([`SamplerChain::project`]); a module of its own for its own
+/// learning rate.
+#[derive(Module, Debug)]
+pub struct StepSigma {
     pub log_sigma: Param<Tensor<1>>,
 }
 
@@ -207,21 +228,45 @@ pub struct SamplerChain {
     /// measured: mean σ 1.15 → 2.94 over 1,500 updates on two-mode 1-D data, a third of the
     /// actions outside the box, without the bound.
     log_sigma_max: Vec<f32>,
+    /// The network's step for each DDPM step of this chain (`0..=T`): the identity for a fresh
+    /// sampler, the kept steps of a prior's chain respaced to this one.
+    net_steps: Vec<usize>,
 }
 
 impl SamplerChain {
+    /// A fresh sampler's chain.
     pub fn new(config: &ScheduleConfig, prediction: Prediction) -> Result<Self> {
         let schedule = NoiseSchedule::new(config)?;
+        let net_steps = (0..=schedule.steps()).collect();
+        Ok(Self::on(schedule, prediction, net_steps))
+    }
+
+    /// A prior's chain respaced to `steps` steps ([`NoiseSchedule::respaced`]), its network
+    /// predicting the noise at the kept steps.
+    pub fn from_prior(prior: &NoiseSchedule, steps: usize) -> Result<Self> {
+        let (schedule, kept) = prior.respaced(steps)?;
+        Ok(Self::on(schedule, Prediction::Noise, kept))
+    }
+
+    fn on(schedule: NoiseSchedule, prediction: Prediction, net_steps: Vec<usize>) -> Self {
         let steps = schedule.steps();
         // Paper step t is DDPM step T − t.
         let log_sigma_max = (0..steps)
             .map(|t| (schedule.std[steps - t].max(1e-3) as f32).ln())
             .collect();
-        Ok(Self {
+        Self {
             schedule,
             prediction,
             log_sigma_max,
-        })
+            net_steps,
+        }
+    }
+
+    /// `σ_t` of a sampler that starts where this chain does: the chain's own.
+    pub fn initial_sigma(&self, device: &Device) -> StepSigma {
+        StepSigma {
+            log_sigma: Param::from_tensor(crate::nn::tensor1(&self.log_sigma_max, device)),
+        }
     }
 
     /// T, the number of sampler steps.
@@ -245,7 +290,7 @@ impl SamplerChain {
     ) -> Sampler {
         Sampler {
             eps: EpsNet::new(net, obs_dim, act_dim, &self.schedule, device),
-            log_sigma: Param::from_tensor(crate::nn::tensor1(&self.log_sigma_max, device)),
+            sigma: self.initial_sigma(device),
         }
     }
 
@@ -259,7 +304,8 @@ impl SamplerChain {
             let v: Vec<f32> = steps.iter().map(|&d| c[d] as f32).collect();
             crate::nn::tensor2(&v, n, 1, &device)
         };
-        let out = sampler.eps.forward_rows(obs, x.clone(), &steps);
+        let net_steps: Vec<usize> = steps.iter().map(|&d| self.net_steps[d]).collect();
+        let out = sampler.eps.forward_rows(obs, x.clone(), &net_steps);
         let s = &self.schedule;
         match self.prediction {
             Prediction::Action => x * coef(&s.posterior_coef_xt) + out * coef(&s.posterior_coef_x0),
@@ -267,15 +313,39 @@ impl SamplerChain {
         }
     }
 
-    /// `σ_t` per row, `[n, 1]`: the learnt `log σ_t`, at most the chain's own.
+    /// `σ_t` per row, `[n, 1]`: the learnt `log σ_t` (kept at most the chain's own by
+    /// [`SamplerChain::project`] after every step).
     pub fn sigma(&self, sampler: &Sampler, t: &[usize]) -> Tensor<2> {
-        let device = sampler.log_sigma.val().device();
+        let device = sampler.sigma.log_sigma.val().device();
         let index: Vec<i64> = t.iter().map(|&t| t as i64).collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [t.len()]), &device);
-        let max: Vec<f32> = t.iter().map(|&t| self.log_sigma_max[t]).collect();
-        let log_sigma =
-            (sampler.log_sigma.val().select(0, index)).min_pair(crate::nn::tensor1(&max, &device));
+        let log_sigma = sampler.sigma.log_sigma.val().select(0, index);
         log_sigma.exp().reshape([t.len(), 1])
+    }
+
+    /// `log σ_t ← min(log σ_t, the chain's own)`: a projection after each step, not a `min` in
+    /// the forward pass — a fresh sampler starts at the bound, `−τ₁ log σ_t` pushes it past at
+    /// the first step, and past the bound a `min` passes no gradient: σ_t could never learn to
+    /// shrink again (measured: the mean σ stayed at its initial 0.7194 through 1,000 updates on
+    /// 8 Gaussians).
+    pub fn project(&self, sampler: Sampler) -> Sampler {
+        let max = &self.log_sigma_max;
+        let log_sigma = sampler.sigma.log_sigma;
+        Sampler {
+            sigma: StepSigma {
+                log_sigma: log_sigma.map(|log_sigma| {
+                    let device = log_sigma.device();
+                    let tracked = log_sigma.is_require_grad();
+                    let v: Vec<f32> = crate::nn::to_vec(log_sigma)
+                        .iter()
+                        .zip(max)
+                        .map(|(l, m)| l.min(*m))
+                        .collect();
+                    crate::nn::tensor1(&v, &device).set_require_grad(tracked)
+                }),
+            },
+            eps: sampler.eps,
+        }
     }
 
     /// The chain from noise at `obs` (`[n, obs_dim]`): its `T + 1` states, detached, and the
@@ -295,10 +365,9 @@ impl SamplerChain {
         // σ_t on the host, not through `self.sigma`: tensor operations on the tracked parameter
         // that no backward pass consumes stay in its autodiff graph, and a resumed run then
         // differs from the uninterrupted one (measured with the resume test).
-        let sigma: Vec<f32> = crate::nn::to_vec(sampler.log_sigma.val())
+        let sigma: Vec<f32> = crate::nn::to_vec(sampler.sigma.log_sigma.val())
             .iter()
-            .zip(&self.log_sigma_max)
-            .map(|(l, m)| l.min(*m).exp())
+            .map(|l| l.exp())
             .collect();
         for (t, &s) in sigma.iter().enumerate() {
             let mean = self.mean(sampler, obs.clone(), x, &vec![t; n]).detach();
@@ -453,16 +522,22 @@ pub struct Dxmi {
     /// `s_t²`, one per step; empty until the first update measures it.
     velocity: Vec<f64>,
     sampler_optim: ModuleOptimizer,
+    sigma_optim: ModuleOptimizer,
     value_optim: ModuleOptimizer,
 }
 
 impl Dxmi {
     pub fn new(cfg: DxmiConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
-        let chain = SamplerChain::new(&cfg.schedule, cfg.prediction)?;
-        crate::backend::seed(device, seed);
+        let (chain, sampler, spec) = if cfg.prior.is_empty() {
+            let chain = SamplerChain::new(&cfg.schedule, cfg.prediction)?;
+            crate::backend::seed(device, seed);
+            let sampler = chain.sampler(&cfg.sampler_net, spec.obs_dim, spec.act_dim, device);
+            (chain, sampler, spec)
+        } else {
+            sampler_from_prior(&cfg, &spec, device)?
+        };
         let (od, ad) = (spec.obs_dim, spec.act_dim);
-        let sampler = chain.sampler(&cfg.sampler_net, od, ad, device);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let value = ValueNet::new(
             &cfg.value_net,
@@ -475,6 +550,7 @@ impl Dxmi {
         );
         Ok(Self {
             sampler_optim: crate::nn::adam(cfg.adam_eps, Some(cfg.sampler_clip as f32)),
+            sigma_optim: crate::nn::adam(cfg.adam_eps, Some(cfg.sampler_clip as f32)),
             value_optim: crate::nn::adam(cfg.adam_eps, None),
             cfg,
             spec,
@@ -499,12 +575,17 @@ impl Dxmi {
         crate::nn::tensor2(&v, t.len(), 1, &self.device)
     }
 
-    /// One Adam step of the sampler (its network and `log σ_t`).
+    /// One Adam step of the sampler: its network at `sampler_lr`, its `log σ_t` at `sigma_lr`.
     fn step_sampler(&mut self, loss: Tensor<1>) {
-        let grads = GradientsParams::from_grads(loss.backward(), &self.sampler);
-        self.sampler = self
-            .sampler_optim
-            .step(self.cfg.sampler_lr, self.sampler.clone(), grads);
+        let mut grads = loss.backward();
+        let eps_grads = GradientsParams::from_module(&mut grads, &self.sampler.eps);
+        let sigma_grads = GradientsParams::from_module(&mut grads, &self.sampler.sigma);
+        let Sampler { eps, sigma } = self.sampler.clone();
+        let stepped = Sampler {
+            eps: self.sampler_optim.step(self.cfg.sampler_lr, eps, eps_grads),
+            sigma: self.sigma_optim.step(self.cfg.sigma_lr, sigma, sigma_grads),
+        };
+        self.sampler = self.chain.project(stepped);
     }
 
     /// DxDP: the values backwards over the rollout's steps, then the sampler's one-step loss on
@@ -598,6 +679,47 @@ impl Dxmi {
     }
 }
 
+/// The sampler of a trained diffusion-BC run (`cfg.prior`): its ε-network (trained further),
+/// its chain respaced to `schedule.steps`, σ_t starting at the short chain's own; and the data
+/// spec the network was trained with (observations normalised as the prior saw them).
+fn sampler_from_prior(
+    cfg: &DxmiConfig,
+    spec: &DataSpec,
+    device: &Device,
+) -> Result<(SamplerChain, Sampler, DataSpec)> {
+    let path = Checkpoint::resolve(std::path::Path::new(&cfg.prior))?;
+    let prior = DiffusionPrior::load(&path, device)?;
+    let refuse = |why: &str| Err(Error::Config(format!("prior {}: {why}", path.display())));
+    if cfg.prediction != Prediction::Noise {
+        return refuse("its network predicts the noise: set prediction = \"noise\"");
+    }
+    if prior.spec.pre_tanh {
+        return refuse(
+            "it models pre-tanh actions (pre_tanh = true); the sampler works in the action box",
+        );
+    }
+    if !prior.schedule.start.is_standard() {
+        return refuse("its chain starts at the data's marginal (schedule.start); the sampler's starts at N(0, I)");
+    }
+    let ps = &prior.spec.data;
+    if ps.obs_dim != spec.obs_dim || ps.act_dim != spec.act_dim {
+        return Err(Error::InvalidData(format!(
+            "dxmi: the prior {} was trained on obs {} / act {}, the dataset has obs {} / act {}",
+            path.display(),
+            ps.obs_dim,
+            ps.act_dim,
+            spec.obs_dim,
+            spec.act_dim
+        )));
+    }
+    let chain = SamplerChain::from_prior(&prior.schedule, cfg.schedule.steps)?;
+    let sampler = Sampler {
+        sigma: chain.initial_sigma(device),
+        eps: prior.net,
+    };
+    Ok((chain, sampler, prior.spec.data))
+}
+
 impl OfflineAlgorithm for Dxmi {
     fn name(&self) -> &'static str {
         match self.cfg.sampler_update {
@@ -648,6 +770,11 @@ impl OfflineAlgorithm for Dxmi {
         });
         let sigma = rollout.sigma.iter().map(|&s| f64::from(s)).sum::<f64>();
         metrics.push(("sigma_mean", sigma / self.chain.steps() as f64));
+        // The last step's σ bounds how sharp the actions can be.
+        metrics.push((
+            "sigma_last",
+            f64::from(*rollout.sigma.last().expect("T ≥ 1")),
+        ));
         Ok(metrics)
     }
 
@@ -662,7 +789,12 @@ impl OfflineAlgorithm for Dxmi {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        let mut parts = module_parts("sampler", &self.sampler, Some(&self.sampler_optim))?;
+        let mut parts = module_parts("sampler", &self.sampler.eps, Some(&self.sampler_optim))?;
+        parts.extend(module_parts(
+            "sigma",
+            &self.sampler.sigma,
+            Some(&self.sigma_optim),
+        )?);
         parts.extend(module_parts("value", &self.value, Some(&self.value_optim))?);
         Ok(Snapshot {
             parts,
@@ -675,9 +807,13 @@ impl OfflineAlgorithm for Dxmi {
     }
 
     fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.sampler = ck.load_module("sampler", self.sampler.clone())?;
+        self.sampler = Sampler {
+            eps: ck.load_module("sampler", self.sampler.eps.clone())?,
+            sigma: ck.load_module("sigma", self.sampler.sigma.clone())?,
+        };
         self.value = ck.load_module("value", self.value.clone())?;
         self.sampler_optim = load_optim(ck, "sampler", self.sampler_optim.clone())?;
+        self.sigma_optim = load_optim(ck, "sigma", self.sigma_optim.clone())?;
         self.value_optim = load_optim(ck, "value", self.value_optim.clone())?;
         self.rng = RngState::restore_from(ck, state)?;
         let bits: Vec<u64> =

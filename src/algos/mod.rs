@@ -58,8 +58,11 @@ use crate::train::{
 pub enum AlgoKind {
     Iql,
     Rtb,
-    /// The diffusion behaviour prior μ(a|s) (`crate::diffusion`), whose policy is diffusion BC.
-    Prior,
+    /// The diffusion behaviour prior μ(a|s) (`crate::diffusion`), whose policy is diffusion BC
+    /// (`prior` before it had one name: still read from old configs and checkpoints).
+    #[serde(rename = "diffusion-bc", alias = "prior")]
+    #[cfg_attr(feature = "cli", value(name = "diffusion-bc", alias = "prior"))]
+    DiffusionBc,
     Bc,
     Td3bc,
     Cql,
@@ -76,6 +79,35 @@ pub enum AlgoKind {
     Gcd,
 }
 
+/// A trained run an algorithm starts from: the config key that names it and the algorithm that
+/// trains it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    pub key: &'static str,
+    pub from: &'static str,
+    /// A required input is among the algorithm's `needs`; an optional one (DxMI's prior) only
+    /// changes where it starts.
+    pub required: bool,
+}
+
+impl Input {
+    const fn needed(key: &'static str, from: &'static str) -> Self {
+        Self {
+            key,
+            from,
+            required: true,
+        }
+    }
+
+    const fn optional(key: &'static str, from: &'static str) -> Self {
+        Self {
+            key,
+            from,
+            required: false,
+        }
+    }
+}
+
 /// What the CLI, the bench runner and the Python package know about an algorithm: one row per
 /// algorithm, one name each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,10 +122,10 @@ pub struct AlgoInfo {
     /// How it is trained by [`train`]; `None` for a policy composed from `needs` at evaluation
     /// time (IDQL).
     pub trained: Option<AlgoKind>,
-    /// Config keys that name the run directories of `needs` (`(key, algorithm)`): the bench
-    /// fills them with the same dataset's and seed's cells, `offrl train` takes them as flags
+    /// Config keys that name trained runs it starts from: the bench fills the required ones
+    /// (the `needs`) with the same dataset's and seed's cells, `offrl train` takes each as a flag
     /// (`--prior RUN`).
-    pub inputs: &'static [(&'static str, &'static str)],
+    pub inputs: &'static [Input],
     /// Other names `offrl train` accepts for it.
     pub aliases: &'static [&'static str],
     /// Numeric config keys `offrl train` also takes as flags (`(key, help)`, e.g. `--alpha`).
@@ -143,10 +175,9 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
     },
     AlgoInfo {
         name: "diffusion-bc",
-        summary:
-            "the diffusion behaviour prior μ(a|s) acting alone (its checkpoints' kind: `prior`)",
+        summary: "the diffusion behaviour prior μ(a|s) acting alone",
         needs: &[],
-        trained: Some(AlgoKind::Prior),
+        trained: Some(AlgoKind::DiffusionBc),
         inputs: &[],
         aliases: &["prior"],
         flags: &[],
@@ -183,7 +214,10 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         summary: "RTB (Venkatraman et al. 2024): the prior fine-tuned towards μ·exp(Q/α)",
         needs: &["diffusion-bc", "iql"],
         trained: Some(AlgoKind::Rtb),
-        inputs: &[("prior", "diffusion-bc"), ("critic", "iql")],
+        inputs: &[
+            Input::needed("prior", "diffusion-bc"),
+            Input::needed("critic", "iql"),
+        ],
         aliases: &[],
         flags: &[ALPHA_FLAG],
     },
@@ -193,7 +227,10 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
             "outsourced sampling (Venkatraman et al. 2025): RTB in the flow-BC map's noise space",
         needs: &["flow-bc", "iql"],
         trained: Some(AlgoKind::Outsourced),
-        inputs: &[("behavior", "flow-bc"), ("critic", "iql")],
+        inputs: &[
+            Input::needed("behavior", "flow-bc"),
+            Input::needed("critic", "iql"),
+        ],
         aliases: &[],
         flags: &[ALPHA_FLAG],
     },
@@ -202,7 +239,7 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         summary: "DxMI (Yoon et al. 2024): an energy and a few-step diffusion sampler, no rewards",
         needs: &[],
         trained: Some(AlgoKind::Dxmi),
-        inputs: &[],
+        inputs: &[Input::optional("prior", "diffusion-bc")],
         aliases: &[],
         flags: &[],
     },
@@ -211,7 +248,7 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
         summary: "GCD (Yoon et al. 2023): DxMI's minimax, the sampler trained through its chain",
         needs: &[],
         trained: Some(AlgoKind::Gcd),
-        inputs: &[],
+        inputs: &[Input::optional("prior", "diffusion-bc")],
         aliases: &[],
         flags: &[],
     },
@@ -238,7 +275,7 @@ impl AlgoKind {
         AlgoKind::Bc,
         AlgoKind::Td3bc,
         AlgoKind::Cql,
-        AlgoKind::Prior,
+        AlgoKind::DiffusionBc,
         AlgoKind::FlowBc,
         AlgoKind::Fql,
         AlgoKind::Rtb,
@@ -251,7 +288,7 @@ impl AlgoKind {
         match self {
             AlgoKind::Iql => iql::NAME,
             AlgoKind::Rtb => rtb::NAME,
-            AlgoKind::Prior => diffusion_bc::NAME,
+            AlgoKind::DiffusionBc => diffusion_bc::NAME,
             AlgoKind::Bc => bc::NAME,
             AlgoKind::Td3bc => td3bc::NAME,
             AlgoKind::Cql => cql::NAME,
@@ -281,7 +318,7 @@ impl AlgoKind {
         let v = match self {
             AlgoKind::Iql => serde_json::to_value(iql::IqlConfig::default()),
             AlgoKind::Rtb => serde_json::to_value(rtb::RtbConfig::default()),
-            AlgoKind::Prior => serde_json::to_value(crate::diffusion::PriorConfig::default()),
+            AlgoKind::DiffusionBc => serde_json::to_value(crate::diffusion::PriorConfig::default()),
             AlgoKind::Bc => serde_json::to_value(bc::BcConfig::default()),
             AlgoKind::Td3bc => serde_json::to_value(td3bc::Td3BcConfig::default()),
             AlgoKind::Cql => serde_json::to_value(cql::CqlConfig::default()),
@@ -306,7 +343,7 @@ impl AlgoKind {
         Ok(match self {
             AlgoKind::Iql => Box::new(iql::Iql::new(typed(config, what)?, spec, device, seed)?),
             AlgoKind::Rtb => Box::new(rtb::RtbAlgo::new(typed(config, what)?, spec, device, seed)?),
-            AlgoKind::Prior => Box::new(diffusion_bc::PriorAlgo::new(
+            AlgoKind::DiffusionBc => Box::new(diffusion_bc::PriorAlgo::new(
                 typed(config, what)?,
                 spec,
                 device,

@@ -236,10 +236,10 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             let kind = info.trained.expect("every algorithm but IDQL is trained");
             let mut overrides = profile.overrides_for(name);
             // A fine-tuning cell (RTB, outsourced) reads this seed's cells of its inputs.
-            for (key, algo) in info.inputs {
-                let run = sibling_run(spec, algo)?;
+            for input in info.inputs.iter().filter(|i| i.required) {
+                let run = sibling_run(spec, input.from)?;
                 let abs = crate::config::path_value(&run)?;
-                overrides.push(format!("{key}={abs:?}"));
+                overrides.push(format!("{}={abs:?}", input.key));
             }
             let config = crate::config::resolve(&kind.default_config(), None, &overrides)?;
             let steps = config

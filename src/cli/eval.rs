@@ -216,7 +216,7 @@ fn build_policy(args: &EvalArgs, ck: &Checkpoint) -> anyhow::Result<Built> {
         })?;
         return Ok((policy, dims, None));
     };
-    if ck.meta.kind != AlgoKind::Prior.name() {
+    if ck.meta.kind != AlgoKind::DiffusionBc.name() {
         bail!(
             "--critic evaluates IDQL, which needs a diffusion prior checkpoint (`offrl train \
              prior`); {} holds a `{}` model",

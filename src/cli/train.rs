@@ -51,15 +51,17 @@ fn subcommand(info: &'static AlgoInfo, kind: AlgoKind) -> Command {
     let mut cmd = CommonArgs::augment_args(Command::new(info.name))
         .about(format!("{summary}. Config: configs/{}.toml", kind.name()))
         .visible_aliases(info.aliases.iter().copied());
-    for (key, from) in info.inputs {
+    for input in info.inputs {
+        let optional = if input.required { "" } else { " (optional)" };
         cmd = cmd.arg(
-            Arg::new(*key)
-                .long(*key)
-                .required(true)
+            Arg::new(input.key)
+                .long(input.key)
+                .required(input.required)
                 .value_name("RUN_OR_CHECKPOINT")
                 .value_parser(clap::value_parser!(PathBuf))
                 .help(format!(
-                    "Run directory or checkpoint of `offrl train {from}`"
+                    "Run directory or checkpoint of `offrl train {}`{optional}",
+                    input.from
                 )),
         );
     }
@@ -116,7 +118,7 @@ impl FromArgMatches for TrainCommand {
         let inputs = info
             .inputs
             .iter()
-            .filter_map(|(key, _)| Some((*key, sub.get_one::<PathBuf>(key)?.clone())))
+            .filter_map(|i| Some((i.key, sub.get_one::<PathBuf>(i.key)?.clone())))
             .collect();
         let values = info
             .flags
@@ -273,19 +275,27 @@ mod tests {
         for (info, kind) in trained() {
             let mut args = vec![info.name];
             args.extend(common);
-            let flags: Vec<String> = info.inputs.iter().map(|(k, _)| format!("--{k}")).collect();
+            let flags: Vec<String> = info.inputs.iter().map(|i| format!("--{}", i.key)).collect();
             for flag in &flags {
                 args.extend([flag.as_str(), "runs/in"]);
             }
             let cmd = parse(&args).unwrap_or_else(|e| panic!("{}: {e}", info.name));
             assert_eq!((cmd.name, cmd.kind), (info.name, kind));
             assert_eq!(cmd.inputs.len(), info.inputs.len());
-            if !info.inputs.is_empty() {
-                assert!(parse(&[&[info.name][..], &common[..]].concat()).is_err());
-            }
+            // Without its required inputs it is refused; without its optional ones it is not.
+            let bare = parse(&[&[info.name][..], &common[..]].concat());
+            assert_eq!(
+                bare.is_err(),
+                info.inputs.iter().any(|i| i.required),
+                "{}",
+                info.name
+            );
         }
         let cmd = parse(&["prior", "--dataset", "d", "--out", "o"]).unwrap();
-        assert_eq!((cmd.name, cmd.kind), ("diffusion-bc", AlgoKind::Prior));
+        assert_eq!(
+            (cmd.name, cmd.kind),
+            ("diffusion-bc", AlgoKind::DiffusionBc)
+        );
         let cmd = parse(&["critic", "--dataset", "d", "--out", "o"]).unwrap();
         assert_eq!((cmd.name, cmd.kind), ("critic", AlgoKind::Iql));
         let args = [

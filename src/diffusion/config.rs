@@ -1,5 +1,5 @@
 //! What defines a behaviour prior besides its weights ([`PriorSpec`]); its config
-//! (`configs/prior.toml`): the model (noise schedule, ε-network, action space) and how
+//! (`configs/diffusion-bc.toml`): the model (noise schedule, ε-network, action space) and how
 //! diffusion-BC trains it; and the state a prior run keeps in its checkpoints. Training itself
 //! is an algorithm among the others, [`crate::algos::diffusion_bc`].
 
@@ -48,7 +48,7 @@ pub enum LrSchedule {
     Cosine,
 }
 
-/// Prior training config (`configs/prior.toml`). Defaults: the RTB paper's offline-RL setup.
+/// Prior training config (`configs/diffusion-bc.toml`). Defaults: the RTB paper's offline-RL setup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriorConfig {

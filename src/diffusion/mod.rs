@@ -4,7 +4,7 @@
 //! code): T = 75 steps, linear β 1e-4 → 0.02, ε-prediction with Min-SNR-γ (γ = 5) weighting, an
 //! MLP of 3 × 256 hidden units with LayerNorm + GELU on `[state, x_t, 128 Fourier time
 //! features]`, pre-tanh action space, Adam 5e-4, batch 512. Every choice is a config key
-//! ([`PriorConfig`], `configs/prior.toml`). Where the chain starts is discussed in
+//! ([`PriorConfig`], `configs/diffusion-bc.toml`). Where the chain starts is discussed in
 //! [`schedule`]. Training (`offrl train prior`) is diffusion-BC, [`crate::algos::diffusion_bc`].
 //!
 //! # API for samplers and fine-tuning (RTB)

@@ -20,7 +20,7 @@ use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 
 /// The kind of a trained prior's checkpoints (the registry's name of diffusion-BC training).
-pub const CHECKPOINT_KIND: &str = "prior";
+pub const CHECKPOINT_KIND: &str = "diffusion-bc";
 
 /// Checkpoint part holding the ε-network.
 pub const MODEL_PART: &str = "model";

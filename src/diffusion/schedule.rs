@@ -174,6 +174,12 @@ impl NoiseSchedule {
                 }
             }
         }
+        Ok(Self::from_beta(config, beta))
+    }
+
+    /// The schedule of the per-step `beta` (`beta[0] = 0`, `beta.len() = config.steps + 1`).
+    fn from_beta(config: &ScheduleConfig, beta: Vec<f64>) -> Self {
+        let t_max = beta.len() - 1;
         let alpha: Vec<f64> = beta.iter().map(|b| 1.0 - b).collect();
         let mut alpha_bar = vec![1.0; t_max + 1];
         for t in 1..=t_max {
@@ -201,7 +207,7 @@ impl NoiseSchedule {
                 Variance::Posterior => posterior_variance[t].sqrt(),
             })
             .collect();
-        Ok(Self {
+        Self {
             config: config.clone(),
             beta,
             alpha,
@@ -213,7 +219,33 @@ impl NoiseSchedule {
             mean_coef_eps,
             std,
             start: StartDistribution::default(),
-        })
+        }
+    }
+
+    /// This chain on `steps` of its steps, evenly spaced — `t_k = round(k·T/K)`, `k = 1..=K` —
+    /// with `β'_k = 1 − ᾱ_{t_k}/ᾱ_{t_{k−1}}`: the same `ᾱ` at the kept steps, so a network
+    /// trained on this chain predicts the noise of the short one when called at `t_k` (the
+    /// respacing of improved DDPM, Nichol & Dhariwal 2021, §4). Returns the short chain and
+    /// the kept steps (`kept[k] = t_k`, `kept[0] = 0`). Its σ follow the same `variance` rule.
+    pub fn respaced(&self, steps: usize) -> Result<(NoiseSchedule, Vec<usize>)> {
+        let t_max = self.steps();
+        if steps == 0 || steps > t_max {
+            return Err(Error::Config(format!(
+                "schedule.steps = {steps}: a chain of {t_max} steps respaces to 1..={t_max} steps"
+            )));
+        }
+        let kept: Vec<usize> = (0..=steps)
+            .map(|k| ((k * t_max) as f64 / steps as f64).round() as usize)
+            .collect();
+        let mut beta = vec![0.0; steps + 1];
+        for k in 1..=steps {
+            beta[k] = 1.0 - self.alpha_bar[kept[k]] / self.alpha_bar[kept[k - 1]];
+        }
+        let config = ScheduleConfig {
+            steps,
+            ..self.config.clone()
+        };
+        Ok((Self::from_beta(&config, beta), kept))
     }
 
     /// Start the reverse chain from `start` instead of `N(0, I)`.
@@ -323,6 +355,26 @@ mod tests {
             .unwrap();
             assert!(s.alpha_bar[75] < 0.01, "{kind:?}: {}", s.alpha_bar[75]);
         }
+    }
+
+    #[test]
+    fn respacing_keeps_alpha_bar_at_the_kept_steps() {
+        let full = NoiseSchedule::new(&ScheduleConfig::default()).unwrap();
+        let (same, kept) = full.respaced(75).unwrap();
+        assert_eq!(kept, (0..=75).collect::<Vec<_>>());
+        for t in 1..=75 {
+            assert!(close(same.beta[t], full.beta[t], 1e-9), "β at {t}");
+        }
+        let (short, kept) = full.respaced(4).unwrap();
+        assert_eq!(kept, vec![0, 19, 38, 56, 75]);
+        for (k, &t) in kept.iter().enumerate() {
+            assert!(
+                close(short.alpha_bar[k], full.alpha_bar[t], 1e-12),
+                "ᾱ at {t}"
+            );
+        }
+        assert_eq!(short.steps(), 4);
+        assert!(full.respaced(0).is_err() && full.respaced(76).is_err());
     }
 
     #[test]

@@ -18,10 +18,14 @@ const PARTIAL: &str = ".partial-";
 /// Version of the checkpoint layout.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
+/// Kinds renamed since checkpoints were first written, `(old, new)`: an old checkpoint opens as
+/// the new kind (the diffusion prior's were `prior` before the stage had one name).
+const RENAMED_KINDS: &[(&str, &str)] = &[("prior", "diffusion-bc")];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub format_version: u32,
-    /// What was trained, e.g. `diffusion-prior`, `iql`, `rtb`.
+    /// What was trained: the registry's name, e.g. `diffusion-bc`, `iql`, `rtb`.
     pub kind: String,
     /// Training steps completed.
     pub step: usize,
@@ -106,11 +110,14 @@ impl Checkpoint {
     pub fn open(dir: &Path, expected_kind: Option<&str>) -> Result<Checkpoint> {
         let meta_path = dir.join("meta.json");
         let text = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: CheckpointMeta =
+        let mut meta: CheckpointMeta =
             serde_json::from_slice(&text).map_err(|e| Error::Checkpoint {
                 path: meta_path.clone(),
                 message: format!("unreadable metadata: {e}"),
             })?;
+        if let Some((_, new)) = RENAMED_KINDS.iter().find(|(old, _)| meta.kind == *old) {
+            meta.kind = new.to_string();
+        }
         let err = |message: String| Error::Checkpoint {
             path: dir.to_path_buf(),
             message,
@@ -282,6 +289,16 @@ mod tests {
         assert_eq!(a, b);
 
         assert!(Checkpoint::open(&ck_dir, Some("iql")).is_err());
+
+        // A checkpoint of a renamed kind opens under its new name.
+        let old_dir = dir.path().join("old");
+        let old = CheckpointMeta {
+            kind: "prior".into(),
+            ..meta.clone()
+        };
+        Checkpoint::save(&old_dir, &old, &[("mlp", module_bytes(&mlp).unwrap())]).unwrap();
+        let ck = Checkpoint::open(&old_dir, Some("diffusion-bc")).unwrap();
+        assert_eq!(ck.meta.kind, "diffusion-bc");
 
         // Altered weights (same size, one byte changed) are refused, naming the part.
         let file = ck_dir.join("mlp.bpk");

@@ -2,6 +2,7 @@
 //! `unsafe` arithmetic and instruction-set code. Nothing here knows a tensor library or a network;
 //! the layers (`offrl::nn::host`) are written on top of these functions.
 //!
+//! - [`layout`]: the buffers the kernels read ([`Mat`], [`Panels`]);
 //! - [`mod@gemm`]: matrix products — the `gemm` crate (what burn-flex itself uses) for the general
 //!   case, and kernels of this crate where it falls short: weights packed once into column
 //!   [`Panels`] for the hidden layers, two-to-four-column outputs for the heads;
@@ -15,6 +16,7 @@
 //! `cargo bench -p offrl-kernels` measures the products against the vector units' ceiling.
 
 pub mod gemm;
+pub mod layout;
 pub mod math;
 pub mod parallel;
 #[doc(hidden)]
@@ -24,7 +26,8 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-pub use gemm::{gemm, panel_product, panel_product_into, product, Mat, Panels};
+pub use gemm::{gemm, panel_product, panel_product_into, product};
+pub use layout::{Mat, Panels};
 pub use math::{
     add_column_sums, add_rows, add_to, erf, gelu, gelu_grad, lane_dot, lane_sum, tanh, tanh_all,
 };

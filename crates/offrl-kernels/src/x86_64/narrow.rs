@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use crate::gemm::Mat;
+use crate::layout::Mat;
 
 /// The output widths handled here (a single column, a matrix-vector product, is faster through
 /// the `gemm` crate: offrl's `benches/RESULTS.md`, "Measurements behind the design constants").

@@ -8,10 +8,10 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::Panels;
+use crate::layout::{Panels, PANEL_COLS};
 
-/// Columns per panel: two 16-lane registers.
-pub const COLS: usize = 32;
+/// Columns per panel: two 16-lane registers (the packing's width).
+pub const COLS: usize = PANEL_COLS;
 /// Rows per tile: 12 × 2 accumulators, leaving registers for the two weight vectors.
 pub const ROWS: usize = 12;
 
