@@ -332,8 +332,9 @@ fn near_a_mode(x: &[f32]) -> f64 {
 }
 
 /// A DDPM trained at `k` steps (diffusion-BC), then DxMI started from it (its network and
-/// chain): each one's sliced Wasserstein distance to fresh data and fraction near a mode.
-fn ddpm_then_dxmi_on_eight_gaussians(k: usize) -> [(f64, f64); 2] {
+/// chain): each one's sliced Wasserstein distance to fresh data and fraction near a mode, and
+/// DxMI's final energy AUROCs (`diag/energy_auroc_near`, `_uniform`).
+fn ddpm_then_dxmi_on_eight_gaussians(k: usize) -> ([(f64, f64); 2], [f64; 2]) {
     let data = eight_gaussians_dataset(4096);
     let root = tempfile::tempdir().unwrap();
     let ddpm_dir = root.path().join("ddpm");
@@ -367,9 +368,25 @@ fn ddpm_then_dxmi_on_eight_gaussians(k: usize) -> [(f64, f64); 2] {
         "train.steps=2000",
         "train.batch_size=256",
         "train.log_every=100",
-        "train.checkpoint_every=0",
+        "train.checkpoint_every=2000",
     ];
-    let dxmi = common::train(AlgoKind::Dxmi, &sets, &data, &root.path().join("dxmi"));
+    let dxmi_dir = root.path().join("dxmi");
+    let dxmi = common::train(AlgoKind::Dxmi, &sets, &data, &dxmi_dir);
+    let metrics = offrl::train::read_metrics(&dxmi_dir.join("metrics.jsonl")).unwrap();
+    let last = |name: &str| {
+        metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .last()
+            .unwrap()
+            .1
+    };
+    let auroc = [
+        last("diag/energy_auroc_near"),
+        last("diag/energy_auroc_uniform"),
+    ];
     let n = 2000;
     let obs = vec![0.0; n];
     let reference = eight_gaussians(n, 99);
@@ -377,20 +394,23 @@ fn ddpm_then_dxmi_on_eight_gaussians(k: usize) -> [(f64, f64); 2] {
         let x = algo.policy().unwrap().act(&obs, n).unwrap();
         (sliced_wasserstein(&x, &reference), near_a_mode(&x))
     };
-    [score(ddpm.as_ref()), score(dxmi.as_ref())]
+    ([score(ddpm.as_ref()), score(dxmi.as_ref())], auroc)
 }
 
 /// DxMI's use for few-step samplers, on the 8-Gaussians benchmark at K = 4 and 10 steps: at
 /// equal steps, DxMI started from a DDPM draws samples closer to the data (sliced Wasserstein)
-/// with more of them near a mode. No rewards are used.
+/// with more of them near a mode, and its energy scores data above other actions. No rewards
+/// are used.
 #[test]
 fn dxmi_beats_the_ddpm_it_starts_from_on_eight_gaussians_at_4_and_10_steps() {
     let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     for k in [4, 10] {
-        let [(ddpm_sw, ddpm_near), (dxmi_sw, dxmi_near)] = ddpm_then_dxmi_on_eight_gaussians(k);
+        let ([(ddpm_sw, ddpm_near), (dxmi_sw, dxmi_near)], [near, uniform]) =
+            ddpm_then_dxmi_on_eight_gaussians(k);
         eprintln!(
             "8 Gaussians, K = {k}: DDPM SW {ddpm_sw:.3}, near a mode {ddpm_near:.3}; \
-             DxMI SW {dxmi_sw:.3}, near {dxmi_near:.3}"
+             DxMI SW {dxmi_sw:.3}, near {dxmi_near:.3}; energy AUROC near {near:.3}, \
+             uniform {uniform:.3}"
         );
         assert!(
             dxmi_sw < ddpm_sw,
@@ -399,6 +419,11 @@ fn dxmi_beats_the_ddpm_it_starts_from_on_eight_gaussians_at_4_and_10_steps() {
         assert!(
             dxmi_near > ddpm_near,
             "K = {k}, near a mode: DxMI {dxmi_near:.3}, DDPM {ddpm_near:.3}"
+        );
+        // The energy ranks dataset actions below uniform ones, and below nearby ones.
+        assert!(
+            uniform > 0.75 && near > 0.55,
+            "K = {k}: AUROC {near:.3} / {uniform:.3}"
         );
     }
 }

@@ -43,8 +43,9 @@
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -52,13 +53,20 @@ use super::common::{column, normal, scalar, NetConfig, RngState};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::diffusion::{
-    DiffusionPrior, EpsNet, EpsNetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind,
+    ActingEps, DiffusionPrior, EpsModel, EpsNet, EpsNetConfig, NoiseSchedule, ScheduleConfig,
+    ScheduleKind,
 };
 use crate::error::{Error, Result};
+use crate::eval::probe::{probability_greater, Probe};
 use crate::nn::{FourierTimeEmbedding, Mlp};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{
+    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
+};
+
+/// The generator of the energy probe's perturbed and uniform actions.
+const ENERGY_PROBE_SEED: u64 = 0x0e_0e;
 
 /// DxMI's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "dxmi";
@@ -217,6 +225,18 @@ pub struct StepSigma {
     pub log_sigma: Param<Tensor<1>>,
 }
 
+impl StepSigma {
+    /// `σ_t` read on the host: tensor operations on the tracked parameter that no backward pass
+    /// consumes stay in its autodiff graph, and a resumed run then differs from the
+    /// uninterrupted one (measured with the resume test).
+    pub fn values(&self) -> Vec<f32> {
+        crate::nn::to_vec(self.log_sigma.val())
+            .iter()
+            .map(|l| l.exp())
+            .collect()
+    }
+}
+
 /// The per-step constants of the sampler's mean, `μ = a_t·x + b_t·f_φ(s, x, T − t)` with the
 /// network `f_φ` predicting the action or the noise ([`Prediction`]).
 #[derive(Debug, Clone)]
@@ -231,6 +251,8 @@ pub struct SamplerChain {
     /// The network's step for each DDPM step of this chain (`0..=T`): the identity for a fresh
     /// sampler, the kept steps of a prior's chain respaced to this one.
     net_steps: Vec<usize>,
+    /// The chain the network was built on (its time features): this one, or the prior's.
+    net_schedule: NoiseSchedule,
 }
 
 impl SamplerChain {
@@ -238,17 +260,22 @@ impl SamplerChain {
     pub fn new(config: &ScheduleConfig, prediction: Prediction) -> Result<Self> {
         let schedule = NoiseSchedule::new(config)?;
         let net_steps = (0..=schedule.steps()).collect();
-        Ok(Self::on(schedule, prediction, net_steps))
+        Ok(Self::on(schedule.clone(), prediction, net_steps, schedule))
     }
 
     /// A prior's chain respaced to `steps` steps ([`NoiseSchedule::respaced`]), its network
     /// predicting the noise at the kept steps.
     pub fn from_prior(prior: &NoiseSchedule, steps: usize) -> Result<Self> {
         let (schedule, kept) = prior.respaced(steps)?;
-        Ok(Self::on(schedule, Prediction::Noise, kept))
+        Ok(Self::on(schedule, Prediction::Noise, kept, prior.clone()))
     }
 
-    fn on(schedule: NoiseSchedule, prediction: Prediction, net_steps: Vec<usize>) -> Self {
+    fn on(
+        schedule: NoiseSchedule,
+        prediction: Prediction,
+        net_steps: Vec<usize>,
+        net_schedule: NoiseSchedule,
+    ) -> Self {
         let steps = schedule.steps();
         // Paper step t is DDPM step T − t.
         let log_sigma_max = (0..steps)
@@ -259,6 +286,7 @@ impl SamplerChain {
             prediction,
             log_sigma_max,
             net_steps,
+            net_schedule,
         }
     }
 
@@ -297,15 +325,26 @@ impl SamplerChain {
     /// `μ_φ(s, x, t)` for rows each at its own paper step `t[i]`; differentiable through the
     /// sampler when its parameters are tracked.
     pub fn mean(&self, sampler: &Sampler, obs: Tensor<2>, x: Tensor<2>, t: &[usize]) -> Tensor<2> {
-        let n = t.len();
-        let device = x.device();
-        let steps: Vec<usize> = t.iter().map(|&t| self.ddpm_step(t)).collect();
+        let out = sampler
+            .eps
+            .forward_rows(obs, x.clone(), &self.net_steps_of(t));
+        self.combine(x, out, t)
+    }
+
+    /// The network's steps of rows at paper steps `t`.
+    fn net_steps_of(&self, t: &[usize]) -> Vec<usize> {
+        t.iter()
+            .map(|&t| self.net_steps[self.ddpm_step(t)])
+            .collect()
+    }
+
+    /// The step's mean from the network's output `out` (the action or the noise) at `x`.
+    fn combine(&self, x: Tensor<2>, out: Tensor<2>, t: &[usize]) -> Tensor<2> {
+        let (n, device) = (t.len(), x.device());
         let coef = |c: &[f64]| {
-            let v: Vec<f32> = steps.iter().map(|&d| c[d] as f32).collect();
+            let v: Vec<f32> = t.iter().map(|&t| c[self.ddpm_step(t)] as f32).collect();
             crate::nn::tensor2(&v, n, 1, &device)
         };
-        let net_steps: Vec<usize> = steps.iter().map(|&d| self.net_steps[d]).collect();
-        let out = sampler.eps.forward_rows(obs, x.clone(), &net_steps);
         let s = &self.schedule;
         match self.prediction {
             Prediction::Action => x * coef(&s.posterior_coef_xt) + out * coef(&s.posterior_coef_x0),
@@ -358,20 +397,29 @@ impl SamplerChain {
         noise_scale: f32,
         rng: &mut ChaCha8Rng,
     ) -> Rollout {
+        let net = |obs, x, steps: &[usize]| sampler.eps.forward_rows(obs, x, steps).detach();
+        self.rollout_with(net, sampler.sigma.values(), obs, act_dim, noise_scale, rng)
+    }
+
+    /// The chain run by `net` (the network's output for rows at the given network steps) with
+    /// the steps' `σ_t` in `sigma`: what [`SamplerChain::rollout`] and the acting policy share.
+    pub fn rollout_with(
+        &self,
+        net: impl Fn(Tensor<2>, Tensor<2>, &[usize]) -> Tensor<2>,
+        sigma: Vec<f32>,
+        obs: Tensor<2>,
+        act_dim: usize,
+        noise_scale: f32,
+        rng: &mut ChaCha8Rng,
+    ) -> Rollout {
         let n = obs.dims()[0];
         let device = obs.device();
         let mut x = normal(rng, n, act_dim, &device);
         let mut states = vec![x.clone()];
-        // σ_t on the host, not through `self.sigma`: tensor operations on the tracked parameter
-        // that no backward pass consumes stay in its autodiff graph, and a resumed run then
-        // differs from the uninterrupted one (measured with the resume test).
-        let sigma: Vec<f32> = crate::nn::to_vec(sampler.sigma.log_sigma.val())
-            .iter()
-            .map(|l| l.exp())
-            .collect();
         for (t, &s) in sigma.iter().enumerate() {
-            let mean = self.mean(sampler, obs.clone(), x, &vec![t; n]).detach();
-            x = mean + normal(rng, n, act_dim, &device) * (s * noise_scale);
+            let rows = vec![t; n];
+            let out = net(obs.clone(), x.clone(), &self.net_steps_of(&rows));
+            x = self.combine(x, out, &rows) + normal(rng, n, act_dim, &device) * (s * noise_scale);
             states.push(x.clone());
         }
         Rollout { states, sigma }
@@ -778,6 +826,38 @@ impl OfflineAlgorithm for Dxmi {
         Ok(metrics)
     }
 
+    /// The policy's probe plus the energy as an in-distribution score: `diag/energy_auroc_near`
+    /// and `_uniform`, the probability that a dataset action has a lower energy than an action
+    /// of the same states moved by N(0, 0.1²) in the unit box (clipped to it), or drawn uniformly
+    /// in it (0.5: chance). The draws are fixed, so the curves move only with the energy.
+    fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
+        let mut metrics = policy_diagnostics(self, probe)?;
+        let (value, device) = crate::nn::inference_copy(&self.value);
+        let (n, od, ad) = (probe.n, self.spec.obs_dim, self.spec.act_dim);
+        let obs = crate::nn::tensor2(&self.spec.normalize_obs(&probe.obs), n, od, &device);
+        let data = self.spec.action_to_unit(&probe.actions);
+        let mut rng = ChaCha8Rng::seed_from_u64(ENERGY_PROBE_SEED);
+        let near: Vec<f32> = data
+            .iter()
+            .map(|a| (a + 0.1 * rng.sample::<f32, _>(StandardNormal)).clamp(-1.0, 1.0))
+            .collect();
+        let uniform: Vec<f32> = (0..data.len())
+            .map(|_| rng.random_range(-1.0f32..=1.0))
+            .collect();
+        let energy = |a: &[f32]| -> Vec<f64> {
+            let a = crate::nn::tensor2(a, n, ad, &device);
+            crate::nn::to_vec(value.energy(obs.clone(), a))
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let e_data = energy(&data);
+        let auroc = |other: &[f32]| probability_greater(&energy(other), &e_data);
+        metrics.push(("diag/energy_auroc_near", auroc(&near)));
+        metrics.push(("diag/energy_auroc_uniform", auroc(&uniform)));
+        Ok(metrics)
+    }
+
     fn policy(&self) -> Result<Box<dyn Policy>> {
         Ok(Box::new(SamplerPolicy::new(
             &self.sampler,
@@ -828,9 +908,11 @@ impl OfflineAlgorithm for Dxmi {
 }
 
 /// The sampler acting: raw observations in, environment actions out (the chain's noise from its
-/// own seeded generator, × `noise_scale`, clipped to the box).
+/// own seeded generator, × `noise_scale`, clipped to the box); the network run by its engine
+/// ([`ActingEps`], as the prior's policy).
 pub struct SamplerPolicy {
-    sampler: Sampler,
+    eps: ActingEps,
+    sigma: Vec<f32>,
     chain: SamplerChain,
     spec: DataSpec,
     device: Device,
@@ -848,7 +930,8 @@ impl SamplerPolicy {
     ) -> Self {
         let (sampler, device) = crate::nn::inference_copy(sampler);
         Self {
-            sampler,
+            eps: ActingEps::new(&sampler.eps, &chain.net_schedule),
+            sigma: sampler.sigma.values(),
             chain,
             spec: spec.clone(),
             device,
@@ -863,9 +946,15 @@ impl Policy for SamplerPolicy {
         let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
         crate::policy::check_obs("sampler policy", obs, n, od)?;
         let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
-        let rollout = self
-            .chain
-            .rollout(&self.sampler, obs, ad, self.noise_scale, &mut self.rng);
+        let eps = &self.eps;
+        let rollout = self.chain.rollout_with(
+            |obs, x, steps: &[usize]| eps.eps_rows(obs, x, steps),
+            self.sigma.clone(),
+            obs,
+            ad,
+            self.noise_scale,
+            &mut self.rng,
+        );
         let unit = crate::nn::to_vec(rollout.actions().clamp(-1.0, 1.0));
         Ok(self.spec.action_from_unit(&unit))
     }

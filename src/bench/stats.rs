@@ -92,19 +92,11 @@ pub fn probability_of_improvement(x: &Scores, y: &Scores) -> f64 {
         y.tasks(),
         "the two algorithms hold different tasks"
     );
-    let per_task = x.tasks.iter().zip(&y.tasks).map(|(xs, ys)| {
-        let wins: f64 = xs
-            .iter()
-            .flat_map(|a| {
-                ys.iter().map(move |b| match a.total_cmp(b) {
-                    std::cmp::Ordering::Greater => 1.0,
-                    std::cmp::Ordering::Equal => 0.5,
-                    std::cmp::Ordering::Less => 0.0,
-                })
-            })
-            .sum();
-        wins / (xs.len() * ys.len()) as f64
-    });
+    let per_task = x
+        .tasks
+        .iter()
+        .zip(&y.tasks)
+        .map(|(xs, ys)| crate::eval::probe::probability_greater(xs, ys));
     per_task.sum::<f64>() / x.tasks() as f64
 }
 

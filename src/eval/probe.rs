@@ -14,6 +14,22 @@ use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::policy::{ActionScorer, Policy};
 
+/// `P(X > Y)` for `x` and `y` drawn from the two samples, ties counted half: the Mann–Whitney
+/// `U` over `n_x · n_y` — the AUROC of a score that should be higher on `x`.
+pub fn probability_greater(x: &[f64], y: &[f64]) -> f64 {
+    let wins: f64 = x
+        .iter()
+        .flat_map(|a| {
+            y.iter().map(move |b| match a.total_cmp(b) {
+                std::cmp::Ordering::Greater => 1.0,
+                std::cmp::Ordering::Equal => 0.5,
+                std::cmp::Ordering::Less => 0.0,
+            })
+        })
+        .sum();
+    wins / (x.len() * y.len()) as f64
+}
+
 /// Rows a probe holds by default: enough for stable means, cheap for a 20-step diffusion chain.
 pub const PROBE_ROWS: usize = 512;
 
