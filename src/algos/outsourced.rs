@@ -49,7 +49,7 @@ use crate::diffusion::{
     StandardNormal, Variance,
 };
 use crate::error::{Error, Result};
-use crate::eval::probe::{Probe, POLICY_NAMES, PRIOR_NAMES};
+use crate::eval::probe::Probe;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
@@ -348,21 +348,10 @@ impl OfflineAlgorithm for Outsourced {
         Ok(Box::new(OutsourcedPolicy::new(&self.sampler, self.seed)))
     }
 
-    /// The probes of the policy's and of the behaviour map's actions, and the critic's mean Q of
-    /// the data's, the policy's and the map's actions at the same states.
+    /// The policy against the behaviour map ([`Probe::fine_tuning`]).
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
-        let critic = &self.sampler.reward.q;
-        let a_pi = probe.act(self.policy()?.as_mut())?;
         let mut mu = self.behavior(self.seed);
-        let a_mu = probe.act(&mut mu)?;
-        let mut metrics = probe.stats(&a_pi).metrics(POLICY_NAMES);
-        metrics.extend(probe.stats(&a_mu).metrics(PRIOR_NAMES));
-        metrics.extend([
-            ("diag/q_data", probe.mean_score(critic, &probe.actions)?),
-            ("diag/q_policy", probe.mean_score(critic, &a_pi)?),
-            ("diag/q_prior", probe.mean_score(critic, &a_mu)?),
-        ]);
-        Ok(metrics)
+        probe.fine_tuning(self.policy()?.as_mut(), &mut mu, &self.sampler.reward.q)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

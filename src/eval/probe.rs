@@ -167,6 +167,28 @@ impl Probe {
         let q = scorer.score(&self.obs, actions, self.n)?;
         Ok(q.iter().map(|&v| f64::from(v)).sum::<f64>() / self.n as f64)
     }
+
+    /// What a fine-tuned policy (RTB, the outsourced sampler) is measured by: the probes of its
+    /// actions and of its behaviour model's, and the critic's mean Q of the data's, the
+    /// policy's and the behaviour's actions at the same states — a policy whose Q rises far
+    /// above the data's while its actions leave the data's range is exploiting the critic.
+    pub fn fine_tuning(
+        &self,
+        policy: &mut dyn Policy,
+        behavior: &mut dyn Policy,
+        critic: &dyn ActionScorer,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        let a_pi = self.act(policy)?;
+        let a_mu = self.act(behavior)?;
+        let mut metrics = self.stats(&a_pi).metrics(POLICY_NAMES);
+        metrics.extend(self.stats(&a_mu).metrics(PRIOR_NAMES));
+        metrics.extend([
+            ("diag/q_data", self.mean_score(critic, &self.actions)?),
+            ("diag/q_policy", self.mean_score(critic, &a_pi)?),
+            ("diag/q_prior", self.mean_score(critic, &a_mu)?),
+        ]);
+        Ok(metrics)
+    }
 }
 
 #[cfg(test)]

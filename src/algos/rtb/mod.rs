@@ -105,7 +105,7 @@ use crate::diffusion::{
     EpsModel,
 };
 use crate::error::{Error, Result};
-use crate::eval::probe::{Probe, POLICY_NAMES, PRIOR_NAMES};
+use crate::eval::probe::Probe;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{EvalHook, Metrics, OfflineAlgorithm, Snapshot};
@@ -272,21 +272,10 @@ impl OfflineAlgorithm for RtbAlgo {
         Ok(Box::new(RtbPolicy::new(&self.prior, &self.rtb, self.seed)))
     }
 
-    /// The probes of π's and of μ's actions, and the critic's mean Q of the data's, π's and μ's
-    /// actions at the same states: a policy whose Q rises far above the data's while its actions
-    /// leave the data's range is exploiting the critic.
+    /// π against μ ([`Probe::fine_tuning`]).
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
-        let critic = &self.rtb.reward.q;
-        let a_pi = probe.act(self.policy()?.as_mut())?;
-        let a_mu = probe.act(&mut DiffusionPolicy::new(&self.prior, self.seed))?;
-        let mut metrics = probe.stats(&a_pi).metrics(POLICY_NAMES);
-        metrics.extend(probe.stats(&a_mu).metrics(PRIOR_NAMES));
-        metrics.extend([
-            ("diag/q_data", probe.mean_score(critic, &probe.actions)?),
-            ("diag/q_policy", probe.mean_score(critic, &a_pi)?),
-            ("diag/q_prior", probe.mean_score(critic, &a_mu)?),
-        ]);
-        Ok(metrics)
+        let mut mu = DiffusionPolicy::new(&self.prior, self.seed);
+        probe.fine_tuning(self.policy()?.as_mut(), &mut mu, &self.rtb.reward.q)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
