@@ -9,9 +9,9 @@
 //! `x_{t+1} = μ_φ(s, x_t, t) + σ_t ξ`, `ξ ~ N(0, I)`, with the mean of a `T`-step
 //! DDPM chain (the network of [`crate::diffusion`] at its step `T − t`, predicting the action or
 //! the noise: [`Prediction`]) and a learnt `log σ_t` per step, initialised at the chain's own σ_t
-//! and used up to it ([`SamplerChain::sigma`]). With `prediction = "noise"`, a plain DDPM trained
-//! at the same `T` (`offrl train diffusion-bc --set schedule.steps=T`) is the same network under
-//! another loss.
+//! and kept at most it ([`SamplerChain::project`]). With `prediction = "noise"`, a plain DDPM
+//! trained at the same `T` (`offrl train diffusion-bc --set schedule.steps=T`) is the same network
+//! under another loss; `prior = RUN` starts from a trained one, its chain respaced to `T` steps.
 //!
 //! **Per update**, on a minibatch of dataset states and actions:
 //! 1. roll the sampler out from noise at the batch's states (detached);

@@ -1,0 +1,35 @@
+"""8 Gaussians (radius 2.83, std 0.354, scaled by 1/4 into a ±1.25 action box) at one state: a DDPM
+trained at K steps (diffusion-BC, default 3 × 256 network), then DxMI or GCD started from it; sliced
+Wasserstein distance to fresh data and the fraction of samples within 3 std of a mode, for each.
+`python bindings/python/benches/dxmi_eight_gaussians.py K DDPM_STEPS dxmi|gcd STEPS [KEY=VALUE ...]`
+(the figures of issue 22's note: `4 3000 dxmi 2000 value_lr=1e-3` and `4 3000 gcd 2000 value_lr=1e-3`)."""
+import json, sys, tempfile, os, numpy as np, offrl
+
+CENTERS = np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1) * 2.83 / 4
+STD = 0.354 / 4
+
+def eight(n, rng):
+    return (CENTERS[rng.integers(0, 8, n)] + rng.normal(0, STD, (n, 2))).astype(np.float32)
+
+def score(algo, n=4000):
+    rng = np.random.default_rng(123)
+    x, ref = algo.predict(np.zeros((n, 1), np.float32)), eight(n, rng)
+    d = rng.normal(size=(128, 2)); d /= np.linalg.norm(d, axis=1, keepdims=True)
+    sw = float(np.sqrt(((np.sort(x @ d.T, 0) - np.sort(ref @ d.T, 0)) ** 2).mean()))
+    near = float((np.linalg.norm(x[:, None] - CENTERS[None], axis=2).min(1) < 3 * STD).mean())
+    return dict(sw=round(sw, 3), near_a_mode=round(near, 3))
+
+k, ddpm_steps, algo, steps, sets = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+n = 20000
+a, o = eight(n, np.random.default_rng(0)), np.zeros((n, 1), np.float32)
+to = np.zeros(n, bool); to[-1] = True
+data = offrl.Dataset.from_numpy(o, a, np.zeros(n, np.float32), np.zeros(n, bool), timeouts=to,
+                                next_observations=o, action_bound=1.25)
+run = os.path.join(tempfile.mkdtemp(), "ddpm")
+quiet = ["train.eval_every=0", "train.log_every=1000"]
+ddpm = offrl.Algorithm("diffusion-bc", sets=[f"schedule.steps={k}", 'schedule.kind="cosine"', "pre_tanh=false",
+                                               f"train.checkpoint_every={ddpm_steps}"] + quiet, seed=0)
+ddpm.fit(data, logdir=run, n_steps=ddpm_steps)
+tuned = offrl.Algorithm(algo, sets=[f'prior="{run}"', 'prediction="noise"', f"schedule.steps={k}"] + quiet + sets, seed=0)
+tuned.fit(data, n_steps=steps)
+print(json.dumps({"K": k, "ddpm": score(ddpm), algo: score(tuned)}))
