@@ -434,7 +434,7 @@ fn chunked_gradient_equals_full_batch_gradient() {
         );
         for rollout in [&on, &off] {
             let schedule = rtb.prior.schedule();
-            let (full, full_z, s_full) = rtb_gradients(schedule, &rtb.model, rollout, 0);
+            let (full, full_z, s_full) = rtb_gradients(schedule, &rtb.model, rollout, 0, 0.0);
             let sgd = |grads, z| {
                 // One SGD step with lr 1 turns gradients into parameter differences.
                 let mut opt = burn::optim::SgdConfig::new().init();
@@ -462,7 +462,7 @@ fn chunked_gradient_equals_full_batch_gradient() {
             );
             // On this (CPU) device the correction's network ran fused; burn alone agrees.
             let eps = TrainingEps::new(&rtb.model.correction.net, schedule, Engine::Burn);
-            let (g, gz, s) = chunked_gradients(schedule, &rtb.model, &eps, rollout, 0);
+            let (g, gz, s) = chunked_gradients(schedule, &rtb.model, &eps, rollout, 0, 0.0);
             let burn_only = sgd(g, gz);
             for (i, (a, b)) in burn_only.iter().zip(&reference).enumerate() {
                 assert!(
@@ -473,7 +473,7 @@ fn chunked_gradient_equals_full_batch_gradient() {
             assert!((s.loss - s_full.loss).abs() <= 1e-5 * (1.0 + s_full.loss.abs()));
             // Chunks are rounded up to whole states (k = 12): 5 → 12 rows.
             for chunk in [5, 24, 36] {
-                let (g, gz, s) = rtb_gradients(schedule, &rtb.model, rollout, chunk);
+                let (g, gz, s) = rtb_gradients(schedule, &rtb.model, rollout, chunk, 0.0);
                 let got = sgd(g, gz);
                 for (i, (a, b)) in got.iter().zip(&reference).enumerate() {
                     assert!(

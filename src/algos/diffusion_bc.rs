@@ -20,7 +20,9 @@ use crate::dataset::spec::DataSpec;
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::denoising_loss;
 use crate::diffusion::prior::{gradient_step, CHECKPOINT_KIND, EMA_PART, MODEL_PART};
-use crate::diffusion::{DiffusionPolicy, DiffusionPrior, EpsNet, PriorConfig, PriorState};
+use crate::diffusion::{
+    ActSampler, Ddim, DiffusionPolicy, DiffusionPrior, EpsNet, PriorConfig, PriorState,
+};
 use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
 use crate::policy::Policy;
@@ -135,6 +137,9 @@ impl OfflineAlgorithm for PriorAlgo {
     fn policy(&self) -> Result<Box<dyn Policy>> {
         let mut policy = DiffusionPolicy::new(&self.acting(), self.seed);
         policy.noise_scale = self.cfg.act_noise_scale;
+        if self.cfg.act_sampler == ActSampler::Ddim {
+            policy.ddim = Some(Ddim::new(&policy.prior.schedule, self.cfg.act_steps)?);
+        }
         Ok(Box::new(policy))
     }
 
@@ -216,6 +221,64 @@ mod tests {
             .is_file());
     }
 
+    /// DDIM (η = 0) of a prior trained on a two-mode mixture, on a schedule that nearly reaches
+    /// noise (linear β to 0.3 in 20 steps: ᾱ_T = 0.034): the deterministic map of N(0, 1)
+    /// reproduces the modes and their weights, and inverting it returns the noise (round trip
+    /// 1e-4). Measured on this problem (weight of the 0.75 mode, 4000 draws): ancestral 0.746,
+    /// DDIM 0.745 (K = 10: 0.766); with the cosine schedule (ᾱ_T = 6e-6) DDIM gives 0.849 — its
+    /// first step divides ε̂'s error by √ᾱ_T — and with the cpu profile's (ᾱ_T = 0.46, started at
+    /// N(0, 1)) 0.666.
+    #[test]
+    fn the_ddim_map_recovers_a_mixture_and_inverts_to_round_off() {
+        use crate::dataset::testing;
+        use crate::diffusion::{DdimMap, ScheduleKind};
+        use rand::SeedableRng;
+        let data = testing::two_mode_mixture();
+        let mut cfg = PriorConfig::default();
+        cfg.schedule.steps = 20;
+        cfg.schedule.kind = ScheduleKind::Linear;
+        cfg.schedule.beta_start = 3.75e-4;
+        cfg.schedule.beta_end = 0.3;
+        cfg.net.width = 64;
+        cfg.net.hidden = 2;
+        cfg.net.time_harmonics = 8;
+        cfg.pre_tanh = false;
+        cfg.lr = 1e-3;
+        cfg.data.normalize_obs = false;
+        let spec = DataSpec::from_dataset(&data, &cfg.data).unwrap();
+        let mut algo = PriorAlgo::new(cfg, spec, &Device::flex().autodiff(), 1).unwrap();
+        let mut sampler = crate::dataset::sampler::Sampler::new(&data, 2);
+        for step in 0..6000 {
+            let batch = sampler.sample(256).clone();
+            algo.update(&batch, step).unwrap();
+        }
+        let prior = algo.acting();
+        let map = DdimMap::new(&prior, Ddim::new(&prior.schedule, 0).unwrap());
+        let device = map.device().clone();
+        let n = 4000;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let z = crate::diffusion::normal_noise(&mut rng, n, 1, &device);
+        let obs = crate::nn::tensor2(&[1.0, 0.0].repeat(n), n, 2, &device);
+        let a = crate::nn::to_vec(map.map(obs.clone(), z.clone()));
+        testing::assert_two_modes(&a);
+
+        let m = 200;
+        let (obs, z) = (obs.slice(0..m), z.slice(0..m));
+        let a = map.map(obs.clone(), z.clone());
+        let (back, residual) = map.invert(obs, a.clone());
+        let inside = crate::nn::to_vec(a)
+            .iter()
+            .map(|x| x.abs() < 0.99)
+            .collect::<Vec<_>>();
+        let worst = (crate::nn::to_vec(back).iter().zip(crate::nn::to_vec(z)))
+            .zip(&inside)
+            .filter(|(_, &keep)| keep)
+            .map(|((b, z), _)| (b - z).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("ddim inversion: round trip {worst:.2e}, residual {residual:.2e}");
+        assert!(worst < 1e-4, "round trip {worst}");
+    }
+
     #[test]
     fn bad_configs_are_refused() {
         let defaults = PriorConfig::default();
@@ -225,6 +288,7 @@ mod tests {
             "net.hidden=0",
             "min_snr_gamma=0",
             "schedule.steps=0",
+            "act_steps=1000",
         ] {
             let cfg: PriorConfig = crate::config::resolve(&defaults, None, &[set.into()]).unwrap();
             assert!(cfg.validate().is_err(), "{set}");

@@ -211,6 +211,32 @@ impl FlowMap {
         let field = TrainingMlp::new(&self.field.net, self.engine);
         integrate(|x| field.eval(x), obs, z, self.steps)
     }
+
+    /// `f⁻¹(s, a)`: the Euler steps backwards, each `x_k + dt·v(s, x_k, t_k) = x_{k+1}` solved
+    /// by Newton steps ([`crate::nn::newton_inverse`]) from `x_{k+1} − dt·v(s, x_{k+1}, t_k)`,
+    /// and the largest residual over the steps. A clipped action inverts from the box's edge.
+    pub fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> (Tensor<2>, f64) {
+        let field = TrainingMlp::new(&self.field.net, self.engine);
+        let [n, _] = a.dims();
+        let dt = 1.0 / self.steps as f32;
+        let velocity = |x: Tensor<2>, k: usize| {
+            let rows = x.dims()[0];
+            let t = crate::nn::tensor2(&vec![k as f32 * dt; rows], rows, 1, &x.device());
+            let o = obs.clone().repeat_dim(0, rows / n);
+            field.eval(field_input(o, x, t))
+        };
+        let mut x = a.detach();
+        let mut residual = 0.0f64;
+        for k in (0..self.steps).rev() {
+            let guess = x.clone() - velocity(x.clone(), k) * dt;
+            let step = |y: Tensor<2>| y.clone() + velocity(y, k) * dt;
+            let iterations = crate::diffusion::ddim::INVERSION_ITERATIONS;
+            let (prev, err) = crate::nn::newton_inverse(step, x, guess, iterations);
+            residual = residual.max(err);
+            x = prev;
+        }
+        (x, residual)
+    }
 }
 
 impl FlowMap {
@@ -290,10 +316,15 @@ impl FlowMap {
 
 /// A deterministic generator `a = f(s, z)`: normalised observations `[n, obs_dim]` and noise
 /// `[n, noise_dim]` in, unit-box actions `[n, act_dim]` out, differentiable with respect to `z`
-/// when `z` is tracked.
+/// when `z` is tracked. Implemented by the flow-BC map ([`FlowMap`]) and the DDIM map of a
+/// diffusion prior ([`crate::diffusion::DdimMap`]).
 pub trait NoiseMap {
     fn noise_dim(&self) -> usize;
     fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2>;
+    /// Where the map's parameters live (plain device; the CPU backend's by default).
+    fn device(&self) -> Device {
+        Device::flex()
+    }
 
     /// `uᵀ ∂f/∂z` on host rows (`obs` normalised, `z`), `outer` giving `u` from the map's
     /// actions, when the map can compute it without burn's autodiff; `None` (the default) sends
@@ -307,6 +338,12 @@ pub trait NoiseMap {
     ) -> Option<Vec<f32>> {
         None
     }
+
+    /// The noise `z` with `f(s, z) = a` (unit actions; a clipped action inverts from the box's
+    /// edge) and the largest residual of the solve, when the map can be inverted.
+    fn invert(&self, _obs: Tensor<2>, _a: Tensor<2>) -> Option<(Tensor<2>, f64)> {
+        None
+    }
 }
 
 impl<M: NoiseMap + ?Sized> NoiseMap for &M {
@@ -318,6 +355,10 @@ impl<M: NoiseMap + ?Sized> NoiseMap for &M {
         (**self).map(obs, z)
     }
 
+    fn device(&self) -> Device {
+        (**self).device()
+    }
+
     fn vjp(
         &self,
         obs: &[f32],
@@ -326,6 +367,10 @@ impl<M: NoiseMap + ?Sized> NoiseMap for &M {
         outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
     ) -> Option<Vec<f32>> {
         (**self).vjp(obs, z, n, outer)
+    }
+
+    fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> Option<(Tensor<2>, f64)> {
+        (**self).invert(obs, a)
     }
 }
 
@@ -352,18 +397,26 @@ impl NoiseMap for FlowMap {
         }
         integrate(|x| self.field.net.forward(x), obs, z, self.steps)
     }
+
+    fn device(&self) -> Device {
+        FlowMap::device(self).clone()
+    }
+
+    fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> Option<(Tensor<2>, f64)> {
+        Some(FlowMap::invert(self, obs, a))
+    }
 }
 
-/// A flow map acting: raw observations in, environment actions out, `z ~ N(0, I)` from its own
-/// seeded generator.
-pub struct FlowPolicy {
-    map: FlowMap,
+/// A noise map acting: raw observations in, environment actions out, `z ~ N(0, I)` from its own
+/// seeded generator (flow-BC's policy; the outsourced sampler's behaviour policy).
+pub struct MapPolicy<M> {
+    map: M,
     spec: DataSpec,
     rng: ChaCha8Rng,
 }
 
-impl FlowPolicy {
-    pub fn new(map: FlowMap, spec: &DataSpec, seed: u64) -> Self {
+impl<M: NoiseMap> MapPolicy<M> {
+    pub fn new(map: M, spec: &DataSpec, seed: u64) -> Self {
         Self {
             map,
             spec: spec.clone(),
@@ -372,11 +425,11 @@ impl FlowPolicy {
     }
 }
 
-impl Policy for FlowPolicy {
+impl<M: NoiseMap> Policy for MapPolicy<M> {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
-        crate::policy::check_obs("flow policy", obs, n, od)?;
-        let device = self.map.device().clone();
+        let (od, ad) = (self.spec.obs_dim, self.map.noise_dim());
+        crate::policy::check_obs("noise-map policy", obs, n, od)?;
+        let device = self.map.device();
         let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &device);
         let z = normal(&mut self.rng, n, ad, &device);
         let unit = crate::nn::to_vec(self.map.map(obs, z));
@@ -445,7 +498,7 @@ impl OfflineAlgorithm for FlowBc {
     }
 
     fn policy(&self) -> Result<Box<dyn Policy>> {
-        Ok(Box::new(FlowPolicy::new(self.map(), &self.spec, self.seed)))
+        Ok(Box::new(MapPolicy::new(self.map(), &self.spec, self.seed)))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -467,29 +520,14 @@ impl OfflineAlgorithm for FlowBc {
 mod tests {
     use super::*;
     use crate::dataset::testing;
-    use rand::Rng;
 
     /// Known answer: in state A = (1, 0) the data's actions are a two-mode mixture, 25 % at
     /// −0.5 and 75 % at +0.5 (each ± U(0.05)); in state B = (0, 1) one mode at 0.2. The flow's
     /// samples must put the modes' mass where the data does (±0.03) and centre each mode within
     /// 0.05, and inversion-free Euler integration must stay inside the box.
     #[test]
-    fn recovers_the_modes_and_weights_of_a_mixture() {
-        let mut data = testing::empty(2, 1, -1.0, 1.0);
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for i in 0..2000 {
-            let jitter = rng.random_range(-0.05f32..0.05);
-            let a = if i % 4 == 0 { -0.5 } else { 0.5 } + jitter;
-            testing::push(&mut data, &[1.0, 0.0], &[a], 0.0, &[1.0, 0.0], true);
-            testing::push(
-                &mut data,
-                &[0.0, 1.0],
-                &[0.2 + jitter],
-                0.0,
-                &[0.0, 1.0],
-                true,
-            );
-        }
+    fn recovers_the_modes_and_weights_of_a_mixture_and_inverts() {
+        let data = testing::two_mode_mixture();
         let cfg = FlowBcConfig {
             lr: 3e-3,
             net: NetConfig {
@@ -514,27 +552,33 @@ mod tests {
         let mut policy = algo.policy().unwrap();
         let n = 4000;
         let a: Vec<f32> = policy.act(&[1.0, 0.0].repeat(n), n).unwrap();
-        let upper: Vec<f32> = a.iter().copied().filter(|&x| x > 0.0).collect();
-        let lower: Vec<f32> = a.iter().copied().filter(|&x| x <= 0.0).collect();
-        let weight = upper.len() as f64 / n as f64;
-        let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
-        assert!((weight - 0.75).abs() < 0.03, "weight of +0.5: {weight}");
-        assert!(
-            (mean(&upper) - 0.5).abs() < 0.05,
-            "upper mode {}",
-            mean(&upper)
-        );
-        assert!(
-            (mean(&lower) + 0.5).abs() < 0.05,
-            "lower mode {}",
-            mean(&lower)
-        );
+        testing::assert_two_modes(&a);
         let b = policy.act(&[0.0, 1.0].repeat(n), n).unwrap();
-        assert!((mean(&b) - 0.2).abs() < 0.03, "state B mode {}", mean(&b));
+        let mean_b = b.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
+        assert!((mean_b - 0.2).abs() < 0.03, "state B mode {mean_b}");
         assert!(a.iter().chain(&b).all(|x| (-1.0..=1.0).contains(x)));
+
+        // The Euler map inverts: z → a → z, for actions inside the box.
+        let map = algo.map();
+        let device = map.device().clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let z = normal(&mut rng, 200, 1, &device);
+        let obs = crate::nn::tensor2(&[1.0, 0.0].repeat(200), 200, 2, &device);
+        let a = map.map(obs.clone(), z.clone());
+        let (back, residual) = map.invert(obs, a.clone());
+        let inside = crate::nn::to_vec(a)
+            .iter()
+            .map(|x| x.abs() < 0.99)
+            .collect::<Vec<_>>();
+        let worst = (crate::nn::to_vec(back).iter().zip(crate::nn::to_vec(z)))
+            .zip(&inside)
+            .filter(|(_, &keep)| keep)
+            .map(|((b, z), _)| (b - z).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("flow inversion: round trip {worst:.2e}, residual {residual:.2e}");
+        assert!(worst < 1e-4, "round trip {worst}");
     }
 
-    /// The map is deterministic in (s, z): the same noise gives the same actions.
     #[test]
     fn the_map_is_a_function_of_the_noise() {
         let data = testing::two_state_bandit();

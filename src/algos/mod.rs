@@ -88,6 +88,9 @@ pub struct Input {
     /// A required input is among the algorithm's `needs`; an optional one (DxMI's prior) only
     /// changes where it starts.
     pub required: bool,
+    /// The config key whose value names the algorithm the input comes from, when it may come
+    /// from another than `from` (the outsourced sampler's `behavior_kind`).
+    pub kind_key: Option<&'static str>,
 }
 
 impl Input {
@@ -96,6 +99,7 @@ impl Input {
             key,
             from,
             required: true,
+            kind_key: None,
         }
     }
 
@@ -104,7 +108,29 @@ impl Input {
             key,
             from,
             required: false,
+            kind_key: None,
         }
+    }
+
+    /// An input from `from` by default, from the algorithm the config's `kind_key` names
+    /// otherwise.
+    const fn chosen_by(self, kind_key: &'static str) -> Self {
+        Self {
+            kind_key: Some(kind_key),
+            ..self
+        }
+    }
+
+    /// The algorithm this input comes from under `config` (a resolved config of the algorithm
+    /// that takes it).
+    pub fn source<'a>(&self, config: &'a Value) -> &'a str
+    where
+        'static: 'a,
+    {
+        self.kind_key
+            .and_then(|k| config.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or(self.from)
     }
 }
 
@@ -224,11 +250,11 @@ pub const ALGORITHMS: &[AlgoInfo] = &[
     AlgoInfo {
         name: "outsourced",
         summary:
-            "outsourced sampling (Venkatraman et al. 2025): RTB in the flow-BC map's noise space",
+            "outsourced sampling (Venkatraman et al. 2025): RTB in the noise space of a flow-BC (or DDIM) map",
         needs: &["flow-bc", "iql"],
         trained: Some(AlgoKind::Outsourced),
         inputs: &[
-            Input::needed("behavior", "flow-bc"),
+            Input::needed("behavior", "flow-bc").chosen_by("behavior_kind"),
             Input::needed("critic", "iql"),
         ],
         aliases: &[],

@@ -24,8 +24,14 @@
 //! `off_policy` updates on reference trajectories; α is in the units of `alpha_scale`, as RTB's
 //! (`q_spread`: the critic's spread over the behaviour map's actions). Acting: `z` from the
 //! sampler's chain (with the Langevin term when `correction.langevin` is on), then `a = f(s, z)`.
-//! Not built yet (see issue 21): the replay buffer of past z's as a third source of off-policy
-//! trajectories, the official code's loss clipping and gradient-norm clipping.
+//!
+//! Behaviour maps: flow-BC's Euler map (`behavior_kind = "flow-bc"`) or the DDIM map of a
+//! diffusion-BC prior (`"diffusion-bc"`, [`crate::diffusion::DdimMap`], `ddim_steps` of its
+//! chain). Off-policy trajectories end at reference draws `z ~ N(0, I)` (`off_policy_from =
+//! "reference"`) or at the batch's dataset actions inverted through the map (`"data"`: DDIM or
+//! Euler inversion, [`NoiseMap::invert`]); a replay buffer of past on-policy z's adds a third
+//! source (`replay.updates`). As the official code: the loss `½·max(δ² − 0.1, 0)`
+//! (`loss_cutoff`) and the gradient's global norm clipped at 0.1 (`grad_clip`).
 
 use std::path::Path;
 
@@ -36,16 +42,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::common::RngState;
-use super::flow_bc::{FlowMap, FlowPolicy};
+use super::flow_bc::{FlowMap, MapPolicy};
 use super::iql::IqlCritic;
 use super::rtb::{
     mean_spread, scaled_alpha, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior,
-    QFunction, Rtb, RtbConfig, Q_SPREAD_SAMPLES,
+    QFunction, ReplayConfig, Rtb, RtbConfig, Q_SPREAD_SAMPLES,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::diffusion::{
-    sample_actions, sample_actions_scaled, NoiseSchedule, ScheduleConfig, ScheduleKind,
+    sample_actions, sample_actions_scaled, DdimMap, NoiseSchedule, ScheduleConfig, ScheduleKind,
     StandardNormal, Variance,
 };
 use crate::error::{Error, Result};
@@ -107,11 +113,40 @@ impl<M: NoiseMap, Q: QFunction> LogReward for MapReward<M, Q> {
     }
 }
 
+/// The kind of run a behaviour map comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BehaviorKind {
+    /// Flow-BC's Euler map.
+    #[default]
+    #[serde(rename = "flow-bc")]
+    FlowBc,
+    /// The DDIM map of a diffusion-BC prior.
+    #[serde(rename = "diffusion-bc")]
+    DiffusionBc,
+}
+
+/// Where off-policy trajectories end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffPolicyFrom {
+    /// Draws of the reference `N(0, I)`.
+    #[default]
+    Reference,
+    /// The batch's dataset actions inverted through the behaviour map.
+    Data,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutsourcedConfig {
-    /// The behaviour map f(s, z): a run directory or checkpoint of `offrl train flow-bc`.
+    /// The behaviour map f(s, z): a run directory or checkpoint of `offrl train flow-bc`, or of
+    /// `offrl train diffusion-bc` with `behavior_kind = "diffusion-bc"`.
     pub behavior: String,
+    #[serde(default)]
+    pub behavior_kind: BehaviorKind,
+    /// Steps of a diffusion prior's chain the DDIM map uses (0: all).
+    #[serde(default)]
+    pub ddim_steps: usize,
     /// The critic Q: a run directory or checkpoint of `offrl train critic` / `iql`.
     pub critic: String,
     /// Temperature of `log r = Q/α`, in the units of `alpha_scale`.
@@ -129,8 +164,19 @@ pub struct OutsourcedConfig {
     pub adam_eps: f64,
     /// On-policy updates per batch of states.
     pub on_policy: usize,
-    /// Updates per batch on reference trajectories (forward-noised draws of N(0, I)).
+    /// Off-policy updates per batch (trajectories ending where `off_policy_from` says).
     pub off_policy: usize,
+    #[serde(default)]
+    pub off_policy_from: OffPolicyFrom,
+    /// Updates on replayed past on-policy z's per batch, and the buffer's size in states.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+    /// `½·max(δ² − loss_cutoff, 0)` per trajectory (the official code: 0.1).
+    #[serde(default)]
+    pub loss_cutoff: f64,
+    /// The correction's gradient clipped to this global norm (the official code: 0.1; 0: off).
+    #[serde(default)]
+    pub grad_clip: f64,
     pub log_z: LogZConfig,
     pub correction: CorrectionConfig,
     /// When acting, multiply the sampler's noise draws by this.
@@ -146,6 +192,8 @@ impl Default for OutsourcedConfig {
         let rtb = RtbConfig::default();
         Self {
             behavior: String::new(),
+            behavior_kind: BehaviorKind::FlowBc,
+            ddim_steps: 0,
             critic: String::new(),
             alpha: 0.5,
             alpha_scale: AlphaScale::QSpread,
@@ -161,6 +209,13 @@ impl Default for OutsourcedConfig {
             adam_eps: rtb.adam_eps,
             on_policy: 1,
             off_policy: 1,
+            off_policy_from: OffPolicyFrom::Reference,
+            replay: ReplayConfig {
+                updates: 1,
+                ..ReplayConfig::default()
+            },
+            loss_cutoff: 0.1,
+            grad_clip: 0.1,
             log_z: rtb.log_z,
             correction: rtb.correction,
             act_noise_scale: 1.0,
@@ -187,6 +242,9 @@ impl OutsourcedConfig {
             adam_eps: self.adam_eps,
             on_policy: self.on_policy,
             off_policy: self.off_policy,
+            replay: self.replay.clone(),
+            loss_cutoff: self.loss_cutoff,
+            grad_clip: self.grad_clip,
             log_z: self.log_z.clone(),
             correction: self.correction.clone(),
             tanh_jacobian: false,
@@ -210,12 +268,104 @@ impl OutsourcedConfig {
     }
 }
 
-/// The noise-space sampler with a flow-BC behaviour map and an IQL critic.
-pub type FlowSampler = Rtb<StandardNormal, MapReward<FlowMap, IqlCritic>>;
+/// A trained behaviour map: flow-BC's or a diffusion prior's DDIM map.
+#[derive(Clone)]
+pub enum BehaviorMap {
+    Flow(FlowMap),
+    Ddim(DdimMap),
+}
+
+impl BehaviorMap {
+    /// The map of a trained run of `kind` (refused, naming the kinds, when the checkpoint holds
+    /// another) and the data spec its observations are normalised by.
+    pub fn load(
+        path: &Path,
+        kind: BehaviorKind,
+        ddim_steps: usize,
+        device: &Device,
+    ) -> Result<(Self, DataSpec)> {
+        match kind {
+            BehaviorKind::FlowBc => {
+                let (map, spec) = FlowMap::load(path, device)?;
+                Ok((Self::Flow(map), spec))
+            }
+            BehaviorKind::DiffusionBc => {
+                let map = DdimMap::load(path, ddim_steps, device)?;
+                let spec = map.prior.spec.data.clone();
+                Ok((Self::Ddim(map), spec))
+            }
+        }
+    }
+}
+
+impl NoiseMap for DdimMap {
+    fn noise_dim(&self) -> usize {
+        self.act_dim()
+    }
+
+    fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        DdimMap::map(self, obs, z)
+    }
+
+    fn device(&self) -> Device {
+        DdimMap::device(self).clone()
+    }
+
+    fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> Option<(Tensor<2>, f64)> {
+        Some(DdimMap::invert(self, obs, a))
+    }
+}
+
+impl NoiseMap for BehaviorMap {
+    fn noise_dim(&self) -> usize {
+        match self {
+            Self::Flow(m) => m.noise_dim(),
+            Self::Ddim(m) => m.noise_dim(),
+        }
+    }
+
+    fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Flow(m) => NoiseMap::map(m, obs, z),
+            Self::Ddim(m) => NoiseMap::map(m, obs, z),
+        }
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Self::Flow(m) => NoiseMap::device(m),
+            Self::Ddim(m) => NoiseMap::device(m),
+        }
+    }
+
+    fn vjp(
+        &self,
+        obs: &[f32],
+        z: &[f32],
+        n: usize,
+        outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
+    ) -> Option<Vec<f32>> {
+        match self {
+            Self::Flow(m) => m.vjp(obs, z, n, outer),
+            Self::Ddim(m) => m.vjp(obs, z, n, outer),
+        }
+    }
+
+    fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> Option<(Tensor<2>, f64)> {
+        match self {
+            Self::Flow(m) => NoiseMap::invert(m, obs, a),
+            Self::Ddim(m) => NoiseMap::invert(m, obs, a),
+        }
+    }
+}
+
+/// The noise-space sampler with a behaviour map and an IQL critic.
+pub type MapSampler = Rtb<StandardNormal, MapReward<BehaviorMap, IqlCritic>>;
 
 /// Outsourced posterior sampling as an [`OfflineAlgorithm`] (`offrl train outsourced`).
 pub struct Outsourced {
-    pub sampler: FlowSampler,
+    pub sampler: MapSampler,
+    off_policy_from: OffPolicyFrom,
     spec: DataSpec,
     rng: ChaCha8Rng,
     seed: u64,
@@ -240,7 +390,24 @@ impl Outsourced {
             }
             Checkpoint::resolve(Path::new(p))
         };
-        let (map, map_spec) = FlowMap::load(&path(&config.behavior, "behavior")?, &plain)?;
+        let (map, map_spec) = BehaviorMap::load(
+            &path(&config.behavior, "behavior")?,
+            config.behavior_kind,
+            config.ddim_steps,
+            &plain,
+        )?;
+        if config.off_policy_from == OffPolicyFrom::Data && config.off_policy > 0 {
+            // Both maps invert; a future one that does not is refused here, before training.
+            let probe =
+                crate::nn::tensor2(&vec![0.0; map_spec.obs_dim], 1, map_spec.obs_dim, &plain);
+            let a = crate::nn::tensor2(&vec![0.0; map_spec.act_dim], 1, map_spec.act_dim, &plain);
+            if map.invert(probe, a).is_none() {
+                return Err(Error::Config(
+                    "outsourced: off_policy_from = \"data\" needs a behaviour map that inverts"
+                        .into(),
+                ));
+            }
+        }
         let critic = IqlCritic::load(&path(&config.critic, "critic")?, &plain)?;
         let cs = critic.spec();
         for (what, od, ad) in [
@@ -268,6 +435,7 @@ impl Outsourced {
         let sampler = Rtb::new(config.rtb(), reference, reward, spec.obs_dim, None, device)?;
         Ok(Self {
             sampler,
+            off_policy_from: config.off_policy_from,
             spec,
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
@@ -279,13 +447,13 @@ impl Outsourced {
     fn obs_tensor(&self, obs: &[f32], n: usize) -> Tensor<2> {
         let map_spec = &self.sampler.reward.spec;
         let device = self.sampler.reward.map.device();
-        crate::nn::tensor2(&map_spec.normalize_obs(obs), n, map_spec.obs_dim, device)
+        crate::nn::tensor2(&map_spec.normalize_obs(obs), n, map_spec.obs_dim, &device)
     }
 
     /// The behaviour map acting on its own (`z ~ N(0, I)` from `seed`).
-    fn behavior(&self, seed: u64) -> FlowPolicy {
+    fn behavior(&self, seed: u64) -> MapPolicy<&BehaviorMap> {
         let reward = &self.sampler.reward;
-        FlowPolicy::new(reward.map.clone(), &reward.spec, seed)
+        MapPolicy::new(&reward.map, &reward.spec, seed)
     }
 
     /// σ_Q over [`Q_SPREAD_SAMPLES`] of the behaviour map's actions per state.
@@ -327,12 +495,30 @@ impl OfflineAlgorithm for Outsourced {
             let spread = self.measure_q_spread(&batch.observations, n)?;
             self.set_q_spread(spread)?;
         }
-        // Off-policy: reference trajectories, z_0 ~ N(0, I) noised along the forward chain.
+        // Off-policy: z_0 ~ N(0, I) or the data's actions inverted, noised along the forward chain.
+        let mut inverted = None;
+        if self.sampler.config.off_policy > 0 && self.off_policy_from == OffPolicyFrom::Data {
+            let map_spec = &self.sampler.reward.spec;
+            let unit = crate::nn::tensor2(
+                &map_spec.action_to_unit(&batch.actions),
+                n,
+                map_spec.act_dim,
+                &obs.device(),
+            );
+            let (z, residual) = (self.sampler.reward.map)
+                .invert(obs.clone(), unit)
+                .expect("checked in new()");
+            inverted = Some((z, residual));
+        }
         let mut metrics = self.sampler.batch_update(
             obs.clone(),
-            |reference, rng| sample_actions(reference, obs.clone(), rng),
+            |reference, rng| match &inverted {
+                Some((z, _)) => z.clone(),
+                None => sample_actions(reference, obs.clone(), rng),
+            },
             &mut self.rng,
         );
+        metrics.extend(inverted.map(|(_, r)| ("inversion_residual", r)));
         metrics.push(("alpha", self.sampler.reward.alpha));
         metrics.extend(self.q_spread.map(|s| ("q_spread", s)));
         Ok(metrics)
@@ -375,14 +561,14 @@ impl OfflineAlgorithm for Outsourced {
 pub struct OutsourcedPolicy {
     reference: StandardNormal,
     correction: super::rtb::ActingCorrection,
-    reward: MapReward<FlowMap, IqlCritic>,
+    reward: MapReward<BehaviorMap, IqlCritic>,
     langevin_clip: f64,
     noise_scale: f64,
     rng: ChaCha8Rng,
 }
 
 impl OutsourcedPolicy {
-    pub fn new(sampler: &FlowSampler, seed: u64) -> Self {
+    pub fn new(sampler: &MapSampler, seed: u64) -> Self {
         Self {
             reference: sampler.prior.clone(),
             correction: sampler.acting_correction(),
@@ -398,7 +584,7 @@ impl Policy for OutsourcedPolicy {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let spec = &self.reward.spec;
         crate::policy::check_obs("outsourced policy", obs, n, spec.obs_dim)?;
-        let device = self.reward.map.device().clone();
+        let device = self.reward.map.device();
         let o = crate::nn::tensor2(&spec.normalize_obs(obs), n, spec.obs_dim, &device);
         let posterior = Posterior {
             prior: &self.reference,

@@ -235,9 +235,11 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
             let info = algos::algorithm(name)?;
             let kind = info.trained.expect("every algorithm but IDQL is trained");
             let mut overrides = profile.overrides_for(name);
-            // A fine-tuning cell (RTB, outsourced) reads this seed's cells of its inputs.
+            // A fine-tuning cell (RTB, outsourced) reads this seed's cells of its inputs (of
+            // the algorithm its settings name, where they may name another).
+            let own = crate::config::resolve(&kind.default_config(), None, &overrides)?;
             for input in info.inputs.iter().filter(|i| i.required) {
-                let run = sibling_run(spec, input.from)?;
+                let run = sibling_run(spec, input.source(&own))?;
                 let abs = crate::config::path_value(&run)?;
                 overrides.push(format!("{}={abs:?}", input.key));
             }

@@ -48,6 +48,17 @@ pub enum LrSchedule {
     Cosine,
 }
 
+/// How a prior acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActSampler {
+    /// The ancestral (stochastic) chain.
+    #[default]
+    Ddpm,
+    /// DDIM with η = 0: the chain's deterministic map of its start noise.
+    Ddim,
+}
+
 /// Prior training config (`configs/diffusion-bc.toml`). Defaults: the RTB paper's offline-RL setup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +87,13 @@ pub struct PriorConfig {
     /// for IDQL and RTB's prior are always μ itself.
     #[serde(default = "crate::config::one")]
     pub act_noise_scale: f64,
+    /// Diffusion-BC acting: the ancestral chain (`"ddpm"`, what the papers evaluate) or its
+    /// deterministic DDIM map of the start noise (`"ddim"`, [`super::ddim`]).
+    #[serde(default)]
+    pub act_sampler: ActSampler,
+    /// Steps of the DDIM map when acting with it (0: all of the chain's).
+    #[serde(default)]
+    pub act_steps: usize,
     /// Observation normalisation (`reward_norm` is unused by the prior).
     pub data: DataConfig,
     pub train: LoopConfig,
@@ -96,6 +114,8 @@ impl Default for PriorConfig {
             grad_clip_norm: 0.0,
             ema_decay: 0.0,
             act_noise_scale: 1.0,
+            act_sampler: ActSampler::Ddpm,
+            act_steps: 0,
             data: DataConfig {
                 normalize_obs: true,
                 reward_norm: RewardNorm::None,
@@ -125,6 +145,12 @@ impl PriorConfig {
             return bad(format!("lr must be a positive number, got {}", self.lr));
         }
         crate::diffusion::check_noise_scale(self.act_noise_scale)?;
+        if self.act_steps > self.schedule.steps {
+            return bad(format!(
+                "act_steps = {} exceeds the chain's schedule.steps = {} (0: all of them)",
+                self.act_steps, self.schedule.steps
+            ));
+        }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return bad(format!(
                 "ema_decay must be in [0, 1), got {}",

@@ -39,6 +39,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod ddim;
 pub mod executor;
 pub mod fused;
 pub mod gaussian;
@@ -53,7 +54,8 @@ pub use chain::{
     sample_actions_scaled, sample_start, sample_trajectory, start_log_prob, trajectory_log_prob,
     LossWeighting, Trajectory,
 };
-pub use config::{LrSchedule, PriorConfig, PriorSpec, PriorState, Weighting};
+pub use config::{ActSampler, LrSchedule, PriorConfig, PriorSpec, PriorState, Weighting};
+pub use ddim::{Ddim, DdimMap};
 pub use executor::{ActingEps, TrainingEps};
 pub use gaussian::{
     forward_step, gaussian_log_prob, normal_noise, normal_vec, reverse_log_prob_rows, reverse_step,

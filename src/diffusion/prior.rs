@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::chain::sample_actions_scaled;
 use super::config::{PriorConfig, PriorSpec, PriorState};
+use super::ddim::Ddim;
 use super::executor::{ActingEps, TrainingEps};
 use super::model::{EpsModel, EpsNet};
 use super::schedule::{NoiseSchedule, StartDistribution};
@@ -130,6 +131,8 @@ pub struct DiffusionPolicy {
     pub prior: DiffusionPrior,
     /// Multiplies the chain's noise draws (1: sample μ; below 1: act at a lower temperature).
     pub noise_scale: f64,
+    /// Act with this DDIM map of the start noise instead of the ancestral chain.
+    pub ddim: Option<Ddim>,
     eps: ActingEps,
     device: Device,
     rng: ChaCha8Rng,
@@ -143,6 +146,7 @@ impl DiffusionPolicy {
             eps: prior.acting_eps(),
             prior,
             noise_scale: 1.0,
+            ddim: None,
             device,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -154,7 +158,14 @@ impl Policy for DiffusionPolicy {
         let od = self.prior.spec.obs_dim();
         crate::policy::check_obs("diffusion policy", obs, n, od)?;
         let obs = self.prior.obs_tensor(obs, n, &self.device);
-        let x0 = sample_actions_scaled(&self.eps, obs, &mut self.rng, self.noise_scale);
+        let x0 = match &self.ddim {
+            None => sample_actions_scaled(&self.eps, obs, &mut self.rng, self.noise_scale),
+            Some(ddim) => {
+                let ad = self.prior.spec.act_dim();
+                let z = super::normal_noise(&mut self.rng, n, ad, &self.device);
+                ddim.sample(&self.eps, obs, z.mul_scalar(self.noise_scale))
+            }
+        };
         Ok(self.prior.spec.action_to_env(&crate::nn::to_vec(x0)))
     }
 }

@@ -2,11 +2,13 @@
 
 mod adam;
 pub mod host;
+mod invert;
 mod mlp;
 mod time_embedding;
 
-pub use adam::{adam, HostAdam};
+pub use adam::{adam, clip_global_norm, HostAdam};
 pub use host::take_gradients;
+pub use invert::newton_inverse;
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use time_embedding::FourierTimeEmbedding;
 

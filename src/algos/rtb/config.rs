@@ -43,6 +43,18 @@ pub struct RtbConfig {
     /// Add the tanh Jacobian to the reward when the prior models pre-tanh actions (see the module
     /// docs).
     pub tanh_jacobian: bool,
+    /// Trajectories whose `δ²` is below this contribute neither loss nor gradient: each
+    /// contributes `½·max(δ² − c, 0)` (the outsourced-sampling code's `learning_cutoff`, 0.1
+    /// there). 0: the plain `½ δ²` (the RTB paper).
+    #[serde(default)]
+    pub loss_cutoff: f64,
+    /// Clip the correction's gradient to this global norm before each step (the
+    /// outsourced-sampling code: 0.1). 0: off (the RTB paper).
+    #[serde(default)]
+    pub grad_clip: f64,
+    /// Updates on replayed samples: a buffer of past on-policy trajectory ends per state.
+    #[serde(default)]
+    pub replay: ReplayConfig,
     /// When acting, repeat the final denoising step (t = 1, with its noise and reward gradient)
     /// this many more times: the paper's code's `--extra` (20 steps; off by default there).
     #[serde(default)]
@@ -73,6 +85,9 @@ impl Default for RtbConfig {
             log_z: LogZConfig::default(),
             correction: CorrectionConfig::default(),
             tanh_jacobian: true,
+            loss_cutoff: 0.0,
+            grad_clip: 0.0,
+            replay: ReplayConfig::default(),
             eval_extra_steps: 0,
             act_noise_scale: 1.0,
             // Observations are normalised with the prior's statistics, Q has its own: the
@@ -89,6 +104,28 @@ impl Default for RtbConfig {
                 eval_every: 5000,
                 holdout: 0.0,
             },
+        }
+    }
+}
+
+/// The replay buffer of past on-policy samples (the outsourced-sampling code's `ReplayBuffer`,
+/// uniform sampling): each entry is a state and the k ends of its trajectories, so a replayed
+/// update has k trajectories per state for its VarGrad `log Z`, noised afresh along the forward
+/// process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Updates on replayed samples per batch (after the on- and off-policy ones); 0: no buffer.
+    pub updates: usize,
+    /// States kept (the oldest are overwritten).
+    pub capacity: usize,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            updates: 0,
+            capacity: 1000,
         }
     }
 }
@@ -233,6 +270,17 @@ impl RtbConfig {
             return bad("correction.langevin_clip must be positive".into());
         }
         crate::diffusion::check_noise_scale(self.act_noise_scale)?;
+        for (key, v) in [
+            ("loss_cutoff", self.loss_cutoff),
+            ("grad_clip", self.grad_clip),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(format!("{key} must be a non-negative number, got {v}"));
+            }
+        }
+        if self.replay.updates > 0 && self.replay.capacity == 0 {
+            return bad("replay.capacity must be at least 1 when replay.updates > 0".into());
+        }
         Ok(())
     }
 }

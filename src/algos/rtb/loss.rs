@@ -26,7 +26,8 @@ pub struct UpdateStats {
     pub log_ratio_var: f64,
 }
 
-/// Gradients of the batch loss `½ mean_i δ_i²`, `δ = log Z + log π − log μ − log r`, accumulated
+/// Gradients of the batch loss `½ mean_i δ_i²` (`½ mean_i max(δ_i² − cutoff, 0)` with a
+/// cutoff), `δ = log Z + log π − log μ − log r`, accumulated
 /// over chunks of about `chunk` rows (0: one chunk), rounded up to whole states so that each
 /// chunk computes its states' VarGrad `log Z` from its own (detached) `log π`. `model` lives on
 /// an autodiff device. Returns the correction's and (if learned) the log Z network's gradients.
@@ -35,6 +36,7 @@ pub fn rtb_gradients(
     model: &RtbModel,
     rollout: &Rollout,
     chunk: usize,
+    cutoff: f64,
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
     let net = &model.correction.net;
     let engine = Engine::for_device(&net.device());
@@ -44,6 +46,7 @@ pub fn rtb_gradients(
         &TrainingEps::new(net, schedule, engine),
         rollout,
         chunk,
+        cutoff,
     )
 }
 
@@ -54,6 +57,7 @@ pub fn chunked_gradients(
     eps: &TrainingEps<'_>,
     rollout: &Rollout,
     chunk: usize,
+    cutoff: f64,
 ) -> (GradientsParams, Option<GradientsParams>, UpdateStats) {
     let (n, k) = (rollout.len(), rollout.k);
     let chunk = if chunk == 0 { n } else { chunk.div_ceil(k) * k }.min(n);
@@ -84,8 +88,15 @@ pub fn chunked_gradients(
             }
         };
         let delta = log_z.clone() + log_pi.clone() - log_mu.clone() - log_r.clone();
-        let loss = delta.square().sum().mul_scalar(0.5 / n as f64);
-        stats.loss += scalar(&loss);
+        let squared = delta.square();
+        stats.loss += scalar(&squared.clone().sum()) * 0.5 / n as f64;
+        let loss = if cutoff > 0.0 {
+            burn::tensor::activation::relu(squared.sub_scalar(cutoff))
+        } else {
+            squared
+        }
+        .sum()
+        .mul_scalar(0.5 / n as f64);
         stats.log_z += scalar(&log_z.sum()) / n as f64;
         let ratio = log_pi.clone().without_autodiff() - log_mu.clone() - log_r.clone();
         stats.log_ratio_var +=

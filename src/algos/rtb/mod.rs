@@ -44,7 +44,10 @@
 //! Every batch of states gets `on_policy` on-policy updates (k trajectories per state sampled
 //! from π without gradient; `log μ` on the same trajectories; Q on the final actions) and
 //! `off_policy` off-policy updates (the batch's dataset actions, each repeated k times and noised
-//! along the forward process — the paper's "mixed" training).
+//! along the forward process — the paper's "mixed" training). Options from the outsourced-sampling
+//! code, off by default here: `replay.updates` more updates on a buffer of past on-policy samples
+//! (each state with its k chain ends, [`ReplayBuffer`], checkpointed), the loss cutoff
+//! `½·max(δ² − c, 0)` (`loss_cutoff`) and global gradient-norm clipping (`grad_clip`).
 //!
 //! **Bounded memory.** The trajectories and every frozen term (`ε_μ(x_t)`, the Langevin gradient,
 //! `log μ`, `log r`) are computed once, without gradient. Since on- and off-policy trajectories are
@@ -78,6 +81,7 @@
 mod config;
 mod loss;
 mod posterior;
+mod replay;
 mod reward;
 mod rollout;
 mod trainer;
@@ -85,6 +89,7 @@ mod trainer;
 pub use config::*;
 pub use loss::*;
 pub use posterior::*;
+pub use replay::ReplayBuffer;
 pub use reward::*;
 pub use rollout::*;
 pub use trainer::*;

@@ -118,8 +118,9 @@ where
     }
 }
 
-/// Noise the actions `a0` (`[states, act_dim]`, model space), each repeated `k` times, along the
-/// forward process, and evaluate the frozen terms and both log-likelihoods without gradient.
+/// Noise the actions `a0` along the forward process, and evaluate the frozen terms and both
+/// log-likelihoods without gradient. `a0` (model space) holds one row per state, repeated `k`
+/// times (dataset actions), or already `k` rows per state, state-major (replayed samples).
 pub fn rollout_off_policy<P, R>(
     pi: &Posterior<'_, P, R>,
     obs: Tensor<2>,
@@ -133,8 +134,15 @@ where
 {
     let (prior, correction, reward) = (pi.prior, pi.correction, pi.reward);
     let schedule = prior.schedule();
+    let states = obs.dims()[0];
     let obs = repeat_rows(obs.without_autodiff(), k);
-    let a0 = repeat_rows(a0.without_autodiff(), k);
+    let a0 = a0.without_autodiff();
+    let a0 = if a0.dims()[0] == states {
+        repeat_rows(a0, k)
+    } else {
+        assert_eq!(a0.dims()[0], states * k, "a0: one or k rows per state");
+        a0
+    };
     let n = obs.dims()[0];
     let traj = forward_noise_trajectory(schedule, a0, rng);
     let t_max = schedule.steps();

@@ -10,13 +10,17 @@ use rand::Rng;
 use super::config::RtbConfig;
 use super::loss::{rtb_gradients, UpdateStats};
 use super::posterior::{ActingCorrection, Posterior, RtbModel};
+use super::replay::ReplayBuffer;
 use super::reward::LogReward;
 use super::rollout::{rollout_off_policy, rollout_on_policy, Rollout};
 use crate::diffusion::{EpsModel, EpsNet};
 use crate::error::Result;
-use crate::nn::tensor1;
+use crate::nn::{clip_global_norm, tensor1};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{load_optim, module_parts};
+
+/// The checkpoint part holding the replay buffer.
+const REPLAY_PART: &str = "replay";
 
 /// RTB state: the frozen prior and reward, the trained model and its optimizers.
 pub struct Rtb<P, R> {
@@ -30,6 +34,8 @@ pub struct Rtb<P, R> {
     log_z_optim: ModuleOptimizer,
     /// The learned log Z's bias has been set from a first batch.
     log_z_ready: bool,
+    /// Past on-policy samples (when `config.replay.updates > 0`).
+    pub replay: Option<ReplayBuffer>,
     device: Device,
     engine: Engine,
 }
@@ -59,7 +65,16 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
             &device,
         )?;
         let adam = || crate::nn::adam(config.adam_eps, None);
+        let replay = (config.replay.updates > 0).then(|| {
+            ReplayBuffer::new(
+                config.replay.capacity,
+                obs_dim,
+                config.trajectories,
+                prior.act_dim(),
+            )
+        });
         Ok(Self {
+            replay,
             optim: adam(),
             log_z_optim: adam(),
             config,
@@ -91,7 +106,8 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
 
     /// The updates of one batch of states `obs`: `on_policy` on-policy ones, then `off_policy`
     /// ones on trajectories that end at `x0(prior, rng)` (dataset actions for RTB, reference draws
-    /// for noise-space samplers), and their metrics.
+    /// for noise-space samplers), then `replay.updates` ones on replayed samples, and their
+    /// metrics.
     pub fn batch_update<G: Rng>(
         &mut self,
         obs: Tensor<2>,
@@ -100,7 +116,10 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     ) -> crate::train::Metrics {
         let mut metrics = crate::train::Metrics::new();
         for _ in 0..self.config.on_policy {
-            let s = self.on_policy_update(obs.clone(), rng);
+            let (s, ends) = self.on_policy_rollout_update(obs.clone(), rng);
+            if let Some(buffer) = self.replay.as_mut() {
+                buffer.push(&obs, &ends);
+            }
             metrics = vec![
                 ("loss_on", s.loss),
                 ("log_z", s.log_z),
@@ -118,15 +137,37 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
                 metrics.extend([("log_z", s.log_z), ("log_r", s.log_r)]);
             }
         }
+        let states = obs.dims()[0];
+        let device = obs.device();
+        for _ in 0..self.config.replay.updates {
+            let Some((o, ends)) =
+                (self.replay.as_ref()).and_then(|b| b.sample(states, rng, &device))
+            else {
+                break;
+            };
+            let s = self.off_policy_update(o, ends, rng);
+            metrics.retain(|(k, _)| *k != "loss_replay");
+            metrics.push(("loss_replay", s.loss));
+        }
         metrics
     }
 
     /// One on-policy update on the states `obs` (`[b, obs_dim]`, normalised).
     pub fn on_policy_update(&mut self, obs: Tensor<2>, rng: &mut impl Rng) -> UpdateStats {
+        self.on_policy_rollout_update(obs, rng).0
+    }
+
+    /// [`Rtb::on_policy_update`], also returning its trajectories' ends (`[b·k, act_dim]`).
+    fn on_policy_rollout_update(
+        &mut self,
+        obs: Tensor<2>,
+        rng: &mut impl Rng,
+    ) -> (UpdateStats, Tensor<2>) {
         let correction = self.acting_correction();
         let pi = self.posterior(&correction);
         let rollout = rollout_on_policy(&pi, obs, self.config.trajectories, rng);
-        self.apply(&rollout)
+        let ends = rollout.xs.last().expect("T >= 1").clone();
+        (self.apply(&rollout), ends)
     }
 
     /// One off-policy update on the states `obs` and their dataset actions `a0` (model space).
@@ -147,12 +188,16 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         if self.model.log_z.is_some() && !self.log_z_ready {
             self.init_log_z(rollout);
         }
-        let (grads, z_grads, stats) = rtb_gradients(
+        let (mut grads, z_grads, stats) = rtb_gradients(
             self.prior.schedule(),
             &self.model,
             rollout,
             self.config.chunk,
+            self.config.loss_cutoff,
         );
+        if self.config.grad_clip > 0.0 {
+            grads = clip_global_norm(&self.model.correction, grads, self.config.grad_clip).0;
+        }
         // Modules are handles: cloning one is cheap, and the optimizer returns the updated copy.
         self.model.correction =
             self.optim
@@ -179,11 +224,14 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         &self.device
     }
 
-    /// The trained modules and optimizer states as checkpoint parts.
+    /// The trained modules, optimizer states and replay buffer as checkpoint parts.
     pub fn parts(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let mut parts = module_parts("correction", &self.model.correction, Some(&self.optim))?;
         if let Some(net) = &self.model.log_z {
             parts.extend(module_parts("log_z", net, Some(&self.log_z_optim))?);
+        }
+        if let Some(buffer) = &self.replay {
+            parts.push((REPLAY_PART.to_string(), buffer.to_bytes()));
         }
         Ok(parts)
     }
@@ -196,6 +244,9 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
             *net = ck.load_module("log_z", net.clone())?;
             self.log_z_optim = load_optim(ck, "log_z", self.log_z_optim.clone())?;
             self.log_z_ready = true;
+        }
+        if let Some(buffer) = self.replay.as_mut() {
+            buffer.restore(&ck.part(REPLAY_PART)?)?;
         }
         Ok(())
     }
