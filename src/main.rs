@@ -32,7 +32,7 @@ enum Command {
     /// Evaluate a trained model's policy (any `offrl train` run or checkpoint; IDQL with --critic).
     Eval(offrl::cli::eval::EvalArgs),
     /// Benchmark algorithms × datasets × seeds and print the results table.
-    Bench(offrl::cli::bench::BenchArgs),
+    Bench(Box<offrl::cli::bench::BenchArgs>),
     /// The embedded default: native Pendulum data, prior, critic, RTB, evaluation, table.
     Quickstart {
         /// Output folder (default runs/quickstart; re-running resumes it).
@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Dataset(cmd) => offrl::cli::dataset::run(cmd),
         Command::Collect(args) => offrl::cli::collect::run(args),
         Command::Policy(cmd) => offrl::cli::collect::run_policy(cmd),
-        Command::Bench(args) => offrl::cli::bench::run(args),
+        Command::Bench(args) => offrl::cli::bench::run(*args),
         Command::Quickstart { out, seed } => offrl::cli::bench::quickstart(out, seed),
         Command::Pipeline(args) => offrl::cli::bench::pipeline(args),
         Command::Train(cmd) => offrl::cli::train::run(cmd),

@@ -43,6 +43,29 @@ fn critic_run(root: &Path, data: &Dataset) -> PathBuf {
     out
 }
 
+/// A small outsourced sampler on the behaviour run `behavior` and the critic run `critic`.
+fn sampler_sets(behavior: &Path, critic: &Path, extra: &[&str]) -> Vec<String> {
+    let mut sets = vec![
+        format!("behavior={:?}", behavior.display().to_string()),
+        format!("critic={:?}", critic.display().to_string()),
+    ];
+    sets.extend(
+        [
+            "trajectories=4",
+            "chunk=6",
+            "schedule.steps=6",
+            "correction.net.width=16",
+            "correction.net.hidden=2",
+            "correction.net.time_harmonics=4",
+            "correction.langevin_width=8",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string()),
+    );
+    sets
+}
+
 #[test]
 fn flow_bc_and_fql_resume_exactly() {
     let root = tempfile::tempdir().unwrap();
@@ -69,19 +92,8 @@ fn outsourced_sampler_trains_resumes_and_refuses_wrong_inputs() {
     let data = dataset();
     let flow = flow_run(root.path(), &data);
     let critic = critic_run(root.path(), &data);
-    let behavior = format!("behavior={:?}", flow.display().to_string());
-    let critic_set = format!("critic={:?}", critic.display().to_string());
-    let sets = [
-        behavior.as_str(),
-        critic_set.as_str(),
-        "trajectories=4",
-        "chunk=6",
-        "schedule.steps=6",
-        "correction.net.width=16",
-        "correction.net.hidden=2",
-        "correction.net.time_harmonics=4",
-        "correction.langevin_width=8",
-    ];
+    let owned = sampler_sets(&flow, &critic, &[]);
+    let sets: Vec<&str> = owned.iter().map(String::as_str).collect();
     assert_resumes_exactly(AlgoKind::Outsourced, &sets, &data, root.path(), "loss_on");
     // The sampler starts at the reference chain (log π − log μ = 0 at the first update) and moves;
     // α is measured in units of the critic's spread over the map's actions.
@@ -147,22 +159,13 @@ fn outsourced_sampler_on_a_ddim_map_inverts_the_data_and_resumes() {
     ];
     train(AlgoKind::DiffusionBc, &prior_sets, &data, &prior);
     let critic = critic_run(root.path(), &data);
-    let behavior = format!("behavior={:?}", prior.display().to_string());
-    let critic_set = format!("critic={:?}", critic.display().to_string());
-    let sets = [
-        behavior.as_str(),
-        critic_set.as_str(),
+    let extra = [
         "behavior_kind=\"diffusion-bc\"",
         "ddim_steps=4",
         "off_policy_from=\"data\"",
-        "trajectories=4",
-        "chunk=6",
-        "schedule.steps=6",
-        "correction.net.width=16",
-        "correction.net.hidden=2",
-        "correction.net.time_harmonics=4",
-        "correction.langevin_width=8",
     ];
+    let owned = sampler_sets(&prior, &critic, &extra);
+    let sets: Vec<&str> = owned.iter().map(String::as_str).collect();
     assert_resumes_exactly(
         AlgoKind::Outsourced,
         &sets,

@@ -271,8 +271,8 @@ impl OutsourcedConfig {
 /// A trained behaviour map: flow-BC's or a diffusion prior's DDIM map.
 #[derive(Clone)]
 pub enum BehaviorMap {
-    Flow(FlowMap),
-    Ddim(DdimMap),
+    Flow(Box<FlowMap>),
+    Ddim(Box<DdimMap>),
 }
 
 impl BehaviorMap {
@@ -287,12 +287,12 @@ impl BehaviorMap {
         match kind {
             BehaviorKind::FlowBc => {
                 let (map, spec) = FlowMap::load(path, device)?;
-                Ok((Self::Flow(map), spec))
+                Ok((Self::Flow(Box::new(map)), spec))
             }
             BehaviorKind::DiffusionBc => {
                 let map = DdimMap::load(path, ddim_steps, device)?;
                 let spec = map.prior.spec.data.clone();
-                Ok((Self::Ddim(map), spec))
+                Ok((Self::Ddim(Box::new(map)), spec))
             }
         }
     }
@@ -316,26 +316,26 @@ impl NoiseMap for DdimMap {
     }
 }
 
+impl BehaviorMap {
+    fn inner(&self) -> &dyn NoiseMap {
+        match self {
+            Self::Flow(m) => m.as_ref(),
+            Self::Ddim(m) => m.as_ref(),
+        }
+    }
+}
+
 impl NoiseMap for BehaviorMap {
     fn noise_dim(&self) -> usize {
-        match self {
-            Self::Flow(m) => m.noise_dim(),
-            Self::Ddim(m) => m.noise_dim(),
-        }
+        self.inner().noise_dim()
     }
 
     fn map(&self, obs: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
-        match self {
-            Self::Flow(m) => NoiseMap::map(m, obs, z),
-            Self::Ddim(m) => NoiseMap::map(m, obs, z),
-        }
+        self.inner().map(obs, z)
     }
 
     fn device(&self) -> Device {
-        match self {
-            Self::Flow(m) => NoiseMap::device(m),
-            Self::Ddim(m) => NoiseMap::device(m),
-        }
+        self.inner().device()
     }
 
     fn vjp(
@@ -345,17 +345,11 @@ impl NoiseMap for BehaviorMap {
         n: usize,
         outer: &dyn Fn(&[f32]) -> Option<Vec<f32>>,
     ) -> Option<Vec<f32>> {
-        match self {
-            Self::Flow(m) => m.vjp(obs, z, n, outer),
-            Self::Ddim(m) => m.vjp(obs, z, n, outer),
-        }
+        self.inner().vjp(obs, z, n, outer)
     }
 
     fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> Option<(Tensor<2>, f64)> {
-        match self {
-            Self::Flow(m) => NoiseMap::invert(m, obs, a),
-            Self::Ddim(m) => NoiseMap::invert(m, obs, a),
-        }
+        self.inner().invert(obs, a)
     }
 }
 
@@ -451,9 +445,9 @@ impl Outsourced {
     }
 
     /// The behaviour map acting on its own (`z ~ N(0, I)` from `seed`).
-    fn behavior(&self, seed: u64) -> MapPolicy<&BehaviorMap> {
+    fn behavior(&self, seed: u64) -> MapPolicy<BehaviorMap> {
         let reward = &self.sampler.reward;
-        MapPolicy::new(&reward.map, &reward.spec, seed)
+        MapPolicy::new(reward.map.clone(), &reward.spec, seed)
     }
 
     /// σ_Q over [`Q_SPREAD_SAMPLES`] of the behaviour map's actions per state.

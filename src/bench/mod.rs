@@ -3,7 +3,9 @@
 //! finished cells never recomputed, and the results gathered into a paper-style table.
 
 pub mod cell;
+pub mod executor;
 pub mod idql_cell;
+pub mod manifest;
 pub mod report;
 pub mod stats;
 pub mod table;

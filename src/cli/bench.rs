@@ -21,8 +21,13 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Run one (algorithm, dataset, seed) cell (what the grid spawns; rarely called by hand).
+    /// Run one (algorithm, dataset, seed) cell: a line of a manifest (`--manifest M --index I`,
+    /// what Slurm and Ray tasks run), or named by its fields (what the local grid spawns).
     Cell(CellArgs),
+    /// Write the grid as a manifest (OUT/manifest.jsonl: one line per cell, in dependency
+    /// waves) and make its datasets, without running anything: then run line I anywhere with
+    /// `offrl bench cell --manifest OUT/manifest.jsonl --index I`, and `offrl bench report OUT`.
+    Plan(GridArgs),
     /// Rebuild a grid's tables, curves and statistics (IQM, mean, median, optimality gap with
     /// stratified bootstrap intervals; probability of improvement; score distributions) from
     /// whatever cells have finished: DIR/results.md, stats.md, stats.json, profiles.png.
@@ -90,22 +95,31 @@ pub struct GridArgs {
     pub set: Vec<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
 }
 
 #[derive(Args)]
 pub struct CellArgs {
-    #[arg(long)]
-    pub algo: String,
+    /// A grid's manifest (`offrl bench plan`): run its line `--index` (the other fields come
+    /// from it).
+    #[arg(long, requires = "index", conflicts_with_all = ["algo", "dataset", "seed", "profile", "dir", "data_file", "set"])]
+    pub manifest: Option<PathBuf>,
+    /// The manifest line to run (a Slurm array task's `$SLURM_ARRAY_TASK_ID`).
+    #[arg(long, requires = "manifest")]
+    pub index: Option<usize>,
+    #[arg(long, required_unless_present = "manifest")]
+    pub algo: Option<String>,
     /// Registry name of the dataset.
-    #[arg(long)]
-    pub dataset: String,
-    #[arg(long)]
-    pub seed: u64,
-    #[arg(long)]
-    pub profile: String,
+    #[arg(long, required_unless_present = "manifest")]
+    pub dataset: Option<String>,
+    #[arg(long, required_unless_present = "manifest")]
+    pub seed: Option<u64>,
+    #[arg(long, required_unless_present = "manifest")]
+    pub profile: Option<String>,
     /// The cell's folder (inside the grid's `cells/`).
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[arg(long, required_unless_present = "manifest")]
+    pub dir: Option<PathBuf>,
     /// Train on this Parquet file instead of making the registry dataset `--dataset` names.
     #[arg(long)]
     pub data_file: Option<PathBuf>,
@@ -114,6 +128,63 @@ pub struct CellArgs {
     pub set: Vec<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
+}
+
+/// One cell's fields, named or read from a manifest line.
+struct CellFields {
+    algo: String,
+    dataset: String,
+    seed: u64,
+    profile: String,
+    dir: PathBuf,
+    data_file: Option<PathBuf>,
+    set: Vec<String>,
+    backend: BackendKind,
+}
+
+impl CellArgs {
+    /// The fields, or `None` when the manifest's cell has already finished.
+    fn fields(self) -> anyhow::Result<Option<CellFields>> {
+        let Some(path) = self.manifest else {
+            let missing = "clap requires it without --manifest";
+            return Ok(Some(CellFields {
+                algo: self.algo.context(missing)?,
+                dataset: self.dataset.context(missing)?,
+                seed: self.seed.context(missing)?,
+                profile: self.profile.context(missing)?,
+                dir: self.dir.context(missing)?,
+                data_file: self.data_file,
+                set: self.set,
+                backend: self.backend,
+            }));
+        };
+        let manifest = bench::manifest::Manifest::read(&path)?;
+        let line = manifest.cell(self.index.context("clap requires --index")?, &path)?;
+        if bench::read_result(&line.dir)?.is_some() {
+            eprintln!(
+                "cell {} ({} / {} / seed {}) has already finished: {}",
+                line.index,
+                line.algo,
+                line.dataset,
+                line.seed,
+                line.dir.display()
+            );
+            return Ok(None);
+        }
+        let h = &manifest.header;
+        let backend = <BackendKind as clap::ValueEnum>::from_str(&h.backend, true)
+            .map_err(|e| anyhow::anyhow!("{}: backend `{}`: {e}", path.display(), h.backend))?;
+        Ok(Some(CellFields {
+            algo: line.algo.clone(),
+            dataset: line.dataset.clone(),
+            seed: line.seed,
+            profile: h.profile.clone(),
+            dir: line.dir.clone(),
+            data_file: h.data_file.clone(),
+            set: h.sets.clone(),
+            backend,
+        }))
+    }
 }
 
 /// `offrl pipeline`: the whole method on one dataset file.
@@ -141,9 +212,83 @@ pub struct PipelineArgs {
     pub backend: BackendKind,
 }
 
+/// Where the cells run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    /// Local processes, `--jobs` at a time.
+    Local,
+    /// Slurm job arrays (one per dependency wave) and a report job, submitted with `sbatch`.
+    Slurm,
+    /// Ray tasks, one per cell, on the cluster at `--ray-address`.
+    Ray,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ExecutorArgs {
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// Slurm: print the job scripts instead of submitting them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Slurm: wait for the jobs to end, then print the table (default: return once submitted).
+    #[arg(long)]
+    pub wait: bool,
+    /// CPUs per cell (Slurm `--cpus-per-task`, Ray `num_cpus`).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_cell: usize,
+    /// GPUs per cell (Slurm `--gres=gpu:N`, Ray `num_gpus`).
+    #[arg(long, default_value_t = 0)]
+    pub gpus_per_cell: usize,
+    /// Wall-clock limit per cell, minutes (Slurm `--time`).
+    #[arg(long, default_value_t = 240)]
+    pub minutes_per_cell: u64,
+    /// Slurm: array tasks running at once (`--array=…%K`); 0: as many as the cluster allows.
+    #[arg(long, default_value_t = 0)]
+    pub max_parallel: usize,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Ray: the cluster's address (`auto`: the head started on this machine by `ray start`).
+    #[arg(long, default_value = "auto")]
+    pub ray_address: String,
+    /// Ray: the Python with `ray` installed (default: $OFFRL_VENV/bin/python, else python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+impl Default for ExecutorArgs {
+    fn default() -> Self {
+        Self {
+            executor: Executor::Local,
+            dry_run: false,
+            wait: false,
+            cpus_per_cell: 1,
+            gpus_per_cell: 0,
+            minutes_per_cell: 240,
+            max_parallel: 0,
+            partition: None,
+            ray_address: "auto".into(),
+            python: None,
+        }
+    }
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.cell {
         Some(BenchCommand::Cell(c)) => run_cell(c),
+        Some(BenchCommand::Plan(g)) => {
+            let planned = plan_grid(&g)?;
+            println!(
+                "{}: {} cells in {} waves; run line I with `offrl bench cell --manifest {} --index I`, \
+                 then `offrl bench report {}`",
+                planned.path.display(),
+                planned.manifest.cells.len(),
+                planned.manifest.header.waves,
+                planned.path.display(),
+                planned.manifest.header.out.display()
+            );
+            Ok(())
+        }
         Some(BenchCommand::Report(r)) => {
             anyhow::ensure!(
                 r.reps > 0 && r.confidence > 0.0 && r.confidence < 1.0,
@@ -207,6 +352,7 @@ pub fn quickstart(out: Option<PathBuf>, seed: u64) -> anyhow::Result<()> {
         out: Some(out.unwrap_or_else(|| "runs/quickstart".into())),
         set: vec![],
         backend: BackendKind::Flex,
+        executor: ExecutorArgs::default(),
     };
     run_grid(grid).map(|_| ())
 }
@@ -224,8 +370,44 @@ fn grid_out(args: &GridArgs) -> PathBuf {
 }
 
 pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
+    let (datasets, seeds, out) = resolve_grid(&args)?;
+    let waves = Waves {
+        algos: &args.algos,
+        datasets: &datasets,
+        seeds: &seeds,
+        profile: &args.profile,
+        jobs: args.jobs,
+        out: &out,
+        backend: args.backend,
+        set: &args.set,
+        data_file: None,
+        executor: &args.executor,
+    };
+    run_waves(&waves)
+}
+
+/// `offrl bench plan`: the manifest and the datasets, nothing run.
+fn plan_grid(args: &GridArgs) -> anyhow::Result<Planned> {
+    let (datasets, seeds, out) = resolve_grid(args)?;
+    let waves = Waves {
+        algos: &args.algos,
+        datasets: &datasets,
+        seeds: &seeds,
+        profile: &args.profile,
+        jobs: args.jobs,
+        out: &out,
+        backend: args.backend,
+        set: &args.set,
+        data_file: None,
+        executor: &args.executor,
+    };
+    plan(&waves)
+}
+
+/// The grid's datasets (made once, by this process), seeds and folder.
+fn resolve_grid(args: &GridArgs) -> anyhow::Result<(Vec<String>, Vec<u64>, PathBuf)> {
     let profile = cell::Profile::load(&args.profile)?;
-    let out = grid_out(&args);
+    let out = grid_out(args);
     let mut datasets = registry::Registry::from_env().suite(&args.suite)?;
     if !args.datasets.is_empty() {
         for want in &args.datasets {
@@ -254,18 +436,7 @@ pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
             .with_context(|| format!("making dataset `{d}`"))?;
         tracing::info!("dataset {d}: {}", path.display());
     }
-    let waves = Waves {
-        algos: &args.algos,
-        datasets: &datasets,
-        seeds: &seeds,
-        profile: &args.profile,
-        jobs: args.jobs,
-        out: &out,
-        backend: args.backend,
-        set: &args.set,
-        data_file: None,
-    };
-    run_waves(&waves)
+    Ok((datasets, seeds, out))
 }
 
 /// `offrl pipeline`: prior (diffusion-BC) and critic (IQL), then RTB, each evaluated, as the cells
@@ -304,6 +475,7 @@ pub fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         backend: args.backend,
         set: &args.set,
         data_file: Some(&data_file),
+        executor: &ExecutorArgs::default(),
     };
     run_waves(&waves).map(|_| ())
 }
@@ -320,14 +492,14 @@ struct Waves<'a> {
     set: &'a [String],
     /// One dataset file for every cell (the pipeline), instead of registry datasets.
     data_file: Option<&'a std::path::Path>,
+    executor: &'a ExecutorArgs,
 }
 
-fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
-    // Every cell's settings, to tell finished cells computed otherwise (and to check --set).
-    let profile = cell::Profile::load(w.profile)?.with_sets(w.set)?;
-    // Dependencies run first: they are cells of their own, shown in the table too.
+/// The algorithms of a grid with their dependencies first (cells of their own, in the table
+/// too), split into waves: those without inputs, then those that need them.
+fn algorithm_waves(requested: &[String]) -> anyhow::Result<(Vec<String>, [Vec<String>; 2])> {
     let mut algos: Vec<String> = Vec::new();
-    for a in w.algos {
+    for a in requested {
         for dep in crate::algos::algorithm(a)?.needs {
             if !algos.iter().any(|x| x == dep) {
                 algos.push(dep.to_string());
@@ -337,7 +509,79 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
             algos.push(a.clone());
         }
     }
+    let (base, dependent): (Vec<String>, Vec<String>) = algos.iter().cloned().partition(|a| {
+        crate::algos::algorithm(a)
+            .map(|info| info.needs.is_empty())
+            .unwrap_or(true)
+    });
+    Ok((algos, [base, dependent]))
+}
+
+/// A written manifest.
+struct Planned {
+    manifest: bench::manifest::Manifest,
+    path: PathBuf,
+}
+
+/// Write the grid's manifest: every cell in wave order, with the executor's resources.
+fn plan(w: &Waves<'_>) -> anyhow::Result<Planned> {
+    use bench::manifest::{CellLine, Header, Manifest, Resources, VERSION};
+    // Checks the --set overrides before anything is written.
+    cell::Profile::load(w.profile)?.with_sets(w.set)?;
+    std::fs::create_dir_all(w.out).with_context(|| format!("creating {}", w.out.display()))?;
+    let out = std::fs::canonicalize(w.out).with_context(|| format!("{}", w.out.display()))?;
+    let (_, waves) = algorithm_waves(w.algos)?;
+    let mut cells = Vec::new();
+    for (wave, algos) in waves.iter().filter(|a| !a.is_empty()).enumerate() {
+        for dataset in w.datasets {
+            for algo in algos {
+                for &seed in w.seeds {
+                    cells.push(CellLine {
+                        index: cells.len(),
+                        wave,
+                        algo: algo.clone(),
+                        dataset: dataset.clone(),
+                        seed,
+                        dir: bench::cell_dir(&out, algo, dataset, seed),
+                        resources: Resources {
+                            cpus: w.executor.cpus_per_cell,
+                            gpus: w.executor.gpus_per_cell,
+                            minutes: w.executor.minutes_per_cell,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    let manifest = Manifest {
+        header: Header {
+            offrl_manifest: VERSION,
+            out: out.clone(),
+            profile: w.profile.to_string(),
+            backend: w.backend.name().to_string(),
+            sets: w.set.to_vec(),
+            data_file: w.data_file.map(|p| p.to_path_buf()),
+            cells: cells.len(),
+            waves: waves.iter().filter(|a| !a.is_empty()).count(),
+            commit: env!("OFFRL_COMMIT").to_string(),
+        },
+        cells,
+    };
+    let path = manifest.write(&out)?;
+    Ok(Planned { manifest, path })
+}
+
+fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
+    // Every cell's settings, to tell finished cells computed otherwise (and to check --set).
+    let profile = cell::Profile::load(w.profile)?.with_sets(w.set)?;
+    let planned = plan(w)?;
+    let (algos, waves) = algorithm_waves(w.algos)?;
     let exe = std::env::current_exe().context("locating the offrl executable")?;
+    match w.executor.executor {
+        Executor::Local => {}
+        Executor::Slurm => return run_slurm(&planned, &exe, w.executor, w.out),
+        Executor::Ray => return run_ray(&planned, &exe, w.executor, w.out),
+    }
     let backend = w.backend.name().to_string();
     let mut cell_args: Vec<String> = vec!["--backend".into(), backend.clone()];
     for s in w.set {
@@ -347,13 +591,8 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
         cell_args.extend(["--data-file".to_string(), file.display().to_string()]);
     }
     // Cells in dependency waves: algorithms without dependencies first.
-    let (base, dependent): (Vec<String>, Vec<String>) = algos.iter().cloned().partition(|a| {
-        crate::algos::algorithm(a)
-            .map(|info| info.needs.is_empty())
-            .unwrap_or(true)
-    });
     let mut results = Vec::new();
-    for wave in [base, dependent] {
+    for wave in waves {
         if wave.is_empty() {
             continue;
         }
@@ -385,6 +624,89 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
     Ok(table)
 }
 
+/// The table and statistics of whatever cells of the grid at `out` have finished.
+fn report_table(out: &std::path::Path) -> anyhow::Result<()> {
+    let report = bench::report::report(out, Some(out), &bench::report::StatsConfig::default())?;
+    println!("{}\n{}", report.table, report.stats);
+    println!("results: {}", out.join("results.md").display());
+    Ok(())
+}
+
+fn run_slurm(
+    planned: &Planned,
+    exe: &std::path::Path,
+    args: &ExecutorArgs,
+    out: &std::path::Path,
+) -> anyhow::Result<Table> {
+    use bench::executor::{slurm_scripts, slurm_submit, slurm_wait, SlurmOptions};
+    let opts = SlurmOptions {
+        max_parallel: args.max_parallel,
+        partition: args.partition.clone(),
+    };
+    let scripts = slurm_scripts(&planned.manifest, &planned.path, exe, &opts);
+    if args.dry_run {
+        for (path, text) in &scripts {
+            println!("# {}\n{text}", path.display());
+        }
+        return Ok(Table::new(&[], &[], &[]));
+    }
+    let ids = slurm_submit(&scripts)?;
+    println!(
+        "submitted {} jobs ({}): {} cells, the report last; logs in {}",
+        ids.len(),
+        ids.join(", "),
+        planned.manifest.cells.len(),
+        out.join("slurm").display()
+    );
+    if args.wait {
+        slurm_wait(&ids, std::time::Duration::from_secs(2))?;
+        report_table(out)?;
+        ensure_complete(planned)?;
+    }
+    Ok(Table::new(&[], &[], &[]))
+}
+
+fn run_ray(
+    planned: &Planned,
+    exe: &std::path::Path,
+    args: &ExecutorArgs,
+    out: &std::path::Path,
+) -> anyhow::Result<Table> {
+    let python = args.python.clone().unwrap_or_else(|| {
+        std::env::var_os("OFFRL_VENV")
+            .map(|v| PathBuf::from(v).join("bin").join("python"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "python3".into())
+    });
+    let driver = bench::executor::ray_run(&python, &planned.path, exe, &args.ray_address);
+    // The report covers what finished even when some cells failed.
+    if out.join("cells").is_dir() {
+        report_table(out).ok();
+    }
+    driver?;
+    ensure_complete(planned)?;
+    Ok(Table::new(&[], &[], &[]))
+}
+
+/// Every cell of the manifest has a result.
+fn ensure_complete(planned: &Planned) -> anyhow::Result<()> {
+    let missing: Vec<String> = planned
+        .manifest
+        .cells
+        .iter()
+        .filter(|c| !c.dir.join("result.json").is_file())
+        .map(|c| format!("{} ({} / {} / seed {})", c.index, c.algo, c.dataset, c.seed))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} of {} cells have no result: {}; resubmit to complete the grid (finished cells are kept)",
+        missing.len(),
+        planned.manifest.cells.len(),
+        missing.join(", ")
+    );
+    Ok(())
+}
+
 /// A cell dies with the process that started it (the grid, or a shell): left running, it would
 /// train unattended until it failed writing to a closed pipe. Its training resumes from its last
 /// checkpoint when the grid is run again.
@@ -413,7 +735,12 @@ fn die_with_parent() -> anyhow::Result<()> {
 }
 
 fn run_cell(args: CellArgs) -> anyhow::Result<()> {
+    let Some(args) = args.fields()? else {
+        return Ok(());
+    };
     die_with_parent()?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let profile = cell::Profile::load(&args.profile)?.with_sets(&args.set)?;
     let grid_out = args
         .dir

@@ -81,24 +81,29 @@ impl Ddim {
         self.kept.len() - 1
     }
 
+    /// The start's mean and std as `[1, d]` rows (`None`: `N(0, I)`).
+    fn start_rows(&self, device: &burn::tensor::Device) -> Option<(Tensor<2>, Tensor<2>)> {
+        let d = self.start_mean.len();
+        (d > 0).then(|| {
+            (
+                crate::nn::tensor2(&self.start_mean, 1, d, device),
+                crate::nn::tensor2(&self.start_std, 1, d, device),
+            )
+        })
+    }
+
     fn start(&self, z: Tensor<2>) -> Tensor<2> {
-        if self.start_mean.is_empty() {
-            return z;
+        match self.start_rows(&z.device()) {
+            Some((mean, std)) => z * std + mean,
+            None => z,
         }
-        let (d, device) = (self.start_mean.len(), z.device());
-        let mean = crate::nn::tensor2(&self.start_mean, 1, d, &device);
-        let std = crate::nn::tensor2(&self.start_std, 1, d, &device);
-        z * std + mean
     }
 
     fn unstart(&self, x: Tensor<2>) -> Tensor<2> {
-        if self.start_mean.is_empty() {
-            return x;
+        match self.start_rows(&x.device()) {
+            Some((mean, std)) => (x - mean).div(std),
+            None => x,
         }
-        let (d, device) = (self.start_mean.len(), x.device());
-        let mean = crate::nn::tensor2(&self.start_mean, 1, d, &device);
-        let std = crate::nn::tensor2(&self.start_std, 1, d, &device);
-        (x - mean).div(std)
     }
 
     /// `(c_x, c_ε)` of the step from kept index `k` down to `k − 1`: `x_s = c_x·x_t + c_ε·ε̂`.
@@ -203,7 +208,7 @@ impl DdimMap {
     }
 
     /// Chain outputs to the unit box.
-    fn to_unit(&self, x: Tensor<2>) -> Tensor<2> {
+    fn model_to_unit(&self, x: Tensor<2>) -> Tensor<2> {
         if self.prior.spec.pre_tanh {
             x.tanh()
         } else {
@@ -212,7 +217,7 @@ impl DdimMap {
     }
 
     /// Unit-box actions to the chain's space.
-    fn from_unit(&self, a: Tensor<2>) -> Tensor<2> {
+    fn unit_to_model(&self, a: Tensor<2>) -> Tensor<2> {
         if self.prior.spec.pre_tanh {
             let c = self.prior.spec.pre_tanh_clip;
             let a = a.clamp(-c, c);
@@ -232,12 +237,12 @@ impl DdimMap {
         } else {
             self.ddim.sample(&self.eps, obs, z)
         };
-        self.to_unit(x0)
+        self.model_to_unit(x0)
     }
 
     /// `f⁻¹(s, a)` for unit actions `a` (a clipped action inverts from the box's edge), and the
     /// inversion's residual ([`Ddim::invert`]).
     pub fn invert(&self, obs: Tensor<2>, a: Tensor<2>) -> (Tensor<2>, f64) {
-        self.ddim.invert(&self.eps, obs, self.from_unit(a))
+        self.ddim.invert(&self.eps, obs, self.unit_to_model(a))
     }
 }

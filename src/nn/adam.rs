@@ -143,6 +143,54 @@ impl Update {
     }
 }
 
+/// Scale `grads` of `module`'s parameters so that their global L2 norm is at most `max_norm`
+/// (PyTorch's `clip_grad_norm_`: one norm over all parameters, unlike burn's per-tensor
+/// clipping); returns the scaled gradients and the norm before scaling.
+pub fn clip_global_norm<M: burn::module::Module>(
+    module: &M,
+    mut grads: burn::optim::GradientsParams,
+    max_norm: f64,
+) -> (burn::optim::GradientsParams, f64) {
+    use burn::module::{ModuleVisitor, Param};
+    struct SquaredNorm<'a> {
+        grads: &'a burn::optim::GradientsParams,
+        total: f64,
+    }
+    impl ModuleVisitor for SquaredNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                self.total += f64::from(g.square().sum().into_scalar::<f32>());
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut burn::optim::GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut norm = SquaredNorm {
+        grads: &grads,
+        total: 0.0,
+    };
+    module.visit(&mut norm);
+    let total = norm.total.sqrt();
+    // PyTorch's factor, with its 1e-6 guard.
+    let factor = max_norm / (total + 1e-6);
+    if factor < 1.0 {
+        module.visit(&mut Scale {
+            grads: &mut grads,
+            factor,
+        });
+    }
+    (grads, total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,52 +250,4 @@ mod tests {
             a.len()
         );
     }
-}
-
-/// Scale `grads` of `module`'s parameters so that their global L2 norm is at most `max_norm`
-/// (PyTorch's `clip_grad_norm_`: one norm over all parameters, unlike burn's per-tensor
-/// clipping); returns the scaled gradients and the norm before scaling.
-pub fn clip_global_norm<M: burn::module::Module>(
-    module: &M,
-    mut grads: burn::optim::GradientsParams,
-    max_norm: f64,
-) -> (burn::optim::GradientsParams, f64) {
-    use burn::module::{ModuleVisitor, Param};
-    struct SquaredNorm<'a> {
-        grads: &'a burn::optim::GradientsParams,
-        total: f64,
-    }
-    impl ModuleVisitor for SquaredNorm<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = self.grads.get::<D>(param.id) {
-                self.total += f64::from(g.square().sum().into_scalar::<f32>());
-            }
-        }
-    }
-    struct Scale<'a> {
-        grads: &'a mut burn::optim::GradientsParams,
-        factor: f64,
-    }
-    impl ModuleVisitor for Scale<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = self.grads.remove::<D>(param.id) {
-                self.grads.register(param.id, g.mul_scalar(self.factor));
-            }
-        }
-    }
-    let mut norm = SquaredNorm {
-        grads: &grads,
-        total: 0.0,
-    };
-    module.visit(&mut norm);
-    let total = norm.total.sqrt();
-    // PyTorch's factor, with its 1e-6 guard.
-    let factor = max_norm / (total + 1e-6);
-    if factor < 1.0 {
-        module.visit(&mut Scale {
-            grads: &mut grads,
-            factor,
-        });
-    }
-    (grads, total)
 }
