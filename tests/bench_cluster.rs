@@ -194,7 +194,49 @@ fn the_slurm_executor_gives_the_local_grid() {
     assert!(said.contains("submitted 3 jobs"), "{said}");
     assert_eq!(returns(&out), reference);
     assert!(out.join("results.md").is_file(), "the report job ran");
+
+    // A cell lost on a node: resubmitting recomputes it alone.
+    let cell = |algo: &str| out.join(format!("cells/pendulum__medium/{algo}/seed-0/result.json"));
+    let kept = std::fs::metadata(cell("bc")).unwrap().modified().unwrap();
+    std::fs::remove_file(cell("idql")).unwrap();
+    ok(
+        grid(&[], &out, &["--executor", "slurm", "--wait"]),
+        "the resubmission",
+    );
+    assert_eq!(
+        std::fs::metadata(cell("bc")).unwrap().modified().unwrap(),
+        kept
+    );
+    assert_eq!(returns(&out), reference);
+
+    // An unreachable controller: one line saying what was tried and what sbatch said.
+    let conf = std::env::var("SLURM_CONF").unwrap_or_else(|_| "/etc/slurm/slurm.conf".into());
+    let text = std::fs::read_to_string(&conf).expect("the Slurm config");
+    let bad_conf = root.path().join("unreachable.conf");
+    let moved: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("SlurmctldPort"))
+        .collect();
+    std::fs::write(&bad_conf, moved.join("\n") + "\nSlurmctldPort=1\n").unwrap();
+    let mut args: Vec<&str> = vec!["bench"];
+    args.extend(GRID);
+    let bad_out = root.path().join("unreachable");
+    args.extend(["--executor", "slurm", "--out", bad_out.to_str().unwrap()]);
+    let bad = Command::new(env!("CARGO_BIN_EXE_offrl"))
+        .args(&args)
+        .env("SLURM_CONF", &bad_conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{err}");
+    assert!(
+        err.contains("sbatch failed") && err.contains("Unable to contact slurm controller"),
+        "{err}"
+    );
 }
+
+/// The Ray head `scripts/ray-local.sh` starts.
+const HEAD: &str = "127.0.0.1:6379";
 
 #[test]
 fn the_ray_executor_gives_the_local_grid() {
@@ -202,7 +244,9 @@ fn the_ray_executor_gives_the_local_grid() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
     let python = venv.join("bin/python");
-    let probe = "import ray; ray.init(address='auto', logging_level='ERROR'); ray.shutdown()";
+    // The head of scripts/ray-local.sh; a TCP probe (ray.init retries a dead address for minutes).
+    let probe =
+        "import ray, socket; socket.create_connection(('127.0.0.1', 6379), timeout=5).close()";
     if !available(
         "OFFRL_REQUIRE_RAY",
         Command::new(&python).args(["-c", probe]),
@@ -215,7 +259,11 @@ fn the_ray_executor_gives_the_local_grid() {
     let out = root.path().join("ray");
     let py = python.to_str().unwrap();
     ok(
-        grid(&[], &out, &["--executor", "ray", "--python", py]),
+        grid(
+            &[],
+            &out,
+            &["--executor", "ray", "--python", py, "--ray-address", HEAD],
+        ),
         "the Ray executor",
     );
     assert_eq!(returns(&out), reference);

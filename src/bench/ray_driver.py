@@ -17,6 +17,17 @@ try:
 except ImportError as e:
     sys.exit(f"ray executor: cannot import ray ({e}); `pip install ray` into the offrl venv")
 
+# ray.init retries an unreachable GCS address for minutes: try the port first.
+if address not in ("auto", "local"):
+    import socket
+
+    hostport = address.split("://")[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        sys.exit(f"ray executor: cannot reach a Ray head at address={address!r}: {e}")
+
 try:
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 except Exception as e:  # ConnectionError, RuntimeError: whatever the head's absence raises
