@@ -314,10 +314,24 @@ pub fn run_cell(spec: &CellSpec<'_>) -> Result<CellResult> {
         wall_seconds: started.elapsed().as_secs_f64(),
         returns: report.returns.clone(),
         commit: env!("OFFRL_COMMIT").to_string(),
+        config_hash: super::config_hash(&cell_config),
         config: cell_config,
         curve,
         diagnostics,
         settings: spec.settings.clone(),
+        protocol: serde_json::json!({
+            "episodes": profile.eval_episodes,
+            "envs": profile.eval_envs,
+            "eval_seed": eval_seed,
+            "policy": "final",
+            "evaluations": profile.evaluations,
+            "curve_episodes": profile.curve_episodes,
+        }),
+        versions: serde_json::json!({
+            "offrl": env!("CARGO_PKG_VERSION"),
+            "commit": env!("OFFRL_COMMIT"),
+            "backend": spec.settings.get("backend"),
+        }),
     };
     let json = serde_json::to_vec_pretty(&result).expect("result serialises");
     crate::output::write_atomic(&spec.dir.join("result.json"), &json)?;

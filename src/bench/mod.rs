@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-pub use table::{CellResult, Table};
+pub use table::{config_hash, CellResult, Table};
 
 use crate::error::{Error, Result};
 
@@ -327,6 +327,9 @@ mod tests {
             curve: vec![],
             diagnostics: Default::default(),
             settings,
+            protocol: serde_json::Value::Null,
+            versions: serde_json::Value::Null,
+            config_hash: String::new(),
         };
         std::fs::write(dir.join("result.json"), serde_json::to_vec(&r).unwrap()).unwrap();
     }

@@ -40,6 +40,28 @@ pub struct CellResult {
     /// `null` in results written before cells recorded it.
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// How the reported numbers were measured: episodes, environments stepped together, the
+    /// evaluation seed, and which policy (`"final"`: the last checkpoint's, never the best).
+    #[serde(default)]
+    pub protocol: serde_json::Value,
+    /// offrl's version, the commit and the backend that ran the cell.
+    #[serde(default)]
+    pub versions: serde_json::Value,
+    /// FNV-1a (64-bit, hex) of the resolved config's canonical JSON: equal configs, equal hashes.
+    #[serde(default)]
+    pub config_hash: String,
+}
+
+/// [`CellResult::config_hash`] of a config.
+pub fn config_hash(config: &serde_json::Value) -> String {
+    // serde_json's maps are ordered by key (no `preserve_order`): the text is canonical.
+    let text = serde_json::to_string(config).expect("a JSON value serialises");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl CellResult {
@@ -215,7 +237,20 @@ mod tests {
             curve: vec![],
             diagnostics: Default::default(),
             settings: serde_json::Value::Null,
+            protocol: serde_json::Value::Null,
+            versions: serde_json::Value::Null,
+            config_hash: String::new(),
         }
+    }
+
+    #[test]
+    fn equal_configs_hash_equal_whatever_their_key_order() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": 2, "x": 3}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a": {"x": 3, "y": 2}, "b": 1}"#).unwrap();
+        assert_eq!(config_hash(&a), config_hash(&b));
+        assert_ne!(config_hash(&a), config_hash(&serde_json::json!({"b": 2})));
     }
 
     #[test]
