@@ -146,7 +146,17 @@ pub struct Report {
 /// by `body` (so a document's statistics are this command's output, never typed by hand); an
 /// error names the missing marker.
 pub fn splice(doc: &Path, text: &str, key: &str, body: &str) -> Result<String> {
-    let (begin, end) = (format!("<!-- report: {key} -->"), "<!-- /report -->");
+    splice_block(doc, text, "report", key, body)
+}
+
+/// `text` with the block between `<!-- KIND: KEY -->` and `<!-- /KIND -->` replaced by `body`
+/// (`report`: the statistics; `render`: a committed study's table, [`super::render`]).
+pub fn splice_block(doc: &Path, text: &str, kind: &str, key: &str, body: &str) -> Result<String> {
+    let (begin, end) = (
+        format!("<!-- {kind}: {key} -->"),
+        format!("<!-- /{kind} -->"),
+    );
+    let end = end.as_str();
     let missing = |m: &str| Error::Config(format!("{}: no `{m}` marker", doc.display()));
     let (head, rest) = text.split_once(&begin).ok_or_else(|| missing(&begin))?;
     let (_, tail) = rest.split_once(end).ok_or_else(|| missing(end))?;

@@ -57,6 +57,17 @@ pub struct ReportArgs {
     /// Fail when this file's `<!-- report: DIR -->` block is not what the results give (CI).
     #[arg(long)]
     pub check: Option<PathBuf>,
+    /// A committed study's table instead (algorithms with their variants × datasets, mean ±
+    /// std over seeds, seeds × episodes, wall time per run); `--into`/`--check` then use the
+    /// `<!-- render: DIR -->` block.
+    #[arg(long, conflicts_with = "times")]
+    pub table: bool,
+    /// With `--table`: also list the learning-curve points.
+    #[arg(long, requires = "table")]
+    pub curves: bool,
+    /// The wall minutes of each base cell per (dataset, seed) of a committed study.
+    #[arg(long)]
+    pub times: bool,
 }
 
 #[derive(Args, Clone)]
@@ -289,6 +300,34 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(BenchCommand::Report(r)) if r.times => {
+            println!("{}", bench::render::times(&r.dir)?);
+            Ok(())
+        }
+        Some(BenchCommand::Report(r)) if r.table => {
+            let table = bench::render::render(&r.dir, r.curves)?;
+            let Some(doc) = r.into.as_ref().or(r.check.as_ref()) else {
+                println!("{table}");
+                return Ok(());
+            };
+            let text = std::fs::read_to_string(doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            let key = r.dir.display().to_string();
+            let new = bench::report::splice_block(doc, &text, "render", &key, &table)?;
+            if r.check.is_some() {
+                anyhow::ensure!(
+                    new == text,
+                    "{}: the table of {key} is not what its results render; run `offrl bench \
+                     report {key} --table --into {}`",
+                    doc.display(),
+                    doc.display()
+                );
+                println!("{}: {key} in sync", doc.display());
+            } else {
+                crate::output::write_atomic(doc, new.as_bytes())?;
+            }
+            Ok(())
+        }
         Some(BenchCommand::Report(r)) => {
             anyhow::ensure!(
                 r.reps > 0 && r.confidence > 0.0 && r.confidence < 1.0,
@@ -370,26 +409,21 @@ fn grid_out(args: &GridArgs) -> PathBuf {
 }
 
 pub fn run_grid(args: GridArgs) -> anyhow::Result<Table> {
-    let (datasets, seeds, out) = resolve_grid(&args)?;
-    let waves = Waves {
-        algos: &args.algos,
-        datasets: &datasets,
-        seeds: &seeds,
-        profile: &args.profile,
-        jobs: args.jobs,
-        out: &out,
-        backend: args.backend,
-        set: &args.set,
-        data_file: None,
-        executor: &args.executor,
-    };
-    run_waves(&waves)
+    with_waves(&args, run_waves)
 }
 
 /// `offrl bench plan`: the manifest and the datasets, nothing run.
 fn plan_grid(args: &GridArgs) -> anyhow::Result<Planned> {
+    with_waves(args, plan)
+}
+
+/// `then` on the grid `args` describe, its datasets made.
+fn with_waves<T>(
+    args: &GridArgs,
+    then: impl FnOnce(&Waves<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let (datasets, seeds, out) = resolve_grid(args)?;
-    let waves = Waves {
+    then(&Waves {
         algos: &args.algos,
         datasets: &datasets,
         seeds: &seeds,
@@ -400,8 +434,7 @@ fn plan_grid(args: &GridArgs) -> anyhow::Result<Planned> {
         set: &args.set,
         data_file: None,
         executor: &args.executor,
-    };
-    plan(&waves)
+    })
 }
 
 /// The grid's datasets (made once, by this process), seeds and folder.
