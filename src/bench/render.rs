@@ -350,7 +350,7 @@ mod tests {
                     \n4 results; commits: abc";
         assert_eq!(text, want);
         let t = times(dir.path()).unwrap();
-        assert!(t.contains("| a | 1 | 2.0 | nan | nan |"), "{t}");
+        assert!(t.contains("| a | 1 | 2.0 | nan | 2.0 |"), "{t}");
         write("c.json", serde_json::json!({"algo": "bc"}));
         let err = render(dir.path(), false).err().unwrap().to_string();
         assert!(err.contains("c.json") && err.contains("dataset"), "{err}");
