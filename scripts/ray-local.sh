@@ -26,7 +26,7 @@ listening() {
   "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=2).close()" \
     2>/dev/null
 }
-up() { listening && timeout 30 "$VENV/bin/ray" status --address="127.0.0.1:$PORT" >/dev/null 2>&1; }
+up() { listening && timeout 20 "$VENV/bin/ray" status --address="127.0.0.1:$PORT" >/dev/null 2>&1; }
 
 start() {
   if ! "$PY" -c "import ray, sys; sys.exit(ray.__version__ != '$RAY_VERSION')" 2>/dev/null; then
@@ -36,9 +36,10 @@ start() {
   if up; then echo "ray-local: already up (ray $RAY_VERSION, 127.0.0.1:$PORT)"; return; fi
   # Something half-up (a GCS without its raylet, a killed head's leftovers): clear it first.
   "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true
+  if listening; then fail "port $PORT is taken by something that is not a Ray head (ss -ltnp | grep :$PORT)"; fi
   RAY_USAGE_STATS_ENABLED=0 "$VENV/bin/ray" start --head --port="$PORT" --num-cpus="$(nproc)" \
     --include-dashboard=false --disable-usage-stats >"$LOG" 2>&1 \
-    || fail "ray start --head --port=$PORT failed ($(grep -m1 -iE 'error|exception' "$LOG" || tail -1 "$LOG"); log: $LOG)"
+    || fail "ray start --head --port=$PORT failed ($(grep -E '^[A-Za-z_.]*(Error|Exception):' "$LOG" | tail -1 | cut -c1-200 || true); log: $LOG)"
   local end=$((SECONDS + WAIT))
   while [ $SECONDS -lt $end ]; do
     if up; then echo "ray-local: up (ray $RAY_VERSION, 127.0.0.1:$PORT)"; return; fi
@@ -51,7 +52,7 @@ case "${1:-}" in
   start) start ;;
   stop) "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true; echo "ray-local: stopped" ;;
   status)
-    if listening && timeout 30 "$VENV/bin/ray" status --address="127.0.0.1:$PORT"; then :
+    if listening && timeout 20 "$VENV/bin/ray" status --address="127.0.0.1:$PORT"; then :
     else echo "ray-local: no Ray head answers at 127.0.0.1:$PORT" >&2; exit 1; fi ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

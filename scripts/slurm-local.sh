@@ -16,14 +16,15 @@ PKGS=(slurmctld slurmd slurm-client munge)
 
 fail() { echo "slurm-local: $*" >&2; exit 1; }
 
+running() { pgrep -x "$1" >/dev/null; }
 # `scontrol ping` answers at once; sinfo/squeue/sbatch retry a dead controller for ~9 s.
 ctld_up() { scontrol ping >/dev/null 2>&1; }
 node_state() { sinfo -h -o %T 2>/dev/null | head -1 || true; }
+# The controller keeps calling a node idle for minutes after its slurmd died: check the daemons too.
 ready() {
-  ctld_up || return 1
+  running munged && running slurmd && ctld_up || return 1
   case "$(node_state)" in idle | mixed | allocated | completing) return 0 ;; *) return 1 ;; esac
 }
-running() { pgrep -x "$1" >/dev/null; }
 
 install() {
   local missing=()

@@ -93,6 +93,11 @@ pub const SHAPES: [Shape; 2] = [
 /// An RTB trainer at `shape` (prior schedule rescaled to keep ᾱ_T), `chunk` trajectories per
 /// backward pass.
 pub fn build(shape: &Shape, chunk: usize) -> QRtb {
+    build_with_prior(shape, chunk).0
+}
+
+/// [`build`] and the prior it fine-tunes.
+pub fn build_with_prior(shape: &Shape, chunk: usize) -> (QRtb, DiffusionPrior) {
     let device = device();
     offrl::backend::seed(&device, 0);
     let scale = 75.0 / shape.steps as f64;
@@ -116,7 +121,7 @@ pub fn build(shape: &Shape, chunk: usize) -> QRtb {
         chunk,
         ..Default::default()
     };
-    Rtb::new(
+    let rtb = Rtb::new(
         config,
         prior.acting_eps(),
         reward,
@@ -124,7 +129,8 @@ pub fn build(shape: &Shape, chunk: usize) -> QRtb {
         Some(&prior.net),
         &device,
     )
-    .unwrap()
+    .unwrap();
+    (rtb, prior)
 }
 
 /// Random states `[states, OBS]` and actions `[states, ACT]`.
