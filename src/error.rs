@@ -37,6 +37,9 @@ pub enum Error {
     },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// The caller asked the training to stop ([`crate::train::interrupt`]).
+    #[error("training stopped on request after step {step}; its run directory (if any) resumes from its last checkpoint")]
+    Interrupted { step: usize },
 }
 
 impl Error {

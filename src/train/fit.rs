@@ -117,6 +117,7 @@ pub fn fit(
         if step != start_step && cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
             sampler = Sampler::new(data, block_seed(seed, block(step)));
         }
+        super::interrupt::check(step)?;
         let mut metrics = algo.update(sampler.sample(cfg.batch_size), step)?;
         for &(name, value) in &metrics {
             super::ensure_finite(step, name, value)?;

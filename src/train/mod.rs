@@ -6,6 +6,7 @@
 pub mod algorithm;
 pub mod checkpoint;
 pub mod fit;
+pub mod interrupt;
 pub mod plot;
 mod run_dir;
 pub mod tensorboard;

@@ -38,6 +38,32 @@ fn py_err(e: impl Into<anyhow::Error>) -> PyErr {
     }
 }
 
+/// Run a training `f` that stops at the next update when the user presses Ctrl-C (Python's
+/// pending signals, checked after every update): the `KeyboardInterrupt` (or whatever the
+/// signal handler raised) comes back as is; a run directory keeps its last checkpoint.
+fn interruptible<T>(f: impl FnOnce() -> offrl::Result<T>) -> PyResult<T> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let raised: Rc<RefCell<Option<PyErr>>> = Rc::default();
+    let slot = Rc::clone(&raised);
+    let stop = move || {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                *slot.borrow_mut() = Some(e);
+                true
+            }
+        })
+    };
+    let result = offrl::train::interrupt::watch(stop, f);
+    let pending = raised.borrow_mut().take();
+    match (result, pending) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(signal)) => Err(signal),
+        (Err(e), None) => Err(py_err(e)),
+    }
+}
+
 /// A dataset of transitions (D4RL's columns), in memory.
 #[pyclass(name = "Dataset", module = "offrl")]
 struct Dataset {
@@ -341,16 +367,17 @@ impl Algorithm {
             config["train"]["steps"] = steps.into();
         }
         let device = BackendKind::Flex.train_device().map_err(py_err)?;
-        let trained = algos::train(
-            self.kind,
-            &config,
-            &dataset.inner,
-            logdir.as_deref(),
-            self.seed,
-            &device,
-            None,
-        )
-        .map_err(py_err)?;
+        let trained = interruptible(|| {
+            algos::train(
+                self.kind,
+                &config,
+                &dataset.inner,
+                logdir.as_deref(),
+                self.seed,
+                &device,
+                None,
+            )
+        })?;
         let lines = history_lines(py, &trained.history)?;
         let steps = config["train"]["steps"].as_u64().unwrap_or(0) as usize;
         self.in_memory = logdir
@@ -637,8 +664,9 @@ fn pipeline<'py>(
 ) -> PyResult<(Algorithm, Bound<'py, PyDict>)> {
     let config = offrl::pipeline::PipelineConfig::from_profile(profile, &sets).map_err(py_err)?;
     let device = BackendKind::Flex.train_device().map_err(py_err)?;
-    let trained = offrl::pipeline::run(&dataset.inner, &config, seed, &device, logdir.as_deref())
-        .map_err(py_err)?;
+    let trained = interruptible(|| {
+        offrl::pipeline::run(&dataset.inner, &config, seed, &device, logdir.as_deref())
+    })?;
     let histories = PyDict::new(py);
     let stages = [
         ("diffusion-bc", &trained.history.prior),

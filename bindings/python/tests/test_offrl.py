@@ -72,6 +72,22 @@ def test_fit_in_memory_writes_nothing_and_equals_a_run_directory(pendulum, tmp_p
                                   on_disk.predict(obs))
 
 
+def test_ctrl_c_stops_a_fit_at_once(pendulum, tmp_path):
+    # SIGINT from outside (as a terminal's Ctrl-C: fit holds the interpreter, so no Python
+    # thread could raise it) a second into a run that would take hours.
+    sets = ["actor_net.width=16", "train.batch_size=32", "train.checkpoint_every=50"]
+    bc = offrl.Algorithm("bc", sets=sets, seed=3)
+    killer = subprocess.Popen(["sh", "-c", f"sleep 1; kill -INT {os.getpid()}"])
+    logdir = tmp_path / "bc"
+    with pytest.raises(KeyboardInterrupt):
+        bc.fit(pendulum, logdir=str(logdir), n_steps=10**9)
+    killer.wait()
+    assert any((logdir / "checkpoints").iterdir()), "it ran long enough to checkpoint"
+    # The run directory holds whole checkpoints only: its newest opens and acts.
+    obs = pendulum.to_numpy()["observations"][:8]
+    assert offrl.load(str(logdir)).predict(obs).shape == (8, 1)
+
+
 def test_tensorboard_reads_the_run_directory(pendulum, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
