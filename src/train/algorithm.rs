@@ -78,7 +78,7 @@ pub struct Snapshot {
 /// One offline RL algorithm: updates from minibatches, gives a policy, saves and restores itself.
 /// (`Any`: a trained `Box<dyn OfflineAlgorithm>` can be had back as its own type,
 /// [`crate::algos::Trained::into_model`].)
-pub trait OfflineAlgorithm: std::any::Any {
+pub trait OfflineAlgorithm: std::any::Any + Send {
     /// The algorithm's name in the registry and its checkpoints' kind, e.g. `iql`.
     fn name(&self) -> &'static str;
     /// The data spec the networks were built for (dims, bounds, normalisation).

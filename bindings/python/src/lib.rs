@@ -38,25 +38,30 @@ fn py_err(e: impl Into<anyhow::Error>) -> PyErr {
     }
 }
 
-/// Run a training `f` that stops at the next update when the user presses Ctrl-C (Python's
-/// pending signals, checked after every update): the `KeyboardInterrupt` (or whatever the
+/// Run a training `f` without holding the GIL (other Python threads run meanwhile), stopping
+/// at the next update when the user presses Ctrl-C (Python's pending signals, checked after
+/// every update with the GIL taken for that moment): the `KeyboardInterrupt` (or whatever the
 /// signal handler raised) comes back as is; a run directory keeps its last checkpoint.
-fn interruptible<T>(f: impl FnOnce() -> offrl::Result<T>) -> PyResult<T> {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    let raised: Rc<RefCell<Option<PyErr>>> = Rc::default();
-    let slot = Rc::clone(&raised);
-    let stop = move || {
-        Python::attach(|py| match py.check_signals() {
-            Ok(()) => false,
-            Err(e) => {
-                *slot.borrow_mut() = Some(e);
-                true
-            }
-        })
-    };
-    let result = offrl::train::interrupt::watch(stop, f);
-    let pending = raised.borrow_mut().take();
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> offrl::Result<T> + Send,
+) -> PyResult<T> {
+    use std::sync::{Arc, Mutex};
+    let raised: Arc<Mutex<Option<PyErr>>> = Arc::default();
+    let slot = Arc::clone(&raised);
+    let result = py.detach(move || {
+        let stop = move || {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    *slot.lock().expect("signal slot") = Some(e);
+                    true
+                }
+            })
+        };
+        offrl::train::interrupt::watch(stop, f)
+    });
+    let pending = raised.lock().expect("signal slot").take();
     match (result, pending) {
         (Ok(v), _) => Ok(v),
         (Err(_), Some(signal)) => Err(signal),
@@ -367,7 +372,7 @@ impl Algorithm {
             config["train"]["steps"] = steps.into();
         }
         let device = BackendKind::Flex.train_device().map_err(py_err)?;
-        let trained = interruptible(|| {
+        let trained = interruptible(py, || {
             algos::train(
                 self.kind,
                 &config,
@@ -664,7 +669,7 @@ fn pipeline<'py>(
 ) -> PyResult<(Algorithm, Bound<'py, PyDict>)> {
     let config = offrl::pipeline::PipelineConfig::from_profile(profile, &sets).map_err(py_err)?;
     let device = BackendKind::Flex.train_device().map_err(py_err)?;
-    let trained = interruptible(|| {
+    let trained = interruptible(py, || {
         offrl::pipeline::run(&dataset.inner, &config, seed, &device, logdir.as_deref())
     })?;
     let histories = PyDict::new(py);

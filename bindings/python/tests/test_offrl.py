@@ -88,6 +88,31 @@ def test_ctrl_c_stops_a_fit_at_once(pendulum, tmp_path):
     assert offrl.load(str(logdir)).predict(obs).shape == (8, 1)
 
 
+def test_fit_lets_other_python_threads_run(pendulum):
+    import threading
+    import time
+
+    ticks, stop = [], threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    started = time.perf_counter()
+    bc = offrl.Algorithm("bc", sets=["actor_net.width=64", "train.batch_size=256"], seed=3)
+    bc.fit(pendulum, n_steps=2000)
+    ended = time.perf_counter()
+    stop.set()
+    thread.join()
+    during = [t for t in ticks if started < t < ended]
+    # The GIL is released while training: the thread ticks through it (held, it would not).
+    assert ended - started > 0.1
+    assert len(during) > 0.3 * (ended - started) / 0.002, (len(during), ended - started)
+
+
 def test_tensorboard_reads_the_run_directory(pendulum, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
