@@ -66,6 +66,13 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// The name the command line uses (`--backend NAME`).
+    /// The backend named `name` (as [`BackendKind::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Flex, Self::Tch, Self::TchCuda, Self::Cuda, Self::Wgpu]
+            .into_iter()
+            .find(|b| b.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Flex => "flex",

@@ -6,6 +6,7 @@ pub mod cell;
 pub mod executor;
 pub mod idql_cell;
 pub mod manifest;
+pub mod plan;
 pub mod render;
 pub mod report;
 pub mod stats;

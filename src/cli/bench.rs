@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 
 use crate::backend::BackendKind;
 use crate::bench::{self, cell, GridSpec, Table};
-use crate::dataset::registry;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -154,47 +153,19 @@ struct CellFields {
 }
 
 impl CellArgs {
-    /// The fields, or `None` when the manifest's cell has already finished.
-    fn fields(self) -> anyhow::Result<Option<CellFields>> {
-        let Some(path) = self.manifest else {
-            let missing = "clap requires it without --manifest";
-            return Ok(Some(CellFields {
-                algo: self.algo.context(missing)?,
-                dataset: self.dataset.context(missing)?,
-                seed: self.seed.context(missing)?,
-                profile: self.profile.context(missing)?,
-                dir: self.dir.context(missing)?,
-                data_file: self.data_file,
-                set: self.set,
-                backend: self.backend,
-            }));
-        };
-        let manifest = bench::manifest::Manifest::read(&path)?;
-        let line = manifest.cell(self.index.context("clap requires --index")?, &path)?;
-        if bench::read_result(&line.dir)?.is_some() {
-            eprintln!(
-                "cell {} ({} / {} / seed {}) has already finished: {}",
-                line.index,
-                line.algo,
-                line.dataset,
-                line.seed,
-                line.dir.display()
-            );
-            return Ok(None);
-        }
-        let h = &manifest.header;
-        let backend = <BackendKind as clap::ValueEnum>::from_str(&h.backend, true)
-            .map_err(|e| anyhow::anyhow!("{}: backend `{}`: {e}", path.display(), h.backend))?;
-        Ok(Some(CellFields {
-            algo: line.algo.clone(),
-            dataset: line.dataset.clone(),
-            seed: line.seed,
-            profile: h.profile.clone(),
-            dir: line.dir.clone(),
-            data_file: h.data_file.clone(),
-            set: h.sets.clone(),
-            backend,
-        }))
+    /// The named cell's fields (without `--manifest`).
+    fn fields(self) -> anyhow::Result<CellFields> {
+        let missing = "clap requires it without --manifest";
+        Ok(CellFields {
+            algo: self.algo.context(missing)?,
+            dataset: self.dataset.context(missing)?,
+            seed: self.seed.context(missing)?,
+            profile: self.profile.context(missing)?,
+            dir: self.dir.context(missing)?,
+            data_file: self.data_file,
+            set: self.set,
+            backend: self.backend,
+        })
     }
 }
 
@@ -441,22 +412,7 @@ fn with_waves<T>(
 fn resolve_grid(args: &GridArgs) -> anyhow::Result<(Vec<String>, Vec<u64>, PathBuf)> {
     let profile = cell::Profile::load(&args.profile)?;
     let out = grid_out(args);
-    let mut datasets = registry::Registry::from_env().suite(&args.suite)?;
-    if !args.datasets.is_empty() {
-        for want in &args.datasets {
-            let full = format!("{}/{want}", args.suite);
-            anyhow::ensure!(
-                datasets.contains(&full),
-                "suite `{}` has no dataset `{want}` (has: {datasets:?})",
-                args.suite
-            );
-        }
-        datasets.retain(|d| {
-            args.datasets
-                .iter()
-                .any(|w| d == &format!("{}/{w}", args.suite))
-        });
-    }
+    let datasets = bench::plan::suite_datasets(&args.suite, &args.datasets)?;
     let seeds: Vec<u64> = if args.seed_list.is_empty() {
         (0..args.seeds).collect()
     } else {
@@ -528,28 +484,6 @@ struct Waves<'a> {
     executor: &'a ExecutorArgs,
 }
 
-/// The algorithms of a grid with their dependencies first (cells of their own, in the table
-/// too), split into waves: those without inputs, then those that need them.
-fn algorithm_waves(requested: &[String]) -> anyhow::Result<(Vec<String>, [Vec<String>; 2])> {
-    let mut algos: Vec<String> = Vec::new();
-    for a in requested {
-        for dep in crate::algos::algorithm(a)?.needs {
-            if !algos.iter().any(|x| x == dep) {
-                algos.push(dep.to_string());
-            }
-        }
-        if !algos.contains(a) {
-            algos.push(a.clone());
-        }
-    }
-    let (base, dependent): (Vec<String>, Vec<String>) = algos.iter().cloned().partition(|a| {
-        crate::algos::algorithm(a)
-            .map(|info| info.needs.is_empty())
-            .unwrap_or(true)
-    });
-    Ok((algos, [base, dependent]))
-}
-
 /// A written manifest.
 struct Planned {
     manifest: bench::manifest::Manifest,
@@ -558,49 +492,21 @@ struct Planned {
 
 /// Write the grid's manifest: every cell in wave order, with the executor's resources.
 fn plan(w: &Waves<'_>) -> anyhow::Result<Planned> {
-    use bench::manifest::{CellLine, Header, Manifest, Resources, VERSION};
-    // Checks the --set overrides before anything is written.
-    cell::Profile::load(w.profile)?.with_sets(w.set)?;
-    std::fs::create_dir_all(w.out).with_context(|| format!("creating {}", w.out.display()))?;
-    let out = std::fs::canonicalize(w.out).with_context(|| format!("{}", w.out.display()))?;
-    let (_, waves) = algorithm_waves(w.algos)?;
-    let mut cells = Vec::new();
-    for (wave, algos) in waves.iter().filter(|a| !a.is_empty()).enumerate() {
-        for dataset in w.datasets {
-            for algo in algos {
-                for &seed in w.seeds {
-                    cells.push(CellLine {
-                        index: cells.len(),
-                        wave,
-                        algo: algo.clone(),
-                        dataset: dataset.clone(),
-                        seed,
-                        dir: bench::cell_dir(&out, algo, dataset, seed),
-                        resources: Resources {
-                            cpus: w.executor.cpus_per_cell,
-                            gpus: w.executor.gpus_per_cell,
-                            minutes: w.executor.minutes_per_cell,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    let manifest = Manifest {
-        header: Header {
-            offrl_manifest: VERSION,
-            out: out.clone(),
-            profile: w.profile.to_string(),
-            backend: w.backend.name().to_string(),
-            sets: w.set.to_vec(),
-            data_file: w.data_file.map(|p| p.to_path_buf()),
-            cells: cells.len(),
-            waves: waves.iter().filter(|a| !a.is_empty()).count(),
-            commit: env!("OFFRL_COMMIT").to_string(),
+    let (manifest, path) = bench::plan::plan(&bench::plan::GridPlan {
+        algos: w.algos,
+        datasets: w.datasets,
+        seeds: w.seeds,
+        profile: w.profile,
+        sets: w.set,
+        backend: w.backend,
+        data_file: w.data_file,
+        out: w.out,
+        resources: bench::manifest::Resources {
+            cpus: w.executor.cpus_per_cell,
+            gpus: w.executor.gpus_per_cell,
+            minutes: w.executor.minutes_per_cell,
         },
-        cells,
-    };
-    let path = manifest.write(&out)?;
+    })?;
     Ok(Planned { manifest, path })
 }
 
@@ -608,7 +514,7 @@ fn run_waves(w: &Waves<'_>) -> anyhow::Result<Table> {
     // Every cell's settings, to tell finished cells computed otherwise (and to check --set).
     let profile = cell::Profile::load(w.profile)?.with_sets(w.set)?;
     let planned = plan(w)?;
-    let (algos, waves) = algorithm_waves(w.algos)?;
+    let (algos, waves) = bench::plan::algorithm_waves(w.algos)?;
     let exe = std::env::current_exe().context("locating the offrl executable")?;
     match w.executor.executor {
         Executor::Local => {}
@@ -768,42 +674,30 @@ fn die_with_parent() -> anyhow::Result<()> {
 }
 
 fn run_cell(args: CellArgs) -> anyhow::Result<()> {
-    let Some(args) = args.fields()? else {
+    if let Some(path) = &args.manifest {
+        let index = args.index.context("clap requires --index")?;
+        die_with_parent()?;
+        match bench::plan::run_line(path, index)? {
+            None => eprintln!("cell {index} of {} has already finished", path.display()),
+            Some(r) => eprintln!(
+                "{} on {} (seed {}): return {:.1} ± {:.1}, score {:?}",
+                r.algo, r.dataset, r.seed, r.mean_return, r.std_return, r.normalized_score
+            ),
+        }
         return Ok(());
-    };
+    }
+    let args = args.fields()?;
     die_with_parent()?;
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
-    let profile = cell::Profile::load(&args.profile)?.with_sets(&args.set)?;
-    let grid_out = args
-        .dir
-        .ancestors()
-        .nth(4)
-        .context("a cell folder lives at OUT/cells/DATASET/ALGO/seed-N")?
-        .to_path_buf();
-    let data_path = match &args.data_file {
-        Some(file) => file.clone(),
-        None => cell::prepare_dataset(&args.dataset, profile.scale, &grid_out.join("data"))?,
-    };
-    let device = args.backend.train_device()?;
-    crate::backend::seed(&device, args.seed);
-    let spec = cell::CellSpec {
+    let r = bench::plan::run(&bench::plan::CellRun {
         algo: &args.algo,
-        dataset_name: &args.dataset,
-        data_path: &data_path,
+        dataset: &args.dataset,
         seed: args.seed,
-        profile: &profile,
+        profile: &args.profile,
         dir: &args.dir,
-        grid_out: &grid_out,
-        device: &device,
-        settings: cell::settings(
-            &profile,
-            &args.algo,
-            args.backend.name(),
-            args.data_file.as_deref(),
-        ),
-    };
-    let r = cell::run_cell(&spec)?;
+        data_file: args.data_file.as_deref(),
+        sets: &args.set,
+        backend: args.backend,
+    })?;
     eprintln!(
         "{} on {} (seed {}): return {:.1} ± {:.1}, score {:?}",
         r.algo, r.dataset, r.seed, r.mean_return, r.std_return, r.normalized_score

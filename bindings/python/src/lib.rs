@@ -695,6 +695,63 @@ fn pipeline<'py>(
     Ok((rtb, histories))
 }
 
+/// A benchmark grid — `algos` (their inputs added) × the `suite`'s `datasets` (default: all) ×
+/// `seeds` under `profile` with `sets` (`ALGO.KEY=VALUE`) — run in this process, cell after
+/// cell, into `out` (the CLI's grid folder: `offrl bench report OUT` reads it too; running it
+/// again recomputes no finished cell). Returns `{"table", "stats", "out", "manifest"}`: the
+/// Markdown table and statistics, the folder and its manifest (whose lines any scheduler can
+/// run with `offrl bench cell --manifest M --index I`).
+#[pyfunction]
+#[pyo3(signature = (algos, suite="pendulum", datasets=Vec::new(), seeds=vec![0], profile="quick", sets=Vec::new(), out=None))]
+#[pyo3(name = "bench")]
+#[allow(clippy::too_many_arguments)]
+fn bench_grid<'py>(
+    py: Python<'py>,
+    algos: Vec<String>,
+    suite: &str,
+    datasets: Vec<String>,
+    seeds: Vec<u64>,
+    profile: &str,
+    sets: Vec<String>,
+    out: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use offrl::bench::{cell, manifest::Resources, plan, report};
+    let out = out.unwrap_or_else(|| format!("runs/bench-{suite}-{profile}").into());
+    let datasets = plan::suite_datasets(suite, &datasets).map_err(py_err)?;
+    let scale = cell::Profile::load(profile).map_err(py_err)?.scale;
+    for d in &datasets {
+        cell::prepare_dataset(d, scale, &out.join("data")).map_err(py_err)?;
+    }
+    let (manifest, path) = plan::plan(&plan::GridPlan {
+        algos: &algos,
+        datasets: &datasets,
+        seeds: &seeds,
+        profile,
+        sets: &sets,
+        backend: BackendKind::Flex,
+        data_file: None,
+        out: &out,
+        resources: Resources {
+            cpus: 1,
+            gpus: 0,
+            minutes: 0,
+        },
+    })
+    .map_err(py_err)?;
+    let cells = manifest.cells.len();
+    interruptible(py, || {
+        (0..cells).try_for_each(|i| plan::run_line(&path, i).map(|_| ()))
+    })?;
+    let grid = &manifest.header.out;
+    let r = report::report(grid, Some(grid), &report::StatsConfig::default()).map_err(py_err)?;
+    let d = PyDict::new(py);
+    d.set_item("table", r.table)?;
+    d.set_item("stats", r.stats)?;
+    d.set_item("out", grid)?;
+    d.set_item("manifest", path)?;
+    Ok(d)
+}
+
 /// The logged lines as a list of dicts (`step` and each metric).
 fn history_lines<'py>(
     py: Python<'py>,
@@ -730,6 +787,7 @@ fn _offrl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(algorithms, m)?)?;
     m.add_function(wrap_pyfunction!(pipeline, m)?)?;
+    m.add_function(wrap_pyfunction!(bench_grid, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

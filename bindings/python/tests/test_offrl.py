@@ -113,6 +113,26 @@ def test_fit_lets_other_python_threads_run(pendulum):
     assert len(during) > 0.3 * (ended - started) / 0.002, (len(during), ended - started)
 
 
+def test_the_bench_grid_from_python(tmp_path, offrl_bin):
+    sets = ["bc.train.steps=40", "iql.train.steps=40", "diffusion-bc.train.steps=40", "idql.samples=4"]
+    out = tmp_path / "grid"
+    grid = offrl.bench(["bc", "idql"], suite="pendulum", datasets=["medium"], seeds=[0],
+                       profile="quick", sets=sets, out=str(out))
+    assert "pendulum/medium" in grid["table"] and "IQM" in grid["stats"]
+    results = sorted(out.glob("cells/*/*/seed-0/result.json"))
+    assert [p.parts[-3] for p in results] == ["bc", "diffusion-bc", "idql", "iql"]
+    # The CLI's grid: its report reads it, and its cells by index find them finished.
+    said = subprocess.run([offrl_bin, "bench", "cell", "--manifest", grid["manifest"], "--index", "0"],
+                          capture_output=True, text=True, check=True)
+    assert "already finished" in said.stderr
+    stamp = results[0].stat().st_mtime_ns
+    offrl.bench(["bc", "idql"], suite="pendulum", datasets=["medium"], seeds=[0],
+                profile="quick", sets=sets, out=str(out))
+    assert results[0].stat().st_mtime_ns == stamp, "a finished cell is not recomputed"
+    with pytest.raises(ValueError, match="no dataset `nope`"):
+        offrl.bench(["bc"], suite="pendulum", datasets=["nope"], out=str(tmp_path / "bad"))
+
+
 def test_tensorboard_reads_the_run_directory(pendulum, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -8,11 +8,12 @@
     actions = iql.predict(observations)                             # [n, act_dim] float32
     iql.save("iql.ckpt"); same = offrl.load("iql.ckpt")
     rtb, lines = offrl.pipeline(data, profile="cpu", seed=0, logdir="runs/method")  # prior, critic, RTB
+    grid = offrl.bench(["iql", "rtb"], suite="pendulum", seeds=[0, 1], out="runs/grid")  # a table
 
 Datasets, configs, run directories and checkpoints are the CLI's: a model trained with
 `offrl train` opens with `offrl.load(run_dir)`, and one trained here with `offrl eval`.
 """
 
-from ._offrl import Algorithm, Dataset, __version__, algorithms, collect, load, pipeline
+from ._offrl import Algorithm, Dataset, __version__, algorithms, bench, collect, load, pipeline
 
-__all__ = ["Algorithm", "Dataset", "algorithms", "collect", "load", "pipeline", "__version__"]
+__all__ = ["Algorithm", "Dataset", "algorithms", "bench", "collect", "load", "pipeline", "__version__"]
