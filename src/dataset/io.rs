@@ -73,6 +73,52 @@ fn writer_properties() -> parquet::file::properties::WriterPropertiesBuilder {
 
 /// Write `data` to `path` atomically: validate, write a temporary file in the target folder,
 /// then rename it over `path`. On any error no file is left behind.
+/// The dataset as Arrow record batches of at most `rows` rows (at least one batch), the schema
+/// carrying its metadata under the `offrl` key (as the Parquet files do): what `save` writes,
+/// and what the Python package hands to Arrow readers (`pyarrow.table(ds)`).
+pub fn record_batches(data: &Dataset, rows: usize) -> Vec<RecordBatch> {
+    let meta_json = serde_json::to_string(&data.meta).expect("metadata serialises");
+    // In the Arrow schema too: pyarrow takes schema metadata from the embedded Arrow schema
+    // and ignores the Parquet key-value pairs when one is present.
+    let schema = Arc::new(
+        schema(data.obs_dim(), data.act_dim())
+            .with_metadata([(METADATA_KEY.to_string(), meta_json)]),
+    );
+    let (od, ad) = (data.obs_dim(), data.act_dim());
+    let vector = |values: &[f32], dim: usize| -> ArrayRef {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        Arc::new(FixedSizeListArray::new(
+            item,
+            dim as i32,
+            Arc::new(Float32Array::from(values.to_vec())),
+            None,
+        ))
+    };
+    let mut batches = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = (start + rows.max(1)).min(data.len());
+        batches.push(
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    vector(&data.observations[start * od..end * od], od),
+                    vector(&data.actions[start * ad..end * ad], ad),
+                    Arc::new(Float32Array::from(data.rewards[start..end].to_vec())),
+                    vector(&data.next_observations[start * od..end * od], od),
+                    Arc::new(BooleanArray::from(data.terminals[start..end].to_vec())),
+                    Arc::new(BooleanArray::from(data.timeouts[start..end].to_vec())),
+                ],
+            )
+            .expect("columns match the schema"),
+        );
+        start = end;
+        if start >= data.len() {
+            return batches;
+        }
+    }
+}
+
 pub fn save(data: &Dataset, path: &Path) -> Result<()> {
     save_with(data, path, writer_properties())
 }
@@ -94,15 +140,10 @@ fn save_with(
     let fail = |e: parquet::errors::ParquetError| Error::format(path, format!("writing: {e}"));
 
     let meta_json = serde_json::to_string(&data.meta).expect("metadata serialises");
-    // In the Arrow schema too: pyarrow takes schema metadata from the embedded Arrow schema
-    // and ignores the Parquet key-value pairs when one is present.
-    let schema = Arc::new(
-        schema(data.obs_dim(), data.act_dim())
-            .with_metadata([(METADATA_KEY.to_string(), meta_json.clone())]),
-    );
+    let batches = record_batches(data, ROW_GROUP_ROWS);
     let mut writer = ArrowWriter::try_new(
         std::io::BufWriter::with_capacity(1 << 20, file),
-        schema.clone(),
+        batches[0].schema(),
         Some(
             props
                 .set_key_value_metadata(Some(vec![
@@ -113,33 +154,8 @@ fn save_with(
         ),
     )
     .map_err(fail)?;
-    let (od, ad) = (data.obs_dim(), data.act_dim());
-    let vector = |values: &[f32], dim: usize| -> ArrayRef {
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        Arc::new(FixedSizeListArray::new(
-            item,
-            dim as i32,
-            Arc::new(Float32Array::from(values.to_vec())),
-            None,
-        ))
-    };
-    let mut start = 0;
-    while start < data.len() {
-        let end = (start + ROW_GROUP_ROWS).min(data.len());
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                vector(&data.observations[start * od..end * od], od),
-                vector(&data.actions[start * ad..end * ad], ad),
-                Arc::new(Float32Array::from(data.rewards[start..end].to_vec())),
-                vector(&data.next_observations[start * od..end * od], od),
-                Arc::new(BooleanArray::from(data.terminals[start..end].to_vec())),
-                Arc::new(BooleanArray::from(data.timeouts[start..end].to_vec())),
-            ],
-        )
-        .expect("columns match the schema");
-        writer.write(&batch).map_err(fail)?;
-        start = end;
+    for batch in &batches {
+        writer.write(batch).map_err(fail)?;
     }
     let buf = writer.into_inner().map_err(fail)?;
     let file = buf

@@ -151,6 +151,46 @@ impl Dataset {
     }
 
     /// The columns as NumPy arrays (a dict of D4RL's names).
+    /// The Arrow PyCapsule stream interface: `pyarrow.table(ds)` (and polars, DuckDB) read the
+    /// dataset as a table with D4RL's columns (fixed-size float32 lists for vectors) and its
+    /// metadata under the schema's `offrl` key. One copy of the columns, made for the stream.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyCapsule>> {
+        use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+        use arrow_array::{RecordBatch, RecordBatchIterator};
+        // The schema is the dataset's; a requested one is a hint consumers may send (ignored).
+        let _ = requested_schema;
+        let batches = io::record_batches(&self.inner, 1 << 16);
+        let schema = batches[0].schema();
+        let reader = RecordBatchIterator::new(
+            batches
+                .into_iter()
+                .map(Ok::<RecordBatch, arrow_schema::ArrowError>),
+            schema,
+        );
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        // A consumer moves the stream out (its release set to null); dropping what is left
+        // releases it only if none did.
+        pyo3::types::PyCapsule::new_with_value_and_destructor(
+            py,
+            stream,
+            c"arrow_array_stream",
+            |stream, _| drop(stream),
+        )
+    }
+
+    /// The dataset as a pandas DataFrame (through pyarrow: vectors as arrays per row).
+    fn to_pandas<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        py.import("pyarrow")?
+            .call_method1("table", (slf,))?
+            .call_method0("to_pandas")
+    }
+
     fn to_numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = &self.inner;
         let n = d.len();

@@ -38,6 +38,27 @@ def test_numpy_and_parquet_round_trips(pendulum, tmp_path):
     assert len(d) == 1000 - int(cols["timeouts"].sum()) - (0 if cols["timeouts"][-1] else 1)
 
 
+def test_arrow_and_pandas_read_a_dataset(pendulum, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(pendulum)  # through the Arrow C stream interface
+    assert table.num_rows == len(pendulum)
+    assert table.column_names == ["observations", "actions", "rewards", "next_observations",
+                                  "terminals", "timeouts"]
+    cols = pendulum.to_numpy()
+    obs = table["observations"].combine_chunks().flatten().to_numpy().reshape(-1, 3)
+    np.testing.assert_array_equal(obs, cols["observations"])
+    np.testing.assert_array_equal(table["timeouts"].to_numpy(), cols["timeouts"])
+    assert json.loads(table.schema.metadata[b"offrl"])["env_id"] == "Pendulum-v1"
+    # pyarrow's own Parquet of that table is an offrl dataset again, the same one.
+    pq.write_table(table, tmp_path / "t.parquet")
+    back = offrl.Dataset.from_parquet(str(tmp_path / "t.parquet"))
+    assert back.fingerprint() == pendulum.fingerprint()
+    frame = pendulum.to_pandas()
+    assert len(frame) == len(pendulum) and list(frame.columns) == table.column_names
+
+
 def test_fit_predict_save_load(pendulum, tmp_path):
     bc = offrl.Algorithm("bc", sets=["actor_net.width=16", "train.batch_size=32"], seed=3)
     bc.fit(pendulum, logdir=str(tmp_path / "bc"), n_steps=30)
