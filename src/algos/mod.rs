@@ -123,10 +123,7 @@ impl Input {
 
     /// The algorithm this input comes from under `config` (a resolved config of the algorithm
     /// that takes it).
-    pub fn source<'a>(&self, config: &'a Value) -> &'a str
-    where
-        'static: 'a,
-    {
+    pub fn source<'a>(&self, config: &'a Value) -> &'a str {
         self.kind_key
             .and_then(|k| config.get(k))
             .and_then(Value::as_str)

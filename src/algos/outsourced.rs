@@ -390,18 +390,6 @@ impl Outsourced {
             config.ddim_steps,
             &plain,
         )?;
-        if config.off_policy_from == OffPolicyFrom::Data && config.off_policy > 0 {
-            // Both maps invert; a future one that does not is refused here, before training.
-            let probe =
-                crate::nn::tensor2(&vec![0.0; map_spec.obs_dim], 1, map_spec.obs_dim, &plain);
-            let a = crate::nn::tensor2(&vec![0.0; map_spec.act_dim], 1, map_spec.act_dim, &plain);
-            if map.invert(probe, a).is_none() {
-                return Err(Error::Config(
-                    "outsourced: off_policy_from = \"data\" needs a behaviour map that inverts"
-                        .into(),
-                ));
-            }
-        }
         let critic = IqlCritic::load(&path(&config.critic, "critic")?, &plain)?;
         let cs = critic.spec();
         for (what, od, ad) in [
@@ -501,7 +489,7 @@ impl OfflineAlgorithm for Outsourced {
             );
             let (z, residual) = (self.sampler.reward.map)
                 .invert(obs.clone(), unit)
-                .expect("checked in new()");
+                .expect("flow and DDIM maps both invert");
             inverted = Some((z, residual));
         }
         let mut metrics = self.sampler.batch_update(
