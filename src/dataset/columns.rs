@@ -38,13 +38,14 @@ use arrow_schema::DataType;
 use serde_json::json;
 
 use super::registry::ImportFormat;
-use super::{known_env, Dataset, Metadata};
+use super::{known_env, Dataset, Floats, Metadata};
 use crate::error::{Error, Result};
 
 /// One column as f32 values, row-major `[rows, width]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
-    pub values: Vec<f32>,
+    /// Shared with the file's or the caller's Arrow/NumPy buffer where no conversion was needed.
+    pub values: Floats,
     pub rows: usize,
     pub width: usize,
 }
@@ -53,7 +54,7 @@ impl Column {
     /// No rows yet (its width is set by the first rows appended).
     pub fn empty() -> Column {
         Column {
-            values: Vec::new(),
+            values: Floats::default(),
             rows: 0,
             width: 0,
         }
@@ -74,14 +75,22 @@ impl Column {
             self.width = part.width;
         }
         self.rows += part.rows;
-        self.values.extend(part.values);
+        if self.values.is_empty() {
+            // The first part is kept as it is (shared memory stays shared).
+            self.values = part.values;
+        } else {
+            self.values.extend_from_slice(&part.values);
+        }
         Ok(())
     }
 
     /// Rows `start..end`.
     pub fn slice_rows(&self, start: usize, end: usize) -> Column {
         Column {
-            values: self.values[start * self.width..end * self.width].to_vec(),
+            values: self
+                .values
+                .arrow(start * self.width, end * self.width)
+                .into(),
             rows: end - start,
             width: self.width,
         }
@@ -169,6 +178,38 @@ pub(crate) fn import_table(
         "converted": cols.converted,
     });
     from_columns(file, cols, opts, source)
+}
+
+/// Arrow record batches in memory (a pyarrow table or any Arrow stream the Python package is
+/// handed) → a checked [`Dataset`]. A schema that carries offrl's own metadata (what
+/// [`super::io::record_batches`] writes, e.g. `pyarrow.table(ds)`) gives the dataset back with
+/// that metadata, unless `opts.env` says otherwise; any other table imports as a file would.
+/// Float32 columns of a single-batch table keep the batch's buffers (no copy).
+pub fn from_record_batches(
+    origin: &Path,
+    batches: &[RecordBatch],
+    opts: &ImportOptions,
+    source: serde_json::Value,
+) -> Result<Dataset> {
+    let recorded = batches
+        .first()
+        .and_then(|b| b.schema().metadata().get(super::io::METADATA_KEY).cloned());
+    let cols = from_batches(origin, batches)?;
+    let Some(json) = recorded.filter(|_| opts.env.is_none()) else {
+        return from_columns(origin, cols, opts, source);
+    };
+    let meta = super::io::parse_metadata(origin, &json)?;
+    let spaces = Spaces {
+        env_id: meta.env_id.clone(),
+        obs_dim: Some(meta.obs_dim),
+        action_low: meta.action_low.clone(),
+        action_high: meta.action_high.clone(),
+    };
+    let mut data = assemble(origin, cols, &spaces, source)?;
+    data.meta = meta;
+    data.validate()
+        .map_err(|e| Error::format(origin, e.to_string()))?;
+    Ok(data)
 }
 
 /// Columns already in memory (read from a table file, or handed over by the Python package) →
@@ -366,9 +407,9 @@ pub fn assemble(
             // Following row's observation; the last row repeats its own (dropped or terminal).
             let mut v = observations[obs_dim..].to_vec();
             v.extend_from_slice(&observations[(n - 1) * obs_dim..]);
-            v
+            v.into()
         }
-        None => Vec::new(),
+        None => Floats::default(),
     };
     if let serde_json::Value::Object(map) = &mut source {
         map.insert(
@@ -577,7 +618,7 @@ fn gather_per_dimension(file: &Path, cols: &mut BTreeMap<String, Column>) -> Res
         cols.insert(
             base.to_string(),
             Column {
-                values,
+                values: values.into(),
                 rows,
                 width,
             },
@@ -657,27 +698,32 @@ pub(crate) fn array_column(
 
 /// The values of a scalar array as f32 (`None` for other types); `note` hears of lossy
 /// conversions.
-fn scalars(a: &ArrayRef, mut note: impl FnMut(&str)) -> Option<Vec<f32>> {
+fn scalars(a: &ArrayRef, mut note: impl FnMut(&str)) -> Option<Floats> {
     macro_rules! ints {
         ($t:ty) => {
-            a.as_primitive::<$t>()
-                .values()
-                .iter()
-                .map(|&v| v as f32)
-                .collect()
+            Floats::Owned(
+                a.as_primitive::<$t>()
+                    .values()
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect(),
+            )
         };
     }
     Some(match a.data_type() {
-        DataType::Float32 => a.as_primitive::<Float32Type>().values().to_vec(),
+        // Float32 values are the array's own buffer: no copy.
+        DataType::Float32 => a.as_primitive::<Float32Type>().values().clone().into(),
         DataType::Float64 => {
             note("float64");
-            a.as_primitive::<Float64Type>()
-                .values()
-                .iter()
-                .map(|&v| v as f32)
-                .collect()
+            Floats::Owned(
+                a.as_primitive::<Float64Type>()
+                    .values()
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect(),
+            )
         }
-        DataType::Boolean => a.as_boolean().values().iter().map(f32::from).collect(),
+        DataType::Boolean => Floats::Owned(a.as_boolean().values().iter().map(f32::from).collect()),
         DataType::Int8 => ints!(Int8Type),
         DataType::Int16 => ints!(Int16Type),
         DataType::Int32 => ints!(Int32Type),
@@ -786,7 +832,7 @@ fn npy_column(reader: impl Read) -> std::result::Result<(Column, Option<String>)
     };
     Ok((
         Column {
-            values,
+            values: values.into(),
             rows,
             width,
         },

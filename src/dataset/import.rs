@@ -55,12 +55,12 @@ impl Raw {
     /// As a [`Column`]: f32 values, or 0/1 for a flag array (`flag`).
     fn column(&self, flag: bool) -> Column {
         let values = if flag {
-            self.bool().into_iter().map(f32::from).collect()
+            self.bool().into_iter().map(f32::from).collect::<Vec<f32>>()
         } else {
             self.f32()
         };
         Column {
-            values,
+            values: values.into(),
             rows: self.rows(),
             width: self.width(),
         }

@@ -29,7 +29,7 @@ use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use super::{Dataset, Metadata, FORMAT_VERSION};
+use super::{Dataset, Floats, Metadata, FORMAT_VERSION};
 use crate::error::{Error, Result};
 
 /// Key of the JSON metadata in the Parquet key-value metadata.
@@ -71,11 +71,10 @@ fn writer_properties() -> parquet::file::properties::WriterPropertiesBuilder {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
 }
 
-/// Write `data` to `path` atomically: validate, write a temporary file in the target folder,
-/// then rename it over `path`. On any error no file is left behind.
 /// The dataset as Arrow record batches of at most `rows` rows (at least one batch), the schema
 /// carrying its metadata under the `offrl` key (as the Parquet files do): what `save` writes,
-/// and what the Python package hands to Arrow readers (`pyarrow.table(ds)`).
+/// and what the Python package hands to Arrow readers (`pyarrow.table(ds)`). Shared float
+/// columns ([`Floats::share`]) are handed out as views of their buffers, owned ones copied.
 pub fn record_batches(data: &Dataset, rows: usize) -> Vec<RecordBatch> {
     let meta_json = serde_json::to_string(&data.meta).expect("metadata serialises");
     // In the Arrow schema too: pyarrow takes schema metadata from the embedded Arrow schema
@@ -85,12 +84,15 @@ pub fn record_batches(data: &Dataset, rows: usize) -> Vec<RecordBatch> {
             .with_metadata([(METADATA_KEY.to_string(), meta_json)]),
     );
     let (od, ad) = (data.obs_dim(), data.act_dim());
-    let vector = |values: &[f32], dim: usize| -> ArrayRef {
+    let floats = |values: &Floats, start: usize, end: usize| -> Arc<Float32Array> {
+        Arc::new(Float32Array::new(values.arrow(start, end), None))
+    };
+    let vector = |values: &Floats, start: usize, end: usize, dim: usize| -> ArrayRef {
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         Arc::new(FixedSizeListArray::new(
             item,
             dim as i32,
-            Arc::new(Float32Array::from(values.to_vec())),
+            floats(values, start * dim, end * dim),
             None,
         ))
     };
@@ -102,10 +104,10 @@ pub fn record_batches(data: &Dataset, rows: usize) -> Vec<RecordBatch> {
             RecordBatch::try_new(
                 schema.clone(),
                 vec![
-                    vector(&data.observations[start * od..end * od], od),
-                    vector(&data.actions[start * ad..end * ad], ad),
-                    Arc::new(Float32Array::from(data.rewards[start..end].to_vec())),
-                    vector(&data.next_observations[start * od..end * od], od),
+                    vector(&data.observations, start, end, od),
+                    vector(&data.actions, start, end, ad),
+                    floats(&data.rewards, start, end),
+                    vector(&data.next_observations, start, end, od),
                     Arc::new(BooleanArray::from(data.terminals[start..end].to_vec())),
                     Arc::new(BooleanArray::from(data.timeouts[start..end].to_vec())),
                 ],
@@ -119,6 +121,8 @@ pub fn record_batches(data: &Dataset, rows: usize) -> Vec<RecordBatch> {
     }
 }
 
+/// Write `data` to `path` atomically: validate, write a temporary file in the target folder,
+/// then rename it over `path`. On any error no file is left behind.
 pub fn save(data: &Dataset, path: &Path) -> Result<()> {
     save_with(data, path, writer_properties())
 }
@@ -205,6 +209,11 @@ fn metadata_of(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> 
             ),
         )
     })?;
+    parse_metadata(path, json)
+}
+
+/// The `offrl` metadata of a file or an Arrow schema (`origin` names it in errors).
+pub(crate) fn parse_metadata(path: &Path, json: &str) -> Result<Metadata> {
     let meta: Metadata = serde_json::from_str(json)
         .map_err(|e| Error::format(path, format!("`{METADATA_KEY}` metadata: {e}")))?;
     if meta.format_version > FORMAT_VERSION {
@@ -308,10 +317,10 @@ pub fn load(path: &Path) -> Result<Dataset> {
                 ));
             }
             match k {
-                0 => extend_vector(&mut data.observations, col),
-                1 => extend_vector(&mut data.actions, col),
-                2 => extend_f32(&mut data.rewards, col),
-                3 => extend_vector(&mut data.next_observations, col),
+                0 => extend_vector(data.observations.make_mut(), col),
+                1 => extend_vector(data.actions.make_mut(), col),
+                2 => extend_f32(data.rewards.make_mut(), col),
+                3 => extend_vector(data.next_observations.make_mut(), col),
                 4 => extend_bool(&mut data.terminals, col),
                 _ => extend_bool(&mut data.timeouts, col),
             }
@@ -349,12 +358,16 @@ fn read_floats_fast(path: &Path, rows: usize, data: &mut Dataset) -> parquet::er
     let reader = SerializedFileReader::new(file)?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let targets: [(&str, &mut Vec<f32>, usize); 4] = [
-        ("observations", &mut data.observations, data.meta.obs_dim),
-        ("actions", &mut data.actions, data.meta.act_dim),
-        ("rewards", &mut data.rewards, 1),
+        (
+            "observations",
+            data.observations.make_mut(),
+            data.meta.obs_dim,
+        ),
+        ("actions", data.actions.make_mut(), data.meta.act_dim),
+        ("rewards", data.rewards.make_mut(), 1),
         (
             "next_observations",
-            &mut data.next_observations,
+            data.next_observations.make_mut(),
             data.meta.obs_dim,
         ),
     ];

@@ -265,7 +265,7 @@ fn read_tables(info: &MinariInfo) -> Result<Episodes> {
         out.next_observations
             .append(file, "observations", obs.slice_rows(1, rows))?;
         out.actions.append(file, "actions", actions)?;
-        out.rewards.extend(rewards.values);
+        out.rewards.extend_from_slice(&rewards.values);
         out.terminations
             .extend(term.values.iter().map(|&v| v != 0.0));
         out.truncations
@@ -308,7 +308,7 @@ pub fn build(info: &MinariInfo, ep: Episodes) -> Result<Dataset> {
         ),
         observations: ep.observations.values,
         actions: ep.actions.values,
-        rewards: ep.rewards,
+        rewards: ep.rewards.into(),
         next_observations: ep.next_observations.values,
         terminals: ep.terminations,
         timeouts: ep.truncations,

@@ -6,6 +6,7 @@
 pub mod builder;
 pub mod collect;
 pub mod columns;
+pub mod floats;
 #[cfg(feature = "python")]
 pub mod import;
 pub mod importer;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use builder::{random_dataset, DatasetBuilder};
+pub use floats::Floats;
 
 /// D4RL-style reference returns used to normalise scores: 100 · (R − random) / (expert − random).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -170,12 +172,12 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct Dataset {
     pub meta: Metadata,
     /// `[n, obs_dim]` row-major.
-    pub observations: Vec<f32>,
+    pub observations: Floats,
     /// `[n, act_dim]` row-major.
-    pub actions: Vec<f32>,
-    pub rewards: Vec<f32>,
+    pub actions: Floats,
+    pub rewards: Floats,
     /// `[n, obs_dim]` row-major.
-    pub next_observations: Vec<f32>,
+    pub next_observations: Floats,
     /// The episode ended in a terminal state (no bootstrapping).
     pub terminals: Vec<bool>,
     /// The episode was cut by a time limit (or the end of collection): not terminal.
@@ -213,10 +215,10 @@ impl Dataset {
         let (od, ad) = (meta.obs_dim, meta.act_dim);
         Self {
             meta,
-            observations: Vec::with_capacity(n * od),
-            actions: Vec::with_capacity(n * ad),
-            rewards: Vec::with_capacity(n),
-            next_observations: Vec::with_capacity(n * od),
+            observations: Floats::with_capacity(n * od),
+            actions: Floats::with_capacity(n * ad),
+            rewards: Floats::with_capacity(n),
+            next_observations: Floats::with_capacity(n * od),
             terminals: Vec::with_capacity(n),
             timeouts: Vec::with_capacity(n),
         }
@@ -225,24 +227,37 @@ impl Dataset {
     /// Assemble a dataset from column buffers and check it ([`Dataset::validate`]).
     pub fn new(
         meta: Metadata,
-        observations: Vec<f32>,
-        actions: Vec<f32>,
-        rewards: Vec<f32>,
-        next_observations: Vec<f32>,
+        observations: impl Into<Floats>,
+        actions: impl Into<Floats>,
+        rewards: impl Into<Floats>,
+        next_observations: impl Into<Floats>,
         terminals: Vec<bool>,
         timeouts: Vec<bool>,
     ) -> Result<Self> {
         let data = Self {
             meta,
-            observations,
-            actions,
-            rewards,
-            next_observations,
+            observations: observations.into(),
+            actions: actions.into(),
+            rewards: rewards.into(),
+            next_observations: next_observations.into(),
             terminals,
             timeouts,
         };
         data.validate()?;
         Ok(data)
+    }
+
+    /// Move every float column into a shared Arrow buffer (no copy, [`Floats::share`]): Arrow
+    /// readers are then handed views of the columns, never copies.
+    pub fn share(&mut self) {
+        for c in [
+            &mut self.observations,
+            &mut self.actions,
+            &mut self.rewards,
+            &mut self.next_observations,
+        ] {
+            c.share();
+        }
     }
 
     /// Whether row `i` is the last of its episode (terminal, time-out, or the last row).
@@ -720,7 +735,7 @@ pub(crate) mod tests {
             msg.contains("`actions` holds 4 values, expected 3"),
             "{msg}"
         );
-        d.actions.pop();
+        d.actions.make_mut().pop();
         d.meta.action_low.push(0.0);
         assert!(d.validate().unwrap_err().to_string().contains("action_low"));
         d.meta.action_low.pop();
@@ -754,7 +769,7 @@ pub(crate) mod tests {
         d.actions[3] = f32::NEG_INFINITY; // row 3
         assert_eq!(d.drop_non_finite(), 2);
         d.validate().unwrap();
-        assert_eq!(d.rewards, vec![1.0, 3.0, 5.0]);
+        assert_eq!(*d.rewards, [1.0, 3.0, 5.0]);
         // Row 0 inherits the end of episode 0 as a time-out (its successor is gone).
         assert_eq!(d.timeouts, vec![true, false, true]);
         assert_eq!(d.terminals, vec![false, false, false]);
@@ -776,7 +791,7 @@ pub(crate) mod tests {
         let mut d = toy(&[1.0, 1.0, 5.0, 2.0], &[N, TERM, N, TOUT]);
         // Returns 2 and 7: factor 1000 / 5 = 200.
         assert_eq!(d.scale_rewards_iql().unwrap(), 200.0);
-        assert_eq!(d.rewards, vec![200.0, 200.0, 1000.0, 400.0]);
+        assert_eq!(*d.rewards, [200.0, 200.0, 1000.0, 400.0]);
         let one = toy(&[1.0, 2.0], &[N, N]);
         assert!(one.iql_reward_scale().is_err());
     }

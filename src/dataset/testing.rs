@@ -15,10 +15,10 @@ pub fn empty(obs_dim: usize, act_dim: usize, low: f32, high: f32) -> Dataset {
             source: serde_json::Value::Null,
             reference_scores: None,
         },
-        observations: vec![],
-        actions: vec![],
-        rewards: vec![],
-        next_observations: vec![],
+        observations: Default::default(),
+        actions: Default::default(),
+        rewards: Default::default(),
+        next_observations: Default::default(),
         terminals: vec![],
         timeouts: vec![],
     }
@@ -111,10 +111,10 @@ pub fn full_batch(data: &Dataset) -> Batch {
         size: data.len(),
         obs_dim: data.obs_dim(),
         act_dim: data.act_dim(),
-        observations: data.observations.clone(),
-        actions: data.actions.clone(),
-        rewards: data.rewards.clone(),
-        next_observations: data.next_observations.clone(),
+        observations: data.observations.to_vec(),
+        actions: data.actions.to_vec(),
+        rewards: data.rewards.to_vec(),
+        next_observations: data.next_observations.to_vec(),
         terminals: data
             .terminals
             .iter()

@@ -250,10 +250,10 @@ mod tests {
                 "episodes start at t = 0"
             );
         }
-        let mut all: Vec<f32> = train.observations.clone();
-        all.extend(&held.observations);
+        let mut all: Vec<f32> = train.observations.to_vec();
+        all.extend_from_slice(&held.observations);
         all.sort_by(f32::total_cmp);
-        assert_eq!(all, d.observations, "a partition of the rows");
+        assert_eq!(all, *d.observations, "a partition of the rows");
         assert_eq!(
             d.split_episodes(0.2, 7).unwrap().1.observations,
             held.observations

@@ -118,7 +118,7 @@ pub fn toy_dataset() -> offrl::dataset::Dataset {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let obs: Vec<f32> = (0..n * od).map(|_| rng.random_range(-1.0..1.0)).collect();
     let act: Vec<f32> = (0..n * ad).map(|_| rng.random_range(-0.9..0.9)).collect();
-    let rewards = (0..n)
+    let rewards: Vec<f32> = (0..n)
         .map(|i| -((act[2 * i] - 0.3).powi(2) + (act[2 * i + 1] + 0.2).powi(2)))
         .collect();
     let next: Vec<f32> = (0..n * od).map(|_| rng.random_range(-1.0..1.0)).collect();

@@ -2,11 +2,13 @@
 //! `save`/`load`). A thin layer: datasets, algorithms, configs, run directories and
 //! checkpoints are offrl's own, so a model trained by the CLI opens here and the other way round.
 //! Arrays come in through NumPy's own conversion (`ascontiguousarray(x, float32)`: no copy when
-//! they already are C-ordered float32) and go out as NumPy arrays owning offrl's buffers.
+//! they already are C-ordered float32) and go out as NumPy arrays owning offrl's buffers. A
+//! dataset's float columns are Arrow buffers shared with whatever handed them over (a NumPy
+//! array, a pyarrow table) and handed out as views (`to_numpy`, `pyarrow.table(ds)`): no copies.
 
 use std::path::{Path, PathBuf};
 
-use numpy::ndarray::Array2;
+use numpy::ndarray::{Array2, ArrayView2};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
 };
@@ -69,10 +71,20 @@ fn interruptible<T: Send>(
     }
 }
 
-/// A dataset of transitions (D4RL's columns), in memory.
-#[pyclass(name = "Dataset", module = "offrl")]
+/// A dataset of transitions (D4RL's columns), in memory. Immutable (`frozen`): the NumPy
+/// and Arrow views it hands out stay valid as long as they keep it alive.
+#[pyclass(name = "Dataset", module = "offrl", frozen)]
 struct Dataset {
     inner: Data,
+}
+
+impl From<Data> for Dataset {
+    /// The float columns move into shared Arrow buffers (no copy) so that every view handed
+    /// out later is of this memory.
+    fn from(mut inner: Data) -> Self {
+        inner.share();
+        Self { inner }
+    }
 }
 
 #[pymethods]
@@ -80,7 +92,7 @@ impl Dataset {
     /// Load an offrl Parquet file (what `offrl dataset make/import/collect` write).
     #[staticmethod]
     fn from_parquet(path: PathBuf) -> PyResult<Self> {
-        io::load(&path).map(|inner| Self { inner }).map_err(py_err)
+        io::load(&path).map(Self::from).map_err(py_err)
     }
 
     /// A Minari dataset folder (its arrow and parquet storages are read natively; HDF5 needs
@@ -89,7 +101,7 @@ impl Dataset {
     #[pyo3(signature = (path, env=None))]
     fn from_minari(path: PathBuf, env: Option<String>) -> PyResult<Self> {
         offrl::dataset::minari::import(&path, env.as_deref())
-            .map(|inner| Self { inner })
+            .map(Self::from)
             .map_err(py_err)
     }
 
@@ -98,8 +110,11 @@ impl Dataset {
     /// are dropped, as D4RL's `qlearning_dataset` does. `env` (e.g. "Hopper-v5") gives the
     /// action bounds and reference returns; without it, `action_bound` (default: 1 when every
     /// action lies in [-1, 1]).
+    ///
+    /// C-ordered float32 arrays are shared, not copied (as `pyarrow.array` does): change them
+    /// afterwards and the dataset changes too. `copy=True` takes private copies.
     #[staticmethod]
-    #[pyo3(signature = (observations, actions, rewards, terminals, timeouts=None, next_observations=None, env=None, action_bound=None))]
+    #[pyo3(signature = (observations, actions, rewards, terminals, timeouts=None, next_observations=None, env=None, action_bound=None, copy=false))]
     #[allow(clippy::too_many_arguments)]
     fn from_numpy(
         py: Python<'_>,
@@ -111,6 +126,7 @@ impl Dataset {
         next_observations: Option<&Bound<'_, PyAny>>,
         env: Option<String>,
         action_bound: Option<f32>,
+        copy: bool,
     ) -> PyResult<Self> {
         let mut cols = Columns {
             noun: "array",
@@ -131,7 +147,7 @@ impl Dataset {
         for (name, array, ndim) in arrays {
             cols.found.push(name.to_string());
             cols.by_name
-                .insert(name.to_string(), column(py, name, array, ndim)?);
+                .insert(name.to_string(), column(py, name, array, ndim, copy)?);
         }
         let opts = ImportOptions {
             env,
@@ -142,7 +158,36 @@ impl Dataset {
         let origin = Path::new("<numpy arrays>");
         let data =
             offrl::dataset::columns::from_columns(origin, cols, &opts, source).map_err(py_err)?;
-        Ok(Self { inner: data })
+        Ok(Self::from(data))
+    }
+
+    /// Any Arrow table or stream (anything with `__arrow_c_stream__`: a pyarrow Table or
+    /// RecordBatchReader, a polars DataFrame, a DuckDB result) with D4RL's column names, in
+    /// the layouts `offrl dataset import --format arrow` reads. A table made from an offrl
+    /// dataset (`pyarrow.table(ds)`) comes back with its metadata; other tables take `env` or
+    /// `action_bound` as `from_numpy` does. Float32 columns of a one-chunk table are shared.
+    #[staticmethod]
+    #[pyo3(signature = (table, env=None, action_bound=None))]
+    fn from_arrow(
+        table: &Bound<'_, PyAny>,
+        env: Option<String>,
+        action_bound: Option<f32>,
+    ) -> PyResult<Self> {
+        let batches = arrow_stream(table)?;
+        let opts = ImportOptions {
+            env,
+            action_bound,
+            ..Default::default()
+        };
+        let source = serde_json::json!({ "importer": "python", "from": "an Arrow stream" });
+        offrl::dataset::columns::from_record_batches(
+            Path::new("<arrow stream>"),
+            &batches,
+            &opts,
+            source,
+        )
+        .map(Self::from)
+        .map_err(py_err)
     }
 
     /// Write an offrl Parquet file (atomically; the CLI reads it).
@@ -150,10 +195,10 @@ impl Dataset {
         io::save(&self.inner, &path).map_err(py_err)
     }
 
-    /// The columns as NumPy arrays (a dict of D4RL's names).
     /// The Arrow PyCapsule stream interface: `pyarrow.table(ds)` (and polars, DuckDB) read the
     /// dataset as a table with D4RL's columns (fixed-size float32 lists for vectors) and its
-    /// metadata under the schema's `offrl` key. One copy of the columns, made for the stream.
+    /// metadata under the schema's `offrl` key. The float columns are views of the dataset's
+    /// buffers; the flags are bit-packed for Arrow (n/8 bytes each).
     #[pyo3(signature = (requested_schema=None))]
     fn __arrow_c_stream__<'py>(
         &self,
@@ -191,20 +236,33 @@ impl Dataset {
             .call_method0("to_pandas")
     }
 
-    fn to_numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = &self.inner;
+    /// The columns as NumPy arrays (a dict of D4RL's names). The float columns are read-only
+    /// views of the dataset's memory (they keep it alive; `.copy()` one to change it), the
+    /// flags bool copies.
+    fn to_numpy<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        let d = &slf.get().inner;
         let n = d.len();
         let out = PyDict::new(py);
-        let matrix = |v: &[f32], w: usize| -> PyResult<Bound<'py, PyArray2<f32>>> {
-            let a = Array2::from_shape_vec((n, w), v.to_vec()).map_err(py_err_shape)?;
-            Ok(a.into_pyarray(py))
+        let view = |v: &[f32], w: usize| -> PyResult<Bound<'py, PyAny>> {
+            let a = ArrayView2::from_shape((n, w), v).map_err(py_err_shape)?;
+            // SAFETY: the dataset is frozen, so its buffers are never written or reallocated,
+            // and the array keeps the dataset alive as its base object.
+            let a = unsafe { PyArray2::borrow_from_array(&a, slf.clone().into_any()) };
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("write", false)?;
+            a.call_method("setflags", (), Some(&kwargs))?;
+            Ok(a.into_any())
         };
-        out.set_item("observations", matrix(&d.observations, d.obs_dim())?)?;
-        out.set_item("actions", matrix(&d.actions, d.act_dim())?)?;
-        out.set_item("rewards", PyArray1::from_slice(py, &d.rewards))?;
+        out.set_item("observations", view(&d.observations, d.obs_dim())?)?;
+        out.set_item("actions", view(&d.actions, d.act_dim())?)?;
+        out.set_item(
+            "rewards",
+            view(&d.rewards, 1)?.call_method1("reshape", (n,))?,
+        )?;
         out.set_item(
             "next_observations",
-            matrix(&d.next_observations, d.obs_dim())?,
+            view(&d.next_observations, d.obs_dim())?,
         )?;
         out.set_item("terminals", PyArray1::from_slice(py, &d.terminals))?;
         out.set_item("timeouts", PyArray1::from_slice(py, &d.timeouts))?;
@@ -264,21 +322,29 @@ fn float32<'py>(py: Python<'py>, array: &Bound<'py, PyAny>) -> PyResult<Bound<'p
 }
 
 /// Any array-like as its float32 values in C order (one conversion by NumPy, then one copy out
-/// of its buffer; no per-element Python objects).
+/// of its buffer; no per-element Python objects): for small arrays (spaces, one observation).
 fn floats(py: Python<'_>, array: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
     let a: PyReadonlyArrayDyn<'_, f32> = float32(py, array)?.extract()?;
     Ok(a.as_slice()?.to_vec())
 }
 
 /// One D4RL column from a NumPy-like array: `ndim` 2 for vectors (a 1-D array is one value per
-/// row), 1 for rewards, 0 for flags (nonzero is true).
-fn column(py: Python<'_>, name: &str, array: &Bound<'_, PyAny>, ndim: usize) -> PyResult<Column> {
+/// row), 1 for rewards, 0 for flags (nonzero is true). The values share the (converted)
+/// array's memory unless `copy`.
+fn column(
+    py: Python<'_>,
+    name: &str,
+    array: &Bound<'_, PyAny>,
+    ndim: usize,
+    copy: bool,
+) -> PyResult<Column> {
     let np = py.import("numpy")?;
     let a = if ndim == 0 {
         float32(py, &np.call_method1("not_equal", (array, 0))?)?
     } else {
         float32(py, array)?
     };
+    let owner = a.clone().unbind();
     let a: PyReadonlyArrayDyn<'_, f32> = a.extract()?;
     let shape = a.shape().to_vec();
     let (rows, width) = match (ndim, shape.as_slice()) {
@@ -292,11 +358,55 @@ fn column(py: Python<'_>, name: &str, array: &Bound<'_, PyAny>, ndim: usize) -> 
             )))
         }
     };
+    let values = a.as_slice()?;
+    let aligned = values.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0;
+    let values = if copy || !aligned || values.is_empty() {
+        values.to_vec().into()
+    } else {
+        shared(values, owner)
+    };
     Ok(Column {
-        values: a.as_slice()?.to_vec(),
+        values,
         rows,
         width,
     })
+}
+
+/// `values` (the memory of the NumPy array `owner`) as an Arrow buffer that keeps `owner`
+/// alive: released (its reference dropped, under the GIL or by pyo3's pool) with the last
+/// user of the buffer.
+fn shared(values: &[f32], owner: Py<PyAny>) -> offrl::dataset::Floats {
+    use arrow_buffer::{Buffer, ScalarBuffer};
+    let owner = std::sync::Arc::new(std::panic::AssertUnwindSafe(owner));
+    let ptr = std::ptr::NonNull::from(values).cast::<u8>();
+    // SAFETY: `owner` keeps the array, and so `values`, alive for as long as the buffer is.
+    let buffer =
+        unsafe { Buffer::from_custom_allocation(ptr, std::mem::size_of_val(values), owner) };
+    ScalarBuffer::<f32>::new(buffer, 0, values.len()).into()
+}
+
+/// The record batches of any object with the Arrow PyCapsule stream interface.
+fn arrow_stream(table: &Bound<'_, PyAny>) -> PyResult<Vec<arrow_array::RecordBatch>> {
+    use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
+    use pyo3::types::{PyCapsule, PyCapsuleMethods};
+    if !table.hasattr("__arrow_c_stream__")? {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "a {} is not an Arrow table or stream (no `__arrow_c_stream__`): pass a pyarrow \
+             Table or RecordBatchReader, a polars DataFrame, or use Dataset.from_numpy",
+            table.get_type().name()?
+        )));
+    }
+    let capsule = table.call_method0("__arrow_c_stream__")?;
+    let capsule = capsule.cast::<PyCapsule>()?;
+    let ptr = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+    // SAFETY: a capsule named `arrow_array_stream` holds an `ArrowArrayStream`; `from_raw`
+    // moves it out and leaves a released one behind for the capsule's destructor.
+    let reader =
+        unsafe { RecordBatchStreamReader::from_raw(ptr.as_ptr().cast::<FFI_ArrowArrayStream>()) }
+            .map_err(|e| PyValueError::new_err(format!("<arrow stream>: {e}")))?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PyValueError::new_err(format!("<arrow stream>: reading a batch: {e}")))
 }
 
 /// Roll a behaviour policy out in an environment: `offrl collect` as a function.
@@ -317,7 +427,7 @@ fn collect(
         noise,
     };
     offrl::dataset::collect::collect(env, &[part], seed, 1.0, None, false)
-        .map(|inner| Dataset { inner })
+        .map(Dataset::from)
         .map_err(py_err)
 }
 

@@ -59,6 +59,63 @@ def test_arrow_and_pandas_read_a_dataset(pendulum, tmp_path):
     assert len(frame) == len(pendulum) and list(frame.columns) == table.column_names
 
 
+def test_numpy_and_arrow_share_memory_with_a_dataset(pendulum):
+    import pyarrow as pa
+
+    def address(a):
+        return a.__array_interface__["data"][0]
+
+    rng = np.random.default_rng(0)
+    obs, act = rng.normal(size=(64, 3)).astype(np.float32), rng.uniform(-1, 1, (64, 1)).astype(np.float32)
+    rew, flags = rng.normal(size=64).astype(np.float32), np.zeros(64, bool)
+    flags[-1] = True
+    ds = offrl.Dataset.from_numpy(obs, act, rew, flags, timeouts=flags, next_observations=obs)
+    cols = ds.to_numpy()
+    # In: C-ordered float32 arrays are the dataset's columns; out: views of them, read-only.
+    for name, given in (("observations", obs), ("actions", act), ("rewards", rew), ("next_observations", obs)):
+        assert address(cols[name]) == address(given), name
+        assert not cols[name].flags.writeable
+    copied = offrl.Dataset.from_numpy(obs, act, rew, flags, timeouts=flags, copy=True,
+                                      next_observations=obs)
+    assert address(copied.to_numpy()["observations"]) != address(obs)
+    # Views outlive the dataset they came from (they keep it alive).
+    view = offrl.Dataset.from_numpy(obs * 2, act, rew, flags, timeouts=flags).to_numpy()["actions"]
+    np.testing.assert_array_equal(view, act[:-1])  # the time-out row has no next observation
+    # Arrow out and back in: the same buffers all the way.
+    table = pa.table(ds)
+    assert table["observations"].num_chunks == 1
+    values = table["observations"].chunk(0).values
+    assert values.buffers()[1].address == address(obs)
+    back = offrl.Dataset.from_arrow(table)
+    assert address(back.to_numpy()["observations"]) == address(obs)
+    assert back.fingerprint() == ds.fingerprint() and back.env_id == ds.env_id
+    # A dataset read from a file is handed out the same way (its buffers moved, not copied).
+    assert address(pendulum.to_numpy()["observations"]) == address(pendulum.to_numpy()["observations"])
+    big = pa.table(pendulum)
+    assert big["observations"].chunk(0).values.buffers()[1].address == address(pendulum.to_numpy()["observations"])
+
+
+def test_from_arrow_imports_tables_with_d4rl_columns(pendulum):
+    import pyarrow as pa
+
+    cols = pendulum.to_numpy()
+    # Another writer's table: one column per dimension, float64 rewards, no offrl metadata.
+    plain = {f"observations_{k}": cols["observations"][:, k] for k in range(3)}
+    plain.update(actions=pa.FixedSizeListArray.from_arrays(cols["actions"].ravel(), 1),
+                 rewards=cols["rewards"].astype(np.float64), terminals=cols["terminals"],
+                 timeouts=cols["timeouts"],
+                 next_observations=pa.FixedSizeListArray.from_arrays(cols["next_observations"].ravel(), 3))
+    ds = offrl.Dataset.from_arrow(pa.table(plain), env="Pendulum-v1")
+    assert ds.fingerprint() == pendulum.fingerprint()
+    # A stream, not only a table.
+    reader = pa.RecordBatchReader.from_batches(pa.table(pendulum).schema, pa.table(pendulum).to_batches())
+    assert offrl.Dataset.from_arrow(reader).fingerprint() == pendulum.fingerprint()
+    with pytest.raises(TypeError, match="no `__arrow_c_stream__`"):
+        offrl.Dataset.from_arrow(cols)
+    with pytest.raises(ValueError, match="<arrow stream>.*missing column `actions`"):
+        offrl.Dataset.from_arrow(pa.table({"observations": cols["rewards"]}), env="Pendulum-v1")
+
+
 def test_fit_predict_save_load(pendulum, tmp_path):
     bc = offrl.Algorithm("bc", sets=["actor_net.width=16", "train.batch_size=32"], seed=3)
     bc.fit(pendulum, logdir=str(tmp_path / "bc"), n_steps=30)
