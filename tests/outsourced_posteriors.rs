@@ -174,12 +174,14 @@ fn train<R: LogReward>(rtb: &mut Rtb<StandardNormal, R>, steps: usize) {
     }
 }
 
+/// The sampler on a cosine reference chain of `steps` steps (the default: 25).
 fn sampler<M: NoiseMap>(
     map: M,
     q: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<1>,
+    steps: usize,
 ) -> Rtb<StandardNormal, MapReward<M, impl offrl::algos::rtb::QFunction>> {
     let reference = StandardNormal {
-        schedule: cosine(25, Variance::Beta),
+        schedule: cosine(steps, Variance::Beta),
         dim: map.noise_dim(),
     };
     let reward = MapReward {
@@ -220,6 +222,7 @@ fn affine_map_with_quadratic_q_gives_the_closed_form_gaussian() {
             l: l as f32,
         },
         quadratic,
+        25,
     );
     train(&mut rtb, 180);
     let (got_mean, got_var) = mean_var(&posterior_noise(&rtb, 8000));
@@ -280,20 +283,19 @@ fn two_mode_map_with_linear_q_gives_the_quadrature_weights() {
     let upper = lambda.exp() * simpson(&|z| phi(z) * (b * z).exp());
     let lower = (-lambda).exp() * simpson(&|z| phi(z) * (-b * z).exp());
     let want = upper / (upper + lower);
-    let mut rtb = sampler(TwoModes, linear);
+    // The target density jumps by e^{2λ} at z = 0, and a step's Gaussian kernel cannot be
+    // skewed across the jump: mass near 0 stays on the wrong side. Measured (weight of a > 0,
+    // quadrature 0.9105): 0.867 / 0.874 / 0.885 at T = 25 / 50 / 100 with 180 updates; at T = 50,
+    // 400 updates give 0.879 and 1024 trajectories per state 0.878. The error shrinks with the
+    // steps, not with training: a discretisation error, not a bias of the loss. The default 25
+    // steps fall 0.044 short; 100 steps are within the ±0.03 asked (3 standard errors of the
+    // estimate are 0.01).
+    let mut rtb = sampler(TwoModes, linear, 100);
     train(&mut rtb, 180);
     let z = posterior_noise(&rtb, 8000);
     let got = z.iter().filter(|&&z| z > 0.0).count() as f64 / z.len() as f64;
     eprintln!("weight of a > 0: {got:.4} (quadrature {want:.4}; the reference's 0.5)");
-    // Measured: 0.867–0.871 here (500 updates or a 128-wide correction: the same); 0.857 / 0.886 /
-    // 0.890 at T = 10 / 50 / 100; 0.887 with on-policy updates only. The sampler falls short of the
-    // jump of the target density at z = 0 (a factor e^{2λ}) by 2–4 points; 3 standard errors of
-    // the estimate are 0.01. The tolerance says so rather than the 0.03 the issue asks for.
-    assert!((got - want).abs() < 0.05, "weight {got} vs {want}");
-    assert!(
-        got > 0.85,
-        "the sampler moved {got} of the mass to the paying mode"
-    );
+    assert!((got - want).abs() < 0.03, "weight {got} vs {want}");
 }
 
 /// The flow-BC map is a noise map: its differentiable path (z tracked) and its host path agree, and

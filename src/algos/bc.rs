@@ -9,15 +9,13 @@ use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::common::{adam, check_log_std, scalar, GaussianActor, NetConfig, NetPolicy};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::Result;
 use crate::policy::Policy;
-use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "bc";
@@ -124,17 +122,8 @@ impl OfflineAlgorithm for Bc {
         )))
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        Ok(Snapshot {
-            parts: module_parts("actor", &self.actor, Some(&self.optim))?,
-            state: Value::Null,
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, _state: &Value) -> Result<()> {
-        self.actor = ck.load_module("actor", self.actor.clone())?;
-        self.optim = load_optim(ck, "actor", self.optim.clone())?;
-        Ok(())
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module("actor", &mut self.actor, Some(&mut self.optim))
     }
 }
 

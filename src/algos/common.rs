@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Engine;
 use crate::dataset::spec::DataSpec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::{self, Mlp, MlpConfig};
 use crate::policy::Policy;
 
@@ -75,51 +75,6 @@ pub fn diagonal_gaussian_log_prob(x: Tensor<2>, mean: Tensor<2>, log_std: Tensor
     let z = (x - mean) / log_std.clone().exp();
     let log_norm = 0.5 * (2.0 * PI).ln();
     column((z.powi_scalar(2) * (-0.5) - log_std - log_norm).sum_dim(1))
-}
-
-/// Serialisable state of a ChaCha generator (seed, stream, position): resume continues the
-/// exact random sequence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RngState {
-    seed: [u8; 32],
-    stream: u64,
-    /// u128 as a string (JSON numbers are f64).
-    word_pos: String,
-}
-
-impl RngState {
-    pub fn of(rng: &ChaCha8Rng) -> Self {
-        Self {
-            seed: rng.get_seed(),
-            stream: rng.get_stream(),
-            word_pos: rng.get_word_pos().to_string(),
-        }
-    }
-    pub fn restore(&self) -> Result<ChaCha8Rng> {
-        use rand::SeedableRng;
-        let pos: u128 = self
-            .word_pos
-            .parse()
-            .map_err(|_| Error::InvalidData(format!("bad rng position `{}`", self.word_pos)))?;
-        let mut rng = ChaCha8Rng::from_seed(self.seed);
-        rng.set_stream(self.stream);
-        rng.set_word_pos(pos);
-        Ok(rng)
-    }
-
-    /// The generator saved as `state.rng` by an algorithm's snapshot.
-    pub fn restore_from(
-        ck: &crate::train::checkpoint::Checkpoint,
-        state: &serde_json::Value,
-    ) -> Result<ChaCha8Rng> {
-        let bad = |message: String| Error::Checkpoint {
-            path: ck.dir.clone(),
-            message,
-        };
-        let saved: RngState = serde_json::from_value(state.get("rng").cloned().unwrap_or_default())
-            .map_err(|e| bad(format!("bad generator state: {e}")))?;
-        saved.restore().map_err(|e| bad(e.to_string()))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,18 +535,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn rng_state_round_trip() {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let _: u64 = rng.random();
-        let state = RngState::of(&rng);
-        let json = serde_json::to_value(&state).unwrap();
-        let mut back = serde_json::from_value::<RngState>(json)
-            .unwrap()
-            .restore()
-            .unwrap();
-        assert_eq!(rng.random::<u64>(), back.random::<u64>());
     }
 }

@@ -21,19 +21,17 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::common::{
     adam, diagonal_gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
-    target_copy, uniform, xavier_output, NetConfig, NetPolicy, RngState, TwinQ,
+    target_copy, uniform, xavier_output, NetConfig, NetPolicy, TwinQ,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::policy::Policy;
-use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "cql";
@@ -385,37 +383,16 @@ impl OfflineAlgorithm for Cql {
         )))
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        let mut parts = module_parts("actor", &self.actor, Some(&self.actor_optim))?;
-        parts.extend(module_parts(
-            "critic",
-            &self.critic,
-            Some(&self.critic_optim),
-        )?);
-        parts.extend(module_parts("critic_target", &self.critic_target, None)?);
-        parts.extend(module_parts(
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module("actor", &mut self.actor, Some(&mut self.actor_optim))?;
+        parts.module("critic", &mut self.critic, Some(&mut self.critic_optim))?;
+        parts.target("critic_target", &mut self.critic_target)?;
+        parts.module(
             "log_alpha",
-            &self.log_alpha,
-            Some(&self.alpha_optim),
-        )?);
-        Ok(Snapshot {
-            parts,
-            state: json!({ "rng": RngState::of(&self.rng) }),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.actor = ck.load_module("actor", self.actor.clone())?;
-        self.critic = ck.load_module("critic", self.critic.clone())?;
-        self.critic_target = ck
-            .load_module("critic_target", self.critic_target.clone())?
-            .no_grad();
-        self.log_alpha = ck.load_module("log_alpha", self.log_alpha.clone())?;
-        self.actor_optim = load_optim(ck, "actor", self.actor_optim.clone())?;
-        self.critic_optim = load_optim(ck, "critic", self.critic_optim.clone())?;
-        self.alpha_optim = load_optim(ck, "log_alpha", self.alpha_optim.clone())?;
-        self.rng = RngState::restore_from(ck, state)?;
-        Ok(())
+            &mut self.log_alpha,
+            Some(&mut self.alpha_optim),
+        )?;
+        parts.rng(&mut self.rng)
     }
 }
 

@@ -13,23 +13,17 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
 
 use super::common::{soft_update, target_copy};
 use crate::dataset::spec::DataSpec;
 use crate::dataset::{Batch, Dataset};
 use crate::diffusion::denoising_loss;
 use crate::diffusion::prior::{gradient_step, CHECKPOINT_KIND, EMA_PART, MODEL_PART};
-use crate::diffusion::{
-    ActSampler, Ddim, DiffusionPolicy, DiffusionPrior, EpsNet, PriorConfig, PriorState,
-};
-use crate::error::{Error, Result};
+use crate::diffusion::{ActSampler, Ddim, DiffusionPolicy, DiffusionPrior, EpsNet, PriorConfig};
+use crate::error::Result;
 use crate::eval::probe::Probe;
 use crate::policy::Policy;
-use crate::train::checkpoint::Checkpoint;
-use crate::train::{
-    load_optim, module_parts, policy_diagnostics, Metrics, OfflineAlgorithm, Snapshot,
-};
+use crate::train::{policy_diagnostics, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = CHECKPOINT_KIND;
@@ -159,35 +153,22 @@ impl OfflineAlgorithm for PriorAlgo {
         Ok(metrics)
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        let state = PriorState {
-            start: self.prior.spec.start.clone(),
-        };
-        let mut parts = module_parts(MODEL_PART, &self.prior.net, Some(&self.optim))?;
-        if let Some(ema) = &self.ema {
-            parts.extend(module_parts(EMA_PART, ema, None)?);
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module(MODEL_PART, &mut self.prior.net, Some(&mut self.optim))?;
+        // The moving average exists from the first update on; a checkpoint of a run that
+        // keeps one has it.
+        if parts.is_loading() && self.cfg.ema_decay > 0.0 {
+            self.ema = Some(self.fresh_net());
         }
-        Ok(Snapshot {
-            parts,
-            state: serde_json::to_value(state).expect("state serialises"),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        let state: PriorState =
-            serde_json::from_value(state.clone()).map_err(|e| Error::Checkpoint {
-                path: ck.dir.clone(),
-                message: format!("unreadable prior state: {e}"),
-            })?;
-        let net = ck.load_module(MODEL_PART, self.prior.net.clone())?;
-        if self.cfg.ema_decay > 0.0 {
-            self.ema = Some(ck.load_module(EMA_PART, self.fresh_net())?);
+        if let Some(ema) = self.ema.as_mut() {
+            parts.module(EMA_PART, ema, None)?;
         }
-        self.prior = DiffusionPrior {
-            net,
-            ..self.prior.clone().with_start(state.start)
-        };
-        self.optim = load_optim(ck, MODEL_PART, self.cfg.optimizer())?;
+        // `PriorState`'s layout: what `DiffusionPrior::load` reads.
+        let mut start = self.prior.spec.start.clone();
+        parts.value("start", &mut start)?;
+        if parts.is_loading() {
+            self.prior = self.prior.clone().with_start(start);
+        }
         Ok(())
     }
 

@@ -47,9 +47,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use super::common::{column, normal, scalar, NetConfig, RngState};
+use super::common::{column, normal, scalar, NetConfig};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::diffusion::{
@@ -61,9 +60,7 @@ use crate::eval::probe::{probability_greater, Probe};
 use crate::nn::{FourierTimeEmbedding, Mlp};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{
-    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
-};
+use crate::train::{policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The generator of the energy probe's perturbed and uniform actions.
 const ENERGY_PROBE_SEED: u64 = 0x0e_0e;
@@ -868,40 +865,15 @@ impl OfflineAlgorithm for Dxmi {
         )))
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        let mut parts = module_parts("sampler", &self.sampler.eps, Some(&self.sampler_optim))?;
-        parts.extend(module_parts(
-            "sigma",
-            &self.sampler.sigma,
-            Some(&self.sigma_optim),
-        )?);
-        parts.extend(module_parts("value", &self.value, Some(&self.value_optim))?);
-        Ok(Snapshot {
-            parts,
-            // As bits: serde_json's default float parsing is not always exact, resume must be.
-            state: json!({
-                "rng": RngState::of(&self.rng),
-                "velocity_bits": self.velocity.iter().map(|v| v.to_bits()).collect::<Vec<u64>>(),
-            }),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.sampler = Sampler {
-            eps: ck.load_module("sampler", self.sampler.eps.clone())?,
-            sigma: ck.load_module("sigma", self.sampler.sigma.clone())?,
-        };
-        self.value = ck.load_module("value", self.value.clone())?;
-        self.sampler_optim = load_optim(ck, "sampler", self.sampler_optim.clone())?;
-        self.sigma_optim = load_optim(ck, "sigma", self.sigma_optim.clone())?;
-        self.value_optim = load_optim(ck, "value", self.value_optim.clone())?;
-        self.rng = RngState::restore_from(ck, state)?;
-        let bits: Vec<u64> =
-            serde_json::from_value(state.get("velocity_bits").cloned().unwrap_or_default())
-                .map_err(|e| Error::Checkpoint {
-                    path: ck.dir.clone(),
-                    message: format!("bad `velocity_bits` state: {e}"),
-                })?;
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        let sampler = &mut self.sampler;
+        parts.module("sampler", &mut sampler.eps, Some(&mut self.sampler_optim))?;
+        parts.module("sigma", &mut sampler.sigma, Some(&mut self.sigma_optim))?;
+        parts.module("value", &mut self.value, Some(&mut self.value_optim))?;
+        parts.rng(&mut self.rng)?;
+        // As bits: serde_json's default float parsing is not always exact, resume must be.
+        let mut bits: Vec<u64> = self.velocity.iter().map(|v| v.to_bits()).collect();
+        parts.value("velocity_bits", &mut bits)?;
         self.velocity = bits.into_iter().map(f64::from_bits).collect();
         Ok(())
     }

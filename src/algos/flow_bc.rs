@@ -18,9 +18,8 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use super::common::{adam, normal, scalar, uniform, NetConfig, RngState};
+use super::common::{adam, normal, scalar, uniform, NetConfig};
 use crate::backend::Engine;
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
@@ -29,7 +28,7 @@ use crate::nn::host::TrainingMlp;
 use crate::nn::{Activation, Mlp};
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "flow-bc";
@@ -473,18 +472,9 @@ impl OfflineAlgorithm for FlowBc {
         Ok(Box::new(MapPolicy::new(self.map(), &self.spec, self.seed)))
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        Ok(Snapshot {
-            parts: module_parts(FIELD_PART, &self.field, Some(&self.optim))?,
-            state: json!({ "rng": RngState::of(&self.rng) }),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.field = ck.load_module(FIELD_PART, self.field.clone())?;
-        self.optim = load_optim(ck, FIELD_PART, self.optim.clone())?;
-        self.rng = RngState::restore_from(ck, state)?;
-        Ok(())
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module(FIELD_PART, &mut self.field, Some(&mut self.optim))?;
+        parts.rng(&mut self.rng)
     }
 }
 

@@ -20,9 +20,8 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use super::common::{adam, column, normal, scalar, target_copy, NetConfig, RngState, TwinQ};
+use super::common::{adam, column, normal, scalar, target_copy, NetConfig, TwinQ};
 use super::flow_bc::{flow_matching_loss, integrate, VelocityField, FIELD_PART};
 use crate::backend::Engine;
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
@@ -31,8 +30,7 @@ use crate::error::Result;
 use crate::nn::host::TrainingMlp;
 use crate::nn::{Activation, Mlp};
 use crate::policy::Policy;
-use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "fql";
@@ -275,33 +273,12 @@ impl OfflineAlgorithm for Fql {
         }))
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        let mut parts = module_parts(FIELD_PART, &self.field, Some(&self.field_optim))?;
-        parts.extend(module_parts("actor", &self.actor, Some(&self.actor_optim))?);
-        parts.extend(module_parts(
-            "critic",
-            &self.critic,
-            Some(&self.critic_optim),
-        )?);
-        parts.extend(module_parts("critic_target", &self.critic_target, None)?);
-        Ok(Snapshot {
-            parts,
-            state: json!({ "rng": RngState::of(&self.rng) }),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.field = ck.load_module(FIELD_PART, self.field.clone())?;
-        self.actor = ck.load_module("actor", self.actor.clone())?;
-        self.critic = ck.load_module("critic", self.critic.clone())?;
-        self.critic_target = ck
-            .load_module("critic_target", self.critic_target.clone())?
-            .no_grad();
-        self.field_optim = load_optim(ck, FIELD_PART, self.field_optim.clone())?;
-        self.actor_optim = load_optim(ck, "actor", self.actor_optim.clone())?;
-        self.critic_optim = load_optim(ck, "critic", self.critic_optim.clone())?;
-        self.rng = RngState::restore_from(ck, state)?;
-        Ok(())
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module(FIELD_PART, &mut self.field, Some(&mut self.field_optim))?;
+        parts.module("actor", &mut self.actor, Some(&mut self.actor_optim))?;
+        parts.module("critic", &mut self.critic, Some(&mut self.critic_optim))?;
+        parts.target("critic_target", &mut self.critic_target)?;
+        parts.rng(&mut self.rng)
     }
 }
 

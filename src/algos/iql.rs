@@ -25,7 +25,6 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::common::{
     adam, check_log_std, column, scalar, target_copy, GaussianActor, NetConfig, NetPolicy, TwinQ,
@@ -39,9 +38,7 @@ use crate::eval::probe::Probe;
 use crate::nn::host::{HostMlp, TrainingMlp};
 use crate::policy::{ActionScorer, Policy};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{
-    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
-};
+use crate::train::{policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Parts};
 use offrl_kernels::Shards;
 
 /// The algorithm's name in the registry and its checkpoints' kind.
@@ -340,26 +337,11 @@ impl OfflineAlgorithm for Iql {
         policy_diagnostics(self, probe)
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        let mut parts = module_parts("q", &self.q, Some(&self.q_optim))?;
-        parts.extend(module_parts("q_target", &self.q_target, None)?);
-        parts.extend(module_parts("v", &self.v, Some(&self.v_optim))?);
-        parts.extend(module_parts("actor", &self.actor, Some(&self.actor_optim))?);
-        Ok(Snapshot {
-            parts,
-            state: Value::Null,
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, _state: &Value) -> Result<()> {
-        self.q = ck.load_module("q", self.q.clone())?;
-        self.q_target = ck.load_module("q_target", self.q_target.clone())?.no_grad();
-        self.v = ck.load_module("v", self.v.clone())?;
-        self.actor = ck.load_module("actor", self.actor.clone())?;
-        self.q_optim = load_optim(ck, "q", self.q_optim.clone())?;
-        self.v_optim = load_optim(ck, "v", self.v_optim.clone())?;
-        self.actor_optim = load_optim(ck, "actor", self.actor_optim.clone())?;
-        Ok(())
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module("q", &mut self.q, Some(&mut self.q_optim))?;
+        parts.target("q_target", &mut self.q_target)?;
+        parts.module("v", &mut self.v, Some(&mut self.v_optim))?;
+        parts.module("actor", &mut self.actor, Some(&mut self.actor_optim))
     }
 }
 

@@ -557,7 +557,8 @@ pub fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn Offli
         serde_json::from_value(meta.extra.get("spec").cloned().unwrap_or_default())
             .map_err(|e| bad(format!("bad data spec: {e}")))?;
     let mut algo = kind.build(config, spec, device, seed)?;
-    algo.restore(ck, meta.extra.get("state").unwrap_or(&Value::Null))?;
+    let state = meta.extra.get("state").unwrap_or(&Value::Null);
+    algo.parts(&mut crate::train::Parts::loading(ck, state))?;
     Ok(algo)
 }
 

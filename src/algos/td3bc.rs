@@ -10,18 +10,16 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::common::{
-    adam, column, normal, scalar, soft_update, target_copy, NetConfig, NetPolicy, RngState, TwinQ,
+    adam, column, normal, scalar, soft_update, target_copy, NetConfig, NetPolicy, TwinQ,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::Result;
 use crate::nn::Mlp;
 use crate::policy::Policy;
-use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts, LoopConfig, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "td3bc";
@@ -210,34 +208,12 @@ impl OfflineAlgorithm for Td3Bc {
         )))
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        let mut parts = module_parts("actor", &self.actor, Some(&self.actor_optim))?;
-        parts.extend(module_parts("actor_target", &self.actor_target, None)?);
-        parts.extend(module_parts(
-            "critic",
-            &self.critic,
-            Some(&self.critic_optim),
-        )?);
-        parts.extend(module_parts("critic_target", &self.critic_target, None)?);
-        Ok(Snapshot {
-            parts,
-            state: json!({ "rng": RngState::of(&self.rng) }),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.actor = ck.load_module("actor", self.actor.clone())?;
-        self.actor_target = ck
-            .load_module("actor_target", self.actor_target.clone())?
-            .no_grad();
-        self.critic = ck.load_module("critic", self.critic.clone())?;
-        self.critic_target = ck
-            .load_module("critic_target", self.critic_target.clone())?
-            .no_grad();
-        self.actor_optim = load_optim(ck, "actor", self.actor_optim.clone())?;
-        self.critic_optim = load_optim(ck, "critic", self.critic_optim.clone())?;
-        self.rng = RngState::restore_from(ck, state)?;
-        Ok(())
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        parts.module("actor", &mut self.actor, Some(&mut self.actor_optim))?;
+        parts.target("actor_target", &mut self.actor_target)?;
+        parts.module("critic", &mut self.critic, Some(&mut self.critic_optim))?;
+        parts.target("critic_target", &mut self.critic_target)?;
+        parts.rng(&mut self.rng)
     }
 }
 

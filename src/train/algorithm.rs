@@ -1,9 +1,10 @@
 //! The framework every algorithm plugs into: the [`OfflineAlgorithm`] trait (update, policy,
-//! snapshot and restore, diagnostics), the `[train]` table every config has ([`LoopConfig`]),
-//! and the helpers that turn modules and optimizers into checkpoint parts.
+//! checkpoint parts, diagnostics), the `[train]` table every config has ([`LoopConfig`]), and
+//! [`Parts`], which saves and restores modules, optimizers and generators from one declaration.
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,10 +70,168 @@ impl Default for LoopConfig {
 }
 
 /// Named binary parts (modules, optimizer states) plus JSON state (generators, counters) that
-/// resume an algorithm exactly.
+/// resume an algorithm exactly: what [`Parts`] collects when saving.
 pub struct Snapshot {
     pub parts: Vec<(String, Vec<u8>)>,
     pub state: Value,
+}
+
+/// What a checkpoint holds, declared once per algorithm ([`OfflineAlgorithm::parts`]) and
+/// walked both ways: saving collects each named module's parameters, its optimizer's state and
+/// JSON state into a [`Snapshot`]; loading puts the same names back in place. One list, so a
+/// part added to an algorithm is saved and restored alike.
+pub struct Parts<'a> {
+    mode: Mode<'a>,
+    state: serde_json::Map<String, Value>,
+}
+
+enum Mode<'a> {
+    Save(Vec<(String, Vec<u8>)>),
+    Load(&'a Checkpoint),
+}
+
+impl<'a> Parts<'a> {
+    pub fn saving() -> Self {
+        Parts {
+            mode: Mode::Save(Vec::new()),
+            state: Default::default(),
+        }
+    }
+
+    /// Restore from `ck`, whose JSON state is `state` (an object, or null for none).
+    pub fn loading(ck: &'a Checkpoint, state: &Value) -> Self {
+        Parts {
+            mode: Mode::Load(ck),
+            state: state.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    pub fn is_loading(&self) -> bool {
+        matches!(self.mode, Mode::Load(_))
+    }
+
+    /// What saving collected (empty after loading).
+    pub fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            parts: match self.mode {
+                Mode::Save(parts) => parts,
+                Mode::Load(_) => Vec::new(),
+            },
+            state: Value::Object(self.state),
+        }
+    }
+
+    /// A module and, when it trains, its optimizer: parts `name` and `name.optim`.
+    pub fn module<M: Module>(
+        &mut self,
+        name: &str,
+        module: &mut M,
+        optim: Option<&mut ModuleOptimizer>,
+    ) -> Result<()> {
+        match &mut self.mode {
+            Mode::Save(parts) => parts.extend(module_parts(name, module, optim.as_deref())?),
+            Mode::Load(ck) => {
+                *module = ck.load_module(name, module.clone())?;
+                if let Some(optim) = optim {
+                    *optim = load_optim(ck, name, optim.clone())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A target network (a slow copy that never takes gradients): part `name`, loaded
+    /// without gradient tracking.
+    pub fn target<M: Module>(&mut self, name: &str, module: &mut M) -> Result<()> {
+        self.module(name, module, None)?;
+        if self.is_loading() {
+            *module = module.clone().no_grad();
+        }
+        Ok(())
+    }
+
+    /// Raw bytes (a replay buffer): `save` gives them, `load` takes them back.
+    pub fn bytes(
+        &mut self,
+        name: &str,
+        save: impl FnOnce() -> Vec<u8>,
+        load: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        match &mut self.mode {
+            Mode::Save(parts) => parts.push((name.to_string(), save())),
+            Mode::Load(ck) => load(&ck.part(name)?)?,
+        }
+        Ok(())
+    }
+
+    /// A value of the JSON state under `key`. Loading a checkpoint that lacks the key leaves
+    /// `value` as it is (state added after the checkpoint was written starts fresh).
+    pub fn value<T: Serialize + serde::de::DeserializeOwned>(
+        &mut self,
+        key: &str,
+        value: &mut T,
+    ) -> Result<()> {
+        match &self.mode {
+            Mode::Save(_) => {
+                let v = serde_json::to_value(&*value).expect("state serialises");
+                self.state.insert(key.to_string(), v);
+            }
+            Mode::Load(ck) => {
+                if let Some(v) = self.state.get(key) {
+                    *value = serde_json::from_value(v.clone()).map_err(|e| Error::Checkpoint {
+                        path: ck.dir.clone(),
+                        message: format!("bad `{key}` state: {e}"),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A ChaCha generator, state `rng`: resume continues its exact sequence.
+    pub fn rng(&mut self, rng: &mut ChaCha8Rng) -> Result<()> {
+        let mut saved = RngState::of(rng);
+        self.value("rng", &mut saved)?;
+        if let Mode::Load(ck) = &self.mode {
+            *rng = saved.restore().map_err(|e| Error::Checkpoint {
+                path: ck.dir.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Serialisable state of a ChaCha generator (seed, stream, position): resume continues the
+/// exact random sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RngState {
+    seed: [u8; 32],
+    stream: u64,
+    /// u128 as a string (JSON numbers are f64).
+    word_pos: String,
+}
+
+impl RngState {
+    pub fn of(rng: &ChaCha8Rng) -> Self {
+        Self {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
+    }
+
+    pub fn restore(&self) -> Result<ChaCha8Rng> {
+        use rand::SeedableRng;
+        let pos: u128 = self
+            .word_pos
+            .parse()
+            .map_err(|_| Error::InvalidData(format!("bad rng position `{}`", self.word_pos)))?;
+        let mut rng = ChaCha8Rng::from_seed(self.seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(pos);
+        Ok(rng)
+    }
 }
 
 /// One offline RL algorithm: updates from minibatches, gives a policy, saves and restores itself.
@@ -87,10 +246,9 @@ pub trait OfflineAlgorithm: std::any::Any + Send {
     fn update(&mut self, batch: &Batch, step: usize) -> Result<Metrics>;
     /// An inference copy of the current policy (plain device, deterministic actions, batched).
     fn policy(&self) -> Result<Box<dyn Policy>>;
-    /// Everything needed to resume exactly.
-    fn snapshot(&self) -> Result<Snapshot>;
-    /// Restore from a checkpoint written from [`snapshot`](Self::snapshot) (`state` is its JSON state).
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()>;
+    /// Everything needed to resume exactly, declared once: the same walk saves and restores
+    /// it ([`Parts`]).
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()>;
     /// Data-dependent set-up of a fresh run, before the first update (not called on resume:
     /// whatever it computes belongs in the snapshot's state). Default: nothing.
     fn prepare(&mut self, _data: &Dataset) -> Result<()> {
@@ -142,4 +300,23 @@ pub fn load_optim(ck: &Checkpoint, name: &str, optim: ModuleOptimizer) -> Result
             path: ck.dir.join(format!("{part}.bpk")),
             message: format!("unreadable optimizer state: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn rng_state_round_trip() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let _: u64 = rng.random();
+        let state = RngState::of(&rng);
+        let json = serde_json::to_value(&state).unwrap();
+        let mut back = serde_json::from_value::<RngState>(json)
+            .unwrap()
+            .restore()
+            .unwrap();
+        assert_eq!(rng.random::<u64>(), back.random::<u64>());
+    }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::algorithm::{LoopConfig, Metrics, OfflineAlgorithm};
+use super::algorithm::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 use super::checkpoint::{Checkpoint, CheckpointMeta, CHECKPOINT_VERSION};
 use super::RunDir;
 use crate::dataset::sampler::Sampler;
@@ -168,13 +168,15 @@ fn block_seed(seed: u64, block: usize) -> u64 {
 /// `checkpoints/step-N`, or anywhere: what an algorithm trained in memory is saved with).
 /// `run_config` is what [`crate::algos::run_config`] records: kind, seed, settings.
 pub fn save_checkpoint(
-    algo: &dyn OfflineAlgorithm,
+    algo: &mut dyn OfflineAlgorithm,
     dir: &std::path::Path,
     run_config: &Value,
     dataset: &DatasetInfo,
     step: usize,
 ) -> Result<Checkpoint> {
-    let snap = algo.snapshot()?;
+    let mut parts = Parts::saving();
+    algo.parts(&mut parts)?;
+    let snap = parts.into_snapshot();
     let meta = CheckpointMeta {
         format_version: CHECKPOINT_VERSION,
         kind: algo.name().to_string(),

@@ -12,7 +12,8 @@ mod run_dir;
 pub mod tensorboard;
 
 pub use algorithm::{
-    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Snapshot,
+    load_optim, module_parts, policy_diagnostics, LoopConfig, Metrics, OfflineAlgorithm, Parts,
+    RngState, Snapshot,
 };
 pub use fit::{fit, save_checkpoint, DatasetInfo, EvalHook, History, RunRecord};
 pub use run_dir::{read_metrics, RunDir, RunLock};

@@ -647,12 +647,12 @@ impl Algorithm {
 
     /// Copy the newest checkpoint of the run to `path` (a checkpoint folder that `offrl.load`
     /// and `offrl eval --checkpoint` open).
-    fn save(&self, path: PathBuf) -> PyResult<()> {
-        let algo = self.trained()?;
+    fn save(&mut self, path: PathBuf) -> PyResult<()> {
+        self.trained()?;
         if let Some(why) = self.unsaveable {
             return Err(PyValueError::new_err(why));
         }
-        if let Some((info, step)) = &self.in_memory {
+        if let (Some((info, step)), Some(algo)) = (&self.in_memory, self.trained.as_deref_mut()) {
             let recorded = algos::run_config(self.kind, &self.config, self.seed);
             offrl::train::save_checkpoint(algo, &path, &recorded, info, *step).map_err(py_err)?;
             return Ok(());

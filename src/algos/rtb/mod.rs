@@ -99,9 +99,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
 
-use crate::algos::common::RngState;
 use crate::algos::iql::IqlCritic;
 use crate::dataset::spec::DataSpec;
 use crate::dataset::{Batch, Dataset};
@@ -113,7 +111,7 @@ use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
 use crate::policy::Policy;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{EvalHook, Metrics, OfflineAlgorithm, Snapshot};
+use crate::train::{EvalHook, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
 pub const NAME: &str = "rtb";
@@ -283,25 +281,14 @@ impl OfflineAlgorithm for RtbAlgo {
         probe.fine_tuning(self.policy()?.as_mut(), &mut mu, &self.rtb.reward.q)
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
-        Ok(Snapshot {
-            parts: self.rtb.parts()?,
-            state: json!({ "rng": RngState::of(&self.rng), "q_spread": self.q_spread }),
-        })
-    }
-
-    fn restore(&mut self, ck: &Checkpoint, state: &Value) -> Result<()> {
-        self.rtb.restore_parts(ck)?;
-        if let Some(spread) = state.get("q_spread").and_then(Value::as_f64) {
-            self.set_q_spread(spread)?;
+    fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        self.rtb.parts(parts)?;
+        parts.rng(&mut self.rng)?;
+        parts.value("q_spread", &mut self.q_spread)?;
+        match self.q_spread {
+            Some(spread) if parts.is_loading() => self.set_q_spread(spread),
+            _ => Ok(()),
         }
-        let rng: RngState = serde_json::from_value(state.get("rng").cloned().unwrap_or_default())
-            .map_err(|e| Error::Checkpoint {
-            path: ck.dir.clone(),
-            message: format!("bad rtb state: {e}"),
-        })?;
-        self.rng = rng.restore()?;
-        Ok(())
     }
 }
 

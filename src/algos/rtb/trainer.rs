@@ -16,8 +16,7 @@ use super::rollout::{rollout_off_policy, rollout_on_policy, Rollout};
 use crate::diffusion::{EpsModel, EpsNet};
 use crate::error::Result;
 use crate::nn::{clip_global_norm, tensor1};
-use crate::train::checkpoint::Checkpoint;
-use crate::train::{load_optim, module_parts};
+use crate::train::Parts;
 
 /// The checkpoint part holding the replay buffer.
 const REPLAY_PART: &str = "replay";
@@ -225,28 +224,17 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     }
 
     /// The trained modules, optimizer states and replay buffer as checkpoint parts.
-    pub fn parts(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut parts = module_parts("correction", &self.model.correction, Some(&self.optim))?;
-        if let Some(net) = &self.model.log_z {
-            parts.extend(module_parts("log_z", net, Some(&self.log_z_optim))?);
-        }
-        if let Some(buffer) = &self.replay {
-            parts.push((REPLAY_PART.to_string(), buffer.to_bytes()));
-        }
-        Ok(parts)
-    }
-
-    /// Restore what [`Rtb::parts`] saved.
-    pub fn restore_parts(&mut self, ck: &Checkpoint) -> Result<()> {
-        self.model.correction = ck.load_module("correction", self.model.correction.clone())?;
-        self.optim = load_optim(ck, "correction", self.optim.clone())?;
-        if let Some(net) = self.model.log_z.as_mut() {
-            *net = ck.load_module("log_z", net.clone())?;
-            self.log_z_optim = load_optim(ck, "log_z", self.log_z_optim.clone())?;
-            self.log_z_ready = true;
+    pub fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
+        let model = &mut self.model;
+        parts.module("correction", &mut model.correction, Some(&mut self.optim))?;
+        if let Some(net) = model.log_z.as_mut() {
+            parts.module("log_z", net, Some(&mut self.log_z_optim))?;
+            // A restored log Z has been initialised already.
+            self.log_z_ready |= parts.is_loading();
         }
         if let Some(buffer) = self.replay.as_mut() {
-            buffer.restore(&ck.part(REPLAY_PART)?)?;
+            let saved = buffer.to_bytes();
+            parts.bytes(REPLAY_PART, || saved, |bytes| buffer.restore(bytes))?;
         }
         Ok(())
     }
