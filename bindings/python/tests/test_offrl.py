@@ -348,3 +348,15 @@ def test_a_minari_dataset_in_its_arrow_storage(tmp_path, monkeypatch):
     d = offrl.Dataset.from_minari(str(tmp_path / "py" / "arrow-v0"))
     assert len(d) == 20 and d.env_id == "Pendulum-v1"
     np.testing.assert_array_equal(d.to_numpy()["rewards"], np.array(rews, np.float32))
+
+
+def test_the_quickstart_example_runs(tmp_path):
+    import sys
+
+    example = ROOT / "examples" / "quickstart.py"
+    assert len(example.read_text().splitlines()) <= 20
+    out = subprocess.run([sys.executable, str(example), "50"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "same actions after loading: True" in out.stdout
+    assert (tmp_path / "runs" / "quickstart-iql" / "metrics.jsonl").exists()
