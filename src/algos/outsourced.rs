@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use super::flow_bc::{FlowMap, MapPolicy};
 use super::iql::IqlCritic;
 use super::rtb::{
-    mean_spread, scaled_alpha, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior,
-    QFunction, ReplayConfig, Rtb, RtbConfig, Q_SPREAD_SAMPLES,
+    q_spread, scaled_alpha, AlphaScale, CorrectionConfig, LogReward, LogZConfig, Posterior,
+    QFunction, ReplayConfig, Rtb, RtbConfig,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
@@ -438,18 +438,10 @@ impl Outsourced {
         MapPolicy::new(reward.map.clone(), &reward.spec, seed)
     }
 
-    /// σ_Q over [`Q_SPREAD_SAMPLES`] of the behaviour map's actions per state.
+    /// `σ_Q` at the raw states `obs` ([`q_spread`] over the behaviour map's actions).
     fn measure_q_spread(&self, obs: &[f32], n: usize) -> Result<f64> {
-        let k = Q_SPREAD_SAMPLES;
-        let repeated: Vec<f32> = obs
-            .chunks(self.spec.obs_dim)
-            .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
-            .collect();
         let mut mu = self.behavior(self.seed ^ Q_SPREAD_SEED);
-        let actions = mu.act(&repeated, n * k)?;
-        let q =
-            crate::policy::ActionScorer::score(&self.sampler.reward.q, &repeated, &actions, n * k)?;
-        Ok(mean_spread(&q, k))
+        q_spread(&mut mu, &self.sampler.reward.q, obs, self.spec.obs_dim, n)
     }
 
     fn set_q_spread(&mut self, spread: f64) -> Result<()> {

@@ -155,6 +155,25 @@ pub fn scaled_alpha(alpha: f64, scale: AlphaScale, spread: f64, model: &str) -> 
     }
 }
 
+/// `σ_Q` at the raw states `obs` (`n` rows of `obs_dim`): [`mean_spread`] of `q` over
+/// [`Q_SPREAD_SAMPLES`] of the behaviour policy `mu`'s actions per state. Give `mu` its own
+/// generator, so that measuring leaves the training's random stream as it was.
+pub fn q_spread(
+    mu: &mut dyn crate::policy::Policy,
+    q: &dyn crate::policy::ActionScorer,
+    obs: &[f32],
+    obs_dim: usize,
+    n: usize,
+) -> Result<f64> {
+    let k = Q_SPREAD_SAMPLES;
+    let repeated: Vec<f32> = obs
+        .chunks(obs_dim)
+        .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
+        .collect();
+    let actions = mu.act(&repeated, n * k)?;
+    Ok(mean_spread(&q.score(&repeated, &actions, n * k)?, k))
+}
+
 /// Actions drawn from μ per state to measure the critic's spread `σ_Q`.
 pub const Q_SPREAD_SAMPLES: usize = 16;
 

@@ -215,19 +215,10 @@ impl RtbAlgo {
         })
     }
 
-    /// `σ_Q` at the raw states `obs` (`n` rows): [`mean_spread`] of the critic's Q over
-    /// [`Q_SPREAD_SAMPLES`] of μ's actions per state, drawn with their own generator so that
-    /// measuring leaves the training's random stream as it was.
+    /// `σ_Q` at the raw states `obs` ([`q_spread`] over μ's actions).
     fn measure_q_spread(&self, obs: &[f32], n: usize) -> Result<f64> {
-        let k = Q_SPREAD_SAMPLES;
-        let repeated: Vec<f32> = obs
-            .chunks(self.spec.obs_dim)
-            .flat_map(|o| std::iter::repeat_n(o, k).flatten().copied())
-            .collect();
         let mut mu = DiffusionPolicy::new(&self.prior, self.seed ^ Q_SPREAD_SEED);
-        let actions = mu.act(&repeated, n * k)?;
-        let q = crate::policy::ActionScorer::score(&self.rtb.reward.q, &repeated, &actions, n * k)?;
-        Ok(mean_spread(&q, k))
+        q_spread(&mut mu, &self.rtb.reward.q, obs, self.spec.obs_dim, n)
     }
 
     /// Record `σ_Q` and, under `alpha_scale = "q_spread"`, set the reward's temperature from it.
