@@ -12,13 +12,15 @@
 //! The reference schedule reaches noise (cosine, ᾱ_T ≈ 0), so the start `z_T` carries no
 //! information and RTB's optimum is the target itself (see tests/rtb_posteriors.rs).
 
+mod common;
+
 use burn::tensor::{Device, Tensor};
+use common::{mean_var, small_rtb_config};
 use offrl::algos::outsourced::{MapReward, NoiseMap};
-use offrl::algos::rtb::{CorrectionConfig, LogReward, LogZConfig, Rtb, RtbConfig};
+use offrl::algos::rtb::{LogReward, Rtb};
 use offrl::dataset::spec::DataSpec;
 use offrl::diffusion::{
-    sample_actions, EpsNetConfig, NoiseSchedule, ScheduleConfig, ScheduleKind, StandardNormal,
-    Variance,
+    sample_actions, NoiseSchedule, ScheduleConfig, ScheduleKind, StandardNormal, Variance,
 };
 use offrl::nn::{tensor2, to_vec, Activation};
 use rand::SeedableRng;
@@ -42,13 +44,6 @@ fn device() -> Device {
 
 fn obs(n: usize) -> Tensor<2> {
     tensor2(&vec![0.0; n], n, 1, &Device::flex())
-}
-
-fn mean_var(x: &[f32]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let m = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let v = x.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, v)
 }
 
 /// One state, no normalisation, the unit box as the action space.
@@ -134,30 +129,6 @@ impl NoiseMap for TwoModes {
     }
 }
 
-fn config(lr: f64) -> RtbConfig {
-    RtbConfig {
-        alpha: 1.0,
-        trajectories: 256,
-        chunk: 0,
-        lr,
-        on_policy: 1,
-        off_policy: 1,
-        log_z: LogZConfig::default(),
-        correction: CorrectionConfig {
-            net: EpsNetConfig {
-                width: 32,
-                hidden: 2,
-                time_harmonics: 4,
-                activation: Activation::Gelu,
-                layer_norm: true,
-            },
-            langevin_width: 16,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 /// On-policy updates and off-policy ones on reference draws (forward-noised `N(0, I)` samples),
 /// the last third at a sixth of the learning rate.
 fn train<R: LogReward>(rtb: &mut Rtb<StandardNormal, R>, steps: usize) {
@@ -190,7 +161,15 @@ fn sampler<M: NoiseMap>(
         alpha: 1.0,
         spec: unit_spec(),
     };
-    Rtb::new(config(3e-3), reference, reward, 1, None, &device()).unwrap()
+    Rtb::new(
+        small_rtb_config(3e-3, 1),
+        reference,
+        reward,
+        1,
+        None,
+        &device(),
+    )
+    .unwrap()
 }
 
 fn posterior_noise<R: LogReward>(rtb: &Rtb<StandardNormal, R>, n: usize) -> Vec<f32> {

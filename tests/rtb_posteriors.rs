@@ -22,10 +22,13 @@
 //! per-start posterior is still exactly representable (its transitions keep μ's variances up to
 //! O(σ_t²) terms), so the tolerances mostly cover Monte-Carlo error and finite training.
 
+mod common;
+
 use burn::tensor::{Device, Tensor};
+use common::{mean_var, small_rtb_config};
 use offrl::algos::rtb::{
     chunked_gradients, log_likelihoods, reward_gradient, rollout_off_policy, rollout_on_policy,
-    rtb_gradients, CorrectionConfig, LogReward, LogZConfig, LogZKind, QReward, Rtb, RtbConfig,
+    rtb_gradients, LogReward, LogZKind, QReward, Rtb,
 };
 use offrl::backend::Engine;
 use offrl::diffusion::TrainingEps;
@@ -33,7 +36,7 @@ use offrl::diffusion::{
     sample_actions, sample_trajectory, trajectory_log_prob, EpsModel, EpsNetConfig, NoiseSchedule,
     ScheduleConfig,
 };
-use offrl::nn::{tensor2, to_vec, Activation};
+use offrl::nn::{tensor2, to_vec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -175,30 +178,6 @@ impl LogReward for LinearReward {
     }
 }
 
-fn small_config(lr: f64) -> RtbConfig {
-    RtbConfig {
-        alpha: 1.0,
-        trajectories: 256,
-        chunk: 0,
-        lr,
-        on_policy: 1,
-        off_policy: 0,
-        log_z: LogZConfig::default(),
-        correction: CorrectionConfig {
-            net: EpsNetConfig {
-                width: 32,
-                hidden: 2,
-                time_harmonics: 4,
-                activation: Activation::Gelu,
-                layer_norm: true,
-            },
-            langevin_width: 16,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 fn device() -> Device {
     let d = Device::flex();
     offrl::backend::seed(&d, 0);
@@ -207,13 +186,6 @@ fn device() -> Device {
 
 fn obs(n: usize, device: &Device) -> Tensor<2> {
     tensor2(&vec![0.0; n], n, 1, device)
-}
-
-fn mean_var(x: &[f32]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let m = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let v = x.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, v)
 }
 
 /// Train on-policy (and optionally off-policy on the prior's own samples) for `steps` updates,
@@ -288,7 +260,7 @@ fn at_initialisation_pi_equals_mu() {
     let device = device();
     let prior = gaussian_prior(8, 0.5, 0.4);
     let rtb = Rtb::new(
-        small_config(1e-3),
+        small_rtb_config(1e-3, 0),
         prior,
         GaussianReward {
             centre: 1.0,
@@ -317,7 +289,7 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
     // `trajectory_log_prob` under π and μ (the Langevin term included).
     let device = device();
     let mut rtb = Rtb::new(
-        small_config(1e-2),
+        small_rtb_config(1e-2, 0),
         gaussian_prior(8, 0.5, 0.4),
         GaussianReward {
             centre: 1.0,
@@ -381,7 +353,7 @@ fn fused_rollouts_agree_with_the_prior_modules_sampler_and_likelihoods() {
 fn chunked_gradient_equals_full_batch_gradient() {
     for kind in [LogZKind::Vargrad, LogZKind::Learned] {
         let device = device();
-        let mut config = small_config(1e-2);
+        let mut config = small_rtb_config(1e-2, 0);
         config.log_z.kind = kind;
         config.log_z.width = 8;
         config.trajectories = 12;
@@ -513,7 +485,7 @@ fn fit_gaussian<R: LogReward>(schedule: NoiseSchedule, m: f64, s: f64, reward: R
         schedule,
         components: vec![(1.0, m, s)],
     };
-    let mut rtb = Rtb::new(small_config(LR), prior, reward, 1, None, &device).unwrap();
+    let mut rtb = Rtb::new(small_rtb_config(LR, 0), prior, reward, 1, None, &device).unwrap();
     train(&mut rtb, STEPS, 0);
     mean_var(&posterior_samples(&rtb, 8000, 11))
 }
@@ -616,7 +588,7 @@ fn mixture_prior_mode_weights_follow_the_reward() {
     plain /= all_x.iter().map(|v| (lambda * v).exp()).sum::<f64>();
     let prior_right = all_x.iter().filter(|v| **v > 0.0).count() as f64 / all_x.len() as f64;
     let mut rtb = Rtb::new(
-        small_config(LR),
+        small_rtb_config(LR, 0),
         prior,
         LinearReward(lambda),
         1,

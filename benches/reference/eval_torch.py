@@ -11,31 +11,15 @@ Prints steps/s per environment and `@ref eval_<ENV> SECONDS_PER_ENV_STEP` lines.
 """
 
 import argparse
-import math
 import time
 
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn as nn
 
-T, WIDTH, HARMONICS, N_ENVS = 75, 256, 64, 10
+from shared import EpsNet, parse
 
-
-class EpsNet(nn.Module):
-    def __init__(self, obs, act):
-        super().__init__()
-        layers, d = [], obs + act + 2 * HARMONICS
-        for _ in range(3):
-            layers += [nn.Linear(d, WIDTH), nn.LayerNorm(WIDTH), nn.GELU()]
-            d = WIDTH
-        layers.append(nn.Linear(d, act))
-        self.net = nn.Sequential(*layers)
-        self.register_buffer("harmonics", torch.arange(1, HARMONICS + 1).float() * 2 * math.pi)
-
-    def forward(self, s, x, tau):
-        angle = tau.unsqueeze(1) * self.harmonics
-        return self.net(torch.cat([s, x, angle.sin(), angle.cos()], 1))
+T, N_ENVS = 75, 10
 
 
 @torch.no_grad()
@@ -75,12 +59,9 @@ def steps_per_s(env_id):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--envs", default="Pendulum-v1,Hopper-v5")
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(p)
     for env_id in args.envs.split(","):
         runs = sorted((t / n, n) for n, t in (steps_per_s(env_id) for _ in range(args.repeats)))
         per_step, n = runs[len(runs) // 2]

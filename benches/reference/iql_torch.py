@@ -10,10 +10,11 @@ Prints the median seconds per update and a machine-readable `@ref iql_step SECON
 
 import argparse
 import copy
-import time
 
 import torch
 import torch.nn as nn
+
+from shared import median_seconds, parse
 
 OBS, ACT, BATCH = 11, 3, 256
 
@@ -34,11 +35,8 @@ class TwinQ(nn.Module):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=300)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(p)
     q, v = TwinQ(), mlp(OBS)
     q_target = copy.deepcopy(q).requires_grad_(False)
     q_opt = torch.optim.Adam(q.parameters(), lr=3e-4)
@@ -66,15 +64,7 @@ def main():
             for tp, sp in zip(q_target.parameters(), q.parameters()):
                 tp.mul_(1 - 0.005).add_(sp, alpha=0.005)
 
-    for _ in range(20):
-        step()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    median = times[len(times) // 2]
+    median = median_seconds(step, args.steps, warmup=20)
     print(f"torch {torch.__version__}, {args.threads} threads: IQL critic step (batch 256) {1e3 * median:.2f} ms")
     print(f"@ref iql_step {median:.6e}")
 

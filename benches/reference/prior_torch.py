@@ -10,38 +10,12 @@ machine-readable `@ref KEY SECONDS` lines (medians) for scripts/perf-compare.sh.
 """
 
 import argparse
-import math
-import time
 
 import torch
-import torch.nn as nn
 
-OBS, ACT, T, WIDTH, HARMONICS = 11, 3, 75, 256, 64
+from shared import EpsNet, median_seconds, parse
 
-
-class EpsNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        layers, d = [], OBS + ACT + 2 * HARMONICS
-        for _ in range(3):
-            layers += [nn.Linear(d, WIDTH), nn.LayerNorm(WIDTH), nn.GELU()]
-            d = WIDTH
-        layers.append(nn.Linear(d, ACT))
-        self.net = nn.Sequential(*layers)
-        self.register_buffer("harmonics", torch.arange(1, HARMONICS + 1).float() * 2 * math.pi)
-
-    def forward(self, s, x, tau):
-        angle = tau.unsqueeze(1) * self.harmonics
-        return self.net(torch.cat([s, x, angle.sin(), angle.cos()], 1))
-
-
-def median_seconds(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+OBS, ACT, T = 11, 3, 75
 
 
 def schedule():
@@ -94,12 +68,9 @@ def sample_latency(model, n, repeats):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=200)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = EpsNet()
+    args = parse(parser)
+    model = EpsNet(OBS, ACT)
     print(f"torch {torch.__version__}, {args.threads} threads")
     step = train_step_seconds(model, args.steps)
     print(f"train step (batch 512): {1e3 * step:.2f} ms")

@@ -23,10 +23,11 @@ whole graph, as the paper's code.
 import argparse
 import math
 import resource
-import time
 
 import torch
 import torch.nn as nn
+
+from shared import median_seconds, parse, sorted_seconds
 
 OBS, ACT, WIDTH, HARMONICS = 11, 3, 256, 64
 
@@ -162,23 +163,14 @@ class Setup:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--states", type=int, default=64)
     p.add_argument("--k", type=int, default=64)
     p.add_argument("--T", type=int, default=75)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(p)
     setup = Setup(args.states, args.k, args.T)
     for name, fn in [("on_policy", setup.on_policy), ("off_policy", setup.off_policy)]:
-        fn()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        times.sort()
+        times = sorted_seconds(fn, args.repeats, warmup=1)
         median = times[len(times) // 2]
         print(f"torch {args.states}x{args.k}xT{args.T} {name}: {median:.3f} s/update "
               f"(min {times[0]:.3f}, {args.threads} threads)")
@@ -187,12 +179,7 @@ def main():
     print(f"peak RSS {peak:.0f} MiB")
     for rows in [4096, 38400]:
         a, w = torch.rand(rows, 256), torch.rand(256, 256)
-        times = []
-        for _ in range(20):
-            t = time.perf_counter()
-            a @ w
-            times.append(time.perf_counter() - t)
-        median = sorted(times)[10]
+        median = median_seconds(lambda: a @ w, 20)
         print(f"gemm {rows}x256x256: {2 * rows * 256 * 256 / median / 1e9:.1f} GFLOP/s")
         print(f"@ref gemm_{rows} {median:.6e}")
 

@@ -69,13 +69,8 @@ impl DatasetBuilder {
                 )));
             }
         }
-        let d = &mut self.data;
-        d.observations.extend_from_slice(obs);
-        d.actions.extend_from_slice(action);
-        d.rewards.push(reward);
-        d.next_observations.extend_from_slice(next_obs);
-        d.terminals.push(terminal);
-        d.timeouts.push(timeout);
+        self.data
+            .push(obs, action, reward, next_obs, terminal, timeout);
         Ok(())
     }
 

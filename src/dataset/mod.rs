@@ -247,6 +247,24 @@ impl Dataset {
         Ok(data)
     }
 
+    /// Append one transition as it is: the builder ([`DatasetBuilder::push`]) checks its dims.
+    pub(crate) fn push(
+        &mut self,
+        obs: &[f32],
+        action: &[f32],
+        reward: f32,
+        next_obs: &[f32],
+        terminal: bool,
+        timeout: bool,
+    ) {
+        self.observations.extend_from_slice(obs);
+        self.actions.extend_from_slice(action);
+        self.rewards.push(reward);
+        self.next_observations.extend_from_slice(next_obs);
+        self.terminals.push(terminal);
+        self.timeouts.push(timeout);
+    }
+
     /// Move every float column into a shared Arrow buffer (no copy, [`Floats::share`]): Arrow
     /// readers are then handed views of the columns, never copies.
     pub fn share(&mut self) {

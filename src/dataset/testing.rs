@@ -24,14 +24,9 @@ pub fn empty(obs_dim: usize, act_dim: usize, low: f32, high: f32) -> Dataset {
     }
 }
 
-/// Append one transition.
+/// Append one transition (not a time-out).
 pub fn push(d: &mut Dataset, obs: &[f32], act: &[f32], r: f32, next: &[f32], terminal: bool) {
-    d.observations.extend_from_slice(obs);
-    d.actions.extend_from_slice(act);
-    d.rewards.push(r);
-    d.next_observations.extend_from_slice(next);
-    d.terminals.push(terminal);
-    d.timeouts.push(false);
+    d.push(obs, act, r, next, terminal, false);
 }
 
 /// A one-step bandit with two one-hot states A = (1, 0) and B = (0, 1); actions ±0.5 appear

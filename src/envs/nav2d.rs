@@ -80,10 +80,7 @@ impl Env for Nav2d {
     }
 
     fn reset(&mut self, seed: Option<u64>) -> Result<Vec<f32>> {
-        if let Some(seed) = seed {
-            self.rng = Some(NpRandom::new(seed));
-        }
-        let rng = self.rng.get_or_insert_with(NpRandom::from_entropy);
+        let rng = NpRandom::on_reset(&mut self.rng, seed);
         let x = START[0] + rng.uniform(-START_NOISE, START_NOISE);
         let y = START[1] + rng.uniform(-START_NOISE, START_NOISE);
         self.pos = Some([x, y]);

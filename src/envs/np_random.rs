@@ -99,6 +99,16 @@ impl NpRandom {
         Self::new(rand::random())
     }
 
+    /// gymnasium's `reset(seed=…)` rule for an environment's generator `slot`: a seed
+    /// installs a fresh generator, no seed keeps the current one (seeded from entropy the
+    /// first time).
+    pub fn on_reset(slot: &mut Option<NpRandom>, seed: Option<u64>) -> &mut NpRandom {
+        if let Some(seed) = seed {
+            *slot = Some(NpRandom::new(seed));
+        }
+        slot.get_or_insert_with(NpRandom::from_entropy)
+    }
+
     fn step(&mut self) {
         self.state = self.state.wrapping_mul(PCG_MULT).wrapping_add(self.inc);
     }

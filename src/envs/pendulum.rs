@@ -77,10 +77,7 @@ impl Env for Pendulum {
     }
 
     fn reset(&mut self, seed: Option<u64>) -> Result<Vec<f32>> {
-        if let Some(seed) = seed {
-            self.rng = Some(NpRandom::new(seed));
-        }
-        let rng = self.rng.get_or_insert_with(NpRandom::from_entropy);
+        let rng = NpRandom::on_reset(&mut self.rng, seed);
         let th = rng.uniform(-std::f64::consts::PI, std::f64::consts::PI);
         let thdot = rng.uniform(-1.0, 1.0);
         self.state = Some([th, thdot]);

@@ -205,3 +205,39 @@ pub fn assert_resumes_exactly(
     assert_eq!(actions, probe(reloaded.as_ref()));
     full_dir
 }
+
+/// The small RTB of the posterior known-answer tests (`rtb_posteriors`, `outsourced_posteriors`):
+/// 256 trajectories per state, a 2 × 32 correction with 4 time harmonics, one on-policy update
+/// and `off_policy` off-policy ones per step.
+pub fn small_rtb_config(lr: f64, off_policy: usize) -> offrl::algos::rtb::RtbConfig {
+    use offrl::algos::rtb::{CorrectionConfig, LogZConfig, RtbConfig};
+    RtbConfig {
+        alpha: 1.0,
+        trajectories: 256,
+        chunk: 0,
+        lr,
+        on_policy: 1,
+        off_policy,
+        log_z: LogZConfig::default(),
+        correction: CorrectionConfig {
+            net: offrl::diffusion::EpsNetConfig {
+                width: 32,
+                hidden: 2,
+                time_harmonics: 4,
+                activation: offrl::nn::Activation::Gelu,
+                layer_norm: true,
+            },
+            langevin_width: 16,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Sample mean and (unbiased) variance.
+pub fn mean_var(x: &[f32]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let v = x.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, v)
+}

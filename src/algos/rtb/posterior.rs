@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::{Initializer, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::config::{CorrectionConfig, CorrectionInit, LogZKind, RtbConfig};
+use super::config::{CorrectionConfig, CorrectionInit, LogZConfig, LogZKind};
 use super::reward::LogReward;
 use crate::backend::Engine;
 use crate::diffusion::ActingEps;
@@ -182,31 +182,22 @@ pub struct RtbModel {
 }
 
 impl RtbModel {
+    /// `correction` beside a `log Z_φ(s)` network on `obs_dim` inputs when `log_z` asks for one.
     pub fn new(
-        config: &RtbConfig,
+        correction: Correction,
+        log_z: &LogZConfig,
         obs_dim: usize,
-        act_dim: usize,
-        schedule: &NoiseSchedule,
-        template: Option<&EpsNet>,
         device: &Device,
-    ) -> Result<Self> {
-        let correction = Correction::new(
-            &config.correction,
-            obs_dim,
-            act_dim,
-            schedule,
-            template,
-            device,
-        )?;
-        let log_z = (config.log_z.kind == LogZKind::Learned).then(|| {
+    ) -> Self {
+        let log_z = (log_z.kind == LogZKind::Learned).then(|| {
             MlpConfig::new(obs_dim, 1)
-                .with_width(config.log_z.width)
-                .with_hidden(config.log_z.hidden)
+                .with_width(log_z.width)
+                .with_hidden(log_z.hidden)
                 .with_activation(Activation::Gelu)
                 .with_layer_norm(true)
                 .init(device)
         });
-        Ok(Self { correction, log_z })
+        Self { correction, log_z }
     }
 }
 

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::config::RtbConfig;
 use super::loss::{rtb_gradients, UpdateStats};
-use super::posterior::{ActingCorrection, Posterior, RtbModel};
+use super::posterior::{ActingCorrection, Correction, Posterior, RtbModel};
 use super::replay::ReplayBuffer;
 use super::reward::LogReward;
 use super::rollout::{rollout_off_policy, rollout_on_policy, Rollout};
@@ -55,14 +55,15 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
     ) -> Result<Self> {
         config.validate()?;
         let device = device.clone().without_autodiff().autodiff();
-        let model = RtbModel::new(
-            &config,
+        let correction = Correction::new(
+            &config.correction,
             obs_dim,
             prior.act_dim(),
             prior.schedule(),
             template,
             &device,
         )?;
+        let model = RtbModel::new(correction, &config.log_z, obs_dim, &device);
         let adam = || crate::nn::adam(config.adam_eps, None);
         let replay = (config.replay.updates > 0).then(|| {
             ReplayBuffer::new(
