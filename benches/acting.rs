@@ -4,7 +4,8 @@
 //! the cpu profile's) and RTB on it (correction network and the Langevin term's ∇_a Q at every
 //! step), flow-BC (10 Euler steps), and the outsourced noise-space sampler (a 25-step chain over
 //! z, then the map: flow-BC's, or the DDIM map of the T = 20 prior) with and without its
-//! Langevin term. Untrained networks at the configured shapes: the cost does not depend on the
+//! Langevin term; FQL's one-step policy and IQL's Gaussian actor (one network call each) for
+//! scale. Untrained networks at the configured shapes: the cost does not depend on the
 //! weights. Issue 21's target: a noise-space policy acts no slower than the T = 75 RTB policy.
 //! `cargo bench --bench acting`.
 
@@ -13,6 +14,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use offrl::algos::common::NetConfig;
 use offrl::algos::flow_bc::{FlowMap, MapPolicy, VelocityField};
+use offrl::algos::fql::{Fql, FqlConfig};
+use offrl::algos::iql::{Iql, IqlConfig};
 use offrl::algos::outsourced::{BehaviorMap, MapReward, OutsourcedConfig, OutsourcedPolicy};
 use offrl::algos::rtb::{Rtb, RtbConfig, RtbPolicy};
 use offrl::diffusion::{
@@ -21,6 +24,7 @@ use offrl::diffusion::{
 };
 use offrl::nn::Activation;
 use offrl::policy::Policy;
+use offrl::train::OfflineAlgorithm;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -124,6 +128,24 @@ fn bench_acting(c: &mut Criterion) {
     let ddim = Ddim::new(&prior.schedule, 0).unwrap();
     let map = BehaviorMap::Ddim(Box::new(DdimMap::new(&prior, ddim)));
     run("outsourced_ddim_T20", &mut outsourced(map, false));
+    let device = support::device();
+    for (hidden, width) in [(4, 512), (3, 256)] {
+        let cfg = FqlConfig {
+            actor_net: NetConfig {
+                hidden,
+                width,
+                layer_norm: false,
+            },
+            ..FqlConfig::default()
+        };
+        let fql = Fql::new(cfg, data_spec(), &device, 0).unwrap();
+        run(
+            &format!("fql_one_step_{hidden}x{width}"),
+            fql.policy().unwrap().as_mut(),
+        );
+    }
+    let iql = Iql::new(IqlConfig::default(), data_spec(), &device, 0).unwrap();
+    run("iql_actor_2x256", iql.policy().unwrap().as_mut());
     group.finish();
 }
 

@@ -552,6 +552,44 @@ pub fn one_step_loss(
     (loss, cost)
 }
 
+/// DxDP's value fit on one rollout: backwards over its steps, one Adam step each of
+/// `V(s, x_t, t)` onto the temporal-difference target `V(s, x_{t+1}, t + 1) + c_t` (running cost
+/// with `velocity[t]` = `s_t²` and the rollout's σ_t). The energy (`V` at the last time) is the
+/// first target and is not fitted here. Returns the last step's loss.
+pub fn td_sweep(
+    value: &mut ValueNet,
+    optim: &mut ModuleOptimizer,
+    lr: f64,
+    obs: Tensor<2>,
+    rollout: &Rollout,
+    velocity: &[f64],
+    (tau1, tau2): (f64, f64),
+) -> f64 {
+    let (n, device) = (obs.dims()[0], obs.device());
+    let column = |v: f64| crate::nn::tensor2(&vec![v as f32; n], n, 1, &device);
+    let mut loss_value = 0.0;
+    for t in (0..rollout.states.len() - 1).rev() {
+        let (x, next) = (rollout.states[t].clone(), rollout.states[t + 1].clone());
+        let sigma = column(f64::from(rollout.sigma[t]));
+        let cost = running_cost(
+            x.clone(),
+            next.clone(),
+            column(velocity[t]),
+            sigma,
+            tau1,
+            tau2,
+        );
+        let target = (value.value(obs.clone(), next, &vec![t + 1; n]) + cost).detach();
+        let loss = (value.value(obs.clone(), x, &vec![t; n]) - target)
+            .powi_scalar(2)
+            .mean();
+        loss_value = scalar(&loss);
+        let grads = GradientsParams::from_grads(loss.backward(), &*value);
+        *value = optim.step(lr, value.clone(), grads);
+    }
+    loss_value
+}
+
 // ---------------------------------------------------------------------------------------------
 // The algorithm
 // ---------------------------------------------------------------------------------------------
@@ -641,28 +679,16 @@ impl Dxmi {
             self.cfg.value_lr,
             self.chain.steps(),
         );
+        let value_loss = td_sweep(
+            &mut self.value,
+            &mut self.value_optim,
+            lr,
+            obs.clone(),
+            rollout,
+            &self.velocity,
+            taus,
+        );
         let n = obs.dims()[0];
-        let mut value_loss = 0.0;
-        for t in (0..steps).rev() {
-            let rows = vec![t; n];
-            let (x, next) = (rollout.states[t].clone(), rollout.states[t + 1].clone());
-            let sigma = crate::nn::tensor2(&vec![rollout.sigma[t]; n], n, 1, &self.device);
-            let cost = running_cost(
-                x.clone(),
-                next.clone(),
-                self.velocity_rows(&rows),
-                sigma,
-                taus.0,
-                taus.1,
-            );
-            let target = (self.value.value(obs.clone(), next, &vec![t + 1; n]) + cost).detach();
-            let loss = (self.value.value(obs.clone(), x, &rows) - target)
-                .powi_scalar(2)
-                .mean();
-            value_loss = scalar(&loss);
-            let grads = GradientsParams::from_grads(loss.backward(), &self.value);
-            self.value = self.value_optim.step(lr, self.value.clone(), grads);
-        }
         // Every (state, step) of the rollout, each moved once more by the current sampler.
         let t: Vec<usize> = (0..steps).flat_map(|t| vec![t; n]).collect();
         let obs_rows = Tensor::cat(vec![obs; steps], 0);
