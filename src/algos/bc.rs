@@ -10,7 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::common::{adam, check_log_std, scalar, GaussianActor, NetConfig, NetPolicy};
+use super::common::{
+    adam, check_log_std, scalar, GaussianActor, NetConfig, NetPolicy, SampledNetPolicy,
+};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::Result;
@@ -119,6 +121,15 @@ impl OfflineAlgorithm for Bc {
             &self.actor,
             GaussianActor::mean,
             &self.spec,
+        )))
+    }
+
+    fn sampling_policy(&self, seed: u64) -> Result<Box<dyn Policy>> {
+        Ok(Box::new(SampledNetPolicy::new(
+            &self.actor,
+            GaussianActor::sample_with,
+            &self.spec,
+            seed,
         )))
     }
 

@@ -7,7 +7,7 @@ use std::f32::consts::PI;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
@@ -304,6 +304,17 @@ impl GaussianActor {
     }
 }
 
+impl GaussianActor {
+    /// A draw `clamp(μ(s) + σ ⊙ eps, −1, 1)` for standard-normal `eps` `[n, ad]`: the
+    /// distribution is not squashed (IQL's), so the unit box clips it.
+    pub fn sample_with(&self, obs: Tensor<2>, eps: Tensor<2>) -> Tensor<2> {
+        let mean = self.mean(obs);
+        let [n, d] = mean.dims();
+        let std = self.log_std().exp().reshape([1, d]).repeat_dim(0, n);
+        (mean + std * eps).clamp(-1.0, 1.0)
+    }
+}
+
 /// A linear layer with the given `[d_in, d_out]` weights and zero bias.
 fn linear_zero_bias(weight: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
     Linear {
@@ -425,6 +436,83 @@ impl<A: Module> Policy for NetPolicy<A> {
         let x = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
         let unit = crate::nn::to_vec((self.forward)(&self.actor, x));
         Ok(self.spec.action_from_unit(&unit))
+    }
+}
+
+/// A stochastic actor acting: `draw(actor, normalised obs, eps)` with standard-normal `eps`
+/// from its own seeded generator, in unit actions; environment actions out. What `sample`
+/// returns for the Gaussian-actor algorithms.
+pub struct SampledNetPolicy<A: Module> {
+    actor: A,
+    draw: fn(&A, Tensor<2>, Tensor<2>) -> Tensor<2>,
+    spec: DataSpec,
+    device: Device,
+    rng: ChaCha8Rng,
+}
+
+impl<A: Module> SampledNetPolicy<A> {
+    pub fn new(
+        actor: &A,
+        draw: fn(&A, Tensor<2>, Tensor<2>) -> Tensor<2>,
+        spec: &DataSpec,
+        seed: u64,
+    ) -> Self {
+        let (actor, device) = crate::nn::inference_copy(actor);
+        Self {
+            actor,
+            draw,
+            spec: spec.clone(),
+            device,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl<A: Module> Policy for SampledNetPolicy<A> {
+    fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
+        crate::policy::check_obs("policy", obs, n, od)?;
+        let x = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
+        let eps = normal(&mut self.rng, n, ad, &self.device);
+        let unit = crate::nn::to_vec((self.draw)(&self.actor, x, eps));
+        Ok(self.spec.action_from_unit(&unit))
+    }
+}
+
+/// A twin critic scoring raw observations and environment actions: `min(Q1, Q2)`, or their
+/// mean where the algorithm acts on that (FQL's `q_agg = "mean"`), on the spec's normalised
+/// observations and unit actions (`predict_value`).
+pub struct TwinQScorer {
+    q: TwinQ,
+    mean: bool,
+    spec: DataSpec,
+    device: Device,
+}
+
+impl TwinQScorer {
+    pub fn new(q: &TwinQ, mean: bool, spec: &DataSpec) -> Self {
+        let (q, device) = crate::nn::inference_copy(q);
+        Self {
+            q,
+            mean,
+            spec: spec.clone(),
+            device,
+        }
+    }
+}
+
+impl crate::policy::ActionScorer for TwinQScorer {
+    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
+        let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
+        let act = crate::nn::tensor2(&self.spec.action_to_unit(act), n, ad, &self.device);
+        let q = if self.mean {
+            let (q1, q2) = self.q.both(obs, act);
+            (q1 + q2) / 2.0
+        } else {
+            self.q.min(obs, act)
+        };
+        Ok(crate::nn::to_vec(q))
     }
 }
 

@@ -24,13 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     adam, diagonal_gaussian_log_prob, logsumexp_rows, normal, orthogonal_init, repeat_rows, scalar,
-    target_copy, uniform, xavier_output, NetConfig, NetPolicy, TwinQ,
+    target_copy, uniform, xavier_output, NetConfig, NetPolicy, SampledNetPolicy, TwinQ,
+    TwinQScorer,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
@@ -381,6 +382,19 @@ impl OfflineAlgorithm for Cql {
             TanhGaussianActor::deterministic,
             &self.spec,
         )))
+    }
+
+    fn sampling_policy(&self, seed: u64) -> Result<Box<dyn Policy>> {
+        Ok(Box::new(SampledNetPolicy::new(
+            &self.actor,
+            |actor: &TanhGaussianActor, obs, eps| actor.sample(obs, eps).0,
+            &self.spec,
+            seed,
+        )))
+    }
+
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        Some(Box::new(TwinQScorer::new(&self.critic, false, &self.spec)))
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {

@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::common::{adam, column, normal, scalar, target_copy, NetConfig, TwinQ};
+use super::common::{adam, column, normal, scalar, target_copy, NetConfig, TwinQ, TwinQScorer};
 use super::flow_bc::{flow_matching_loss, integrate, VelocityField, FIELD_PART};
 use crate::backend::Engine;
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
@@ -29,7 +29,7 @@ use crate::dataset::Batch;
 use crate::error::Result;
 use crate::nn::host::TrainingMlp;
 use crate::nn::{Activation, Mlp};
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
@@ -271,6 +271,11 @@ impl OfflineAlgorithm for Fql {
             spec: self.spec.clone(),
             rng: ChaCha8Rng::seed_from_u64(self.seed),
         }))
+    }
+
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        let mean = self.cfg.q_agg == QAgg::Mean;
+        Some(Box::new(TwinQScorer::new(&self.critic, mean, &self.spec)))
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {

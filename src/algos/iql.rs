@@ -27,8 +27,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    adam, check_log_std, column, scalar, target_copy, GaussianActor, NetConfig, NetPolicy, TwinQ,
-    ValueNet,
+    adam, check_log_std, column, scalar, target_copy, GaussianActor, NetConfig, NetPolicy,
+    SampledNetPolicy, TwinQ, ValueNet,
 };
 use crate::backend::Engine;
 use crate::dataset::spec::{BatchTensors, DataConfig, DataSpec, RewardNorm, SpecTensors};
@@ -168,6 +168,17 @@ impl Iql {
             v,
             actor,
         })
+    }
+
+    /// The trained actor; a critic-only run (`train_actor = false`) has none.
+    fn actor(&self) -> Result<&GaussianActor> {
+        if !self.cfg.train_actor {
+            return Err(Error::Config(
+                "this IQL run trained the critic only (train_actor = false): it has no policy"
+                    .into(),
+            ));
+        }
+        Ok(&self.actor)
     }
 
     /// The trained critic (frozen copies of the target twin Q and of V).
@@ -316,17 +327,24 @@ impl OfflineAlgorithm for Iql {
     }
 
     fn policy(&self) -> Result<Box<dyn Policy>> {
-        if !self.cfg.train_actor {
-            return Err(Error::Config(
-                "this IQL run trained the critic only (train_actor = false): it has no policy"
-                    .into(),
-            ));
-        }
         Ok(Box::new(NetPolicy::new(
-            &self.actor,
+            self.actor()?,
             GaussianActor::mean,
             &self.spec,
         )))
+    }
+
+    fn sampling_policy(&self, seed: u64) -> Result<Box<dyn Policy>> {
+        Ok(Box::new(SampledNetPolicy::new(
+            self.actor()?,
+            GaussianActor::sample_with,
+            &self.spec,
+            seed,
+        )))
+    }
+
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        Some(Box::new(self.critic()))
     }
 
     /// A critic-only run has no policy to probe.

@@ -54,7 +54,7 @@ use crate::diffusion::{
 };
 use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
@@ -512,6 +512,10 @@ impl OfflineAlgorithm for Outsourced {
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
         let mut mu = self.behavior(self.seed);
         probe.fine_tuning(self.policy()?.as_mut(), &mut mu, &self.sampler.reward.q)
+    }
+
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        Some(Box::new(self.sampler.reward.q.clone()))
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {

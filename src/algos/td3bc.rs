@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     adam, column, normal, scalar, soft_update, target_copy, NetConfig, NetPolicy, TwinQ,
+    TwinQScorer,
 };
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::error::Result;
 use crate::nn::Mlp;
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 use crate::train::{LoopConfig, Metrics, OfflineAlgorithm, Parts};
 
 /// The algorithm's name in the registry and its checkpoints' kind.
@@ -206,6 +207,10 @@ impl OfflineAlgorithm for Td3Bc {
             TanhActor::forward,
             &self.spec,
         )))
+    }
+
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        Some(Box::new(TwinQScorer::new(&self.critic, false, &self.spec)))
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {

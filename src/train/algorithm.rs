@@ -13,7 +13,7 @@ use crate::dataset::spec::DataSpec;
 use crate::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::eval::probe::{Probe, POLICY_NAMES};
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 
 /// Metrics of one update, `(name, value)`; logged to `metrics.jsonl`, checked for NaN/Inf.
 pub type Metrics = Vec<(&'static str, f64)>;
@@ -249,6 +249,18 @@ pub trait OfflineAlgorithm: std::any::Any + Send {
     /// Everything needed to resume exactly, declared once: the same walk saves and restores
     /// it ([`Parts`]).
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()>;
+    /// A policy that samples from the learned action distribution with its own generator
+    /// (`seed`): `sample` in Python, against [`policy`](Self::policy)'s `predict`. Default: the
+    /// acting policy, for algorithms whose policy is deterministic (TD3+BC, FQL) or already
+    /// draws (the diffusion and flow families).
+    fn sampling_policy(&self, _seed: u64) -> Result<Box<dyn Policy>> {
+        self.policy()
+    }
+    /// The action value `Q(s, a)` the algorithm learned or acts on, as a scorer of raw
+    /// observations and environment actions (`predict_value` in Python). Default: none.
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        None
+    }
     /// Data-dependent set-up of a fresh run, before the first update (not called on resume:
     /// whatever it computes belongs in the snapshot's state). Default: nothing.
     fn prepare(&mut self, _data: &Dataset) -> Result<()> {

@@ -21,7 +21,7 @@ use offrl::backend::BackendKind;
 use offrl::dataset::columns::{Column, Columns, ImportOptions};
 use offrl::dataset::{io, Dataset as Data};
 use offrl::envs::{BoxSpace, Env, Step};
-use offrl::policy::Policy;
+use offrl::policy::{ActionScorer, Policy};
 use offrl::train::{DatasetInfo, OfflineAlgorithm};
 
 /// offrl's errors as Python's: a missing file is `FileNotFoundError`, everything else (bad
@@ -315,6 +315,89 @@ fn py_err_shape(e: numpy::ndarray::ShapeError) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
+/// One row `[dim]` or rows `[n, dim]` of `what` as C-ordered float32 (read in place when they
+/// already are): the array, `n` and whether it was one row.
+fn rows<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    dim: usize,
+    what: &str,
+) -> PyResult<(PyReadonlyArrayDyn<'py, f32>, usize, bool)> {
+    let a: PyReadonlyArrayDyn<'py, f32> = float32(py, x)?.extract()?;
+    let (n, single) = match a.shape() {
+        [w] if *w == dim => (1, true),
+        [n, w] if *w == dim => (*n, false),
+        shape => {
+            return Err(PyValueError::new_err(format!(
+                "{what} of shape {shape:?}: the model takes [{dim}] or [n, {dim}]"
+            )))
+        }
+    };
+    Ok((a, n, single))
+}
+
+/// Episodes of `policy` in `env` (an id, a gymnasium environment, or a callable making one: see
+/// `Algorithm.evaluate`): the environment's id and the report.
+fn evaluate_in(
+    py: Python<'_>,
+    policy: &mut dyn Policy,
+    env: &Bound<'_, PyAny>,
+    episodes: usize,
+    seed: u64,
+    n_envs: usize,
+) -> PyResult<(String, offrl::eval::EvalReport)> {
+    let (id, report) = if let Ok(id) = env.extract::<String>() {
+        let reference = offrl::dataset::reference_scores_for(&id);
+        let n = n_envs.min(episodes).max(1);
+        let make = || offrl::envs::make(&id);
+        let r = offrl::eval::evaluate(&mut *policy, make, n, episodes, seed, reference);
+        (id.clone(), r)
+    } else {
+        let (factory, n) = if env.hasattr("step")? {
+            (None, 1) // one object: its episodes run one after another
+        } else if env.is_callable() {
+            (Some(env), n_envs.min(episodes).max(1))
+        } else {
+            return Err(PyValueError::new_err(
+                "env: an environment id, a gymnasium environment, or a callable making one",
+            ));
+        };
+        let first = PyEnv::new(py, &factory.map_or_else(|| Ok(env.clone()), |f| f.call0())?)?;
+        let id = first.id.clone();
+        let reference = offrl::dataset::reference_scores_for(&id);
+        let first = std::cell::RefCell::new(Some(first));
+        let make = || -> offrl::Result<Box<dyn Env>> {
+            if let Some(e) = first.borrow_mut().take() {
+                return Ok(Box::new(e));
+            }
+            let made = match factory {
+                Some(f) => f.call0().and_then(|e| PyEnv::new(py, &e)),
+                None => PyEnv::new(py, env),
+            };
+            made.map(|e| Box::new(e) as Box<dyn Env>)
+                .map_err(|e| offrl::Error::env(&id, e.to_string()))
+        };
+        let r = offrl::eval::evaluate(&mut *policy, make, n, episodes, seed, reference);
+        (id.clone(), r)
+    };
+    Ok((id, report.map_err(py_err)?))
+}
+
+/// `values` (`n` rows of `width`) handed to NumPy without a copy: `[width]` for one row.
+fn out_rows<'py>(
+    py: Python<'py>,
+    values: Vec<f32>,
+    n: usize,
+    width: usize,
+    single: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    if single {
+        return Ok(PyArray1::from_vec(py, values).into_any());
+    }
+    let a = Array2::from_shape_vec((n, width), values).map_err(py_err_shape)?;
+    Ok(a.into_pyarray(py).into_any())
+}
+
 /// `array` as a C-ordered float32 NumPy array (a view when it already is one).
 fn float32<'py>(py: Python<'py>, array: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     py.import("numpy")?
@@ -440,7 +523,10 @@ struct Algorithm {
     config: serde_json::Value,
     seed: u64,
     trained: Option<Box<dyn OfflineAlgorithm>>,
+    /// What `predict`, `sample` and `predict_value` act with, made on first use.
     policy: Option<Box<dyn Policy>>,
+    sampler: Option<Box<dyn Policy>>,
+    value: Option<Box<dyn ActionScorer>>,
     run_dir: Option<PathBuf>,
     /// Trained here without a run directory: the data's identity and the step, for `save`.
     in_memory: Option<(DatasetInfo, usize)>,
@@ -471,6 +557,8 @@ impl Algorithm {
             seed: 0,
             trained: Some(algo),
             policy: None,
+            sampler: None,
+            value: None,
             run_dir,
             in_memory: None,
             unsaveable: None,
@@ -499,6 +587,8 @@ impl Algorithm {
             seed,
             trained: None,
             policy: None,
+            sampler: None,
+            value: None,
             run_dir: None,
             in_memory: None,
             unsaveable: None,
@@ -508,29 +598,66 @@ impl Algorithm {
     /// Train on `dataset` for `n_steps` updates (default: the config's `train.steps`); returns
     /// the logged lines as a list of dicts (`step` and each metric). With `logdir`, into that
     /// run directory (metrics.jsonl, plots, checkpoints; training the same `logdir` again
-    /// resumes it); without, in memory: nothing is written.
-    #[pyo3(signature = (dataset, logdir=None, n_steps=None))]
+    /// resumes it); without, in memory: nothing is written. With `eval_env` (what `evaluate`
+    /// takes: an id, a gymnasium environment or a callable making one), `eval_episodes`
+    /// episodes every `eval_every` updates (default: a tenth of the run) are logged as
+    /// `eval/return` and, where the id has reference returns, `eval/score`.
+    #[pyo3(signature = (dataset, logdir=None, n_steps=None, eval_env=None, eval_every=None, eval_episodes=10))]
+    #[allow(clippy::too_many_arguments)]
     fn fit<'py>(
         &mut self,
         py: Python<'py>,
         dataset: &Dataset,
         logdir: Option<PathBuf>,
         n_steps: Option<usize>,
+        eval_env: Option<Bound<'py, PyAny>>,
+        eval_every: Option<usize>,
+        eval_episodes: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut config = self.config.clone();
         if let Some(steps) = n_steps {
             config["train"]["steps"] = steps.into();
         }
+        if eval_env.is_some() {
+            let steps = config["train"]["steps"].as_u64().unwrap_or(0) as usize;
+            config["train"]["eval_every"] = eval_every.unwrap_or((steps / 10).max(1)).into();
+        }
         let device = BackendKind::Flex.train_device().map_err(py_err)?;
+        let env = eval_env.map(Bound::unbind);
+        let (kind, seed) = (self.kind, self.seed);
         let trained = interruptible(py, || {
+            // Between updates, with the GIL: the environment may be a Python object.
+            let mut hook = |step: usize, algo: &dyn OfflineAlgorithm| {
+                let env = env.as_ref().expect("a hook only with an environment");
+                let mut policy = algo.policy()?;
+                let episode_seed = seed.wrapping_add(step as u64);
+                let (_, report) = Python::attach(|py| {
+                    evaluate_in(
+                        py,
+                        policy.as_mut(),
+                        env.bind(py),
+                        eval_episodes,
+                        episode_seed,
+                        1,
+                    )
+                })
+                .map_err(|e| offrl::Error::env("eval_env", e.to_string()))?;
+                let mut m = vec![("eval/return", report.mean)];
+                m.extend(report.normalized.map(|s| ("eval/score", s)));
+                Ok(m)
+            };
+            let hook: Option<offrl::train::EvalHook<'_>> = match env {
+                Some(_) => Some(&mut hook),
+                None => None,
+            };
             algos::train(
-                self.kind,
+                kind,
                 &config,
                 &dataset.inner,
                 logdir.as_deref(),
-                self.seed,
+                seed,
                 &device,
-                None,
+                hook,
             )
         })?;
         let lines = history_lines(py, &trained.history)?;
@@ -540,41 +667,84 @@ impl Algorithm {
             .then(|| (DatasetInfo::of(&dataset.inner), steps));
         self.config = config;
         self.trained = Some(trained.algo);
-        self.policy = None;
+        (self.policy, self.sampler, self.value) = (None, None, None);
         self.run_dir = logdir;
         Ok(lines)
     }
 
     /// Actions for one observation `[obs_dim]` or a batch `[n, obs_dim]` (any float dtype; a
-    /// C-ordered float32 batch is read in place): float32 `[act_dim]` or `[n, act_dim]`.
+    /// C-ordered float32 batch is read in place): float32 `[act_dim]` or `[n, act_dim]`. The
+    /// acting policy: the Gaussian actors' mean, the diffusion and flow policies' chains.
     fn predict<'py>(
         &mut self,
         py: Python<'py>,
         obs: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let spec = self.trained()?.spec();
-        let (obs_dim, act_dim) = (spec.obs_dim, spec.act_dim);
-        let a = float32(py, obs)?;
-        let a: PyReadonlyArrayDyn<'py, f32> = a.extract()?;
-        let (n, single) = match a.shape() {
-            [w] if *w == obs_dim => (1, true),
-            [n, w] if *w == obs_dim => (*n, false),
-            shape => {
-                return Err(PyValueError::new_err(format!(
-                    "observations of shape {shape:?}: the model takes [{obs_dim}] or [n, {obs_dim}]"
-                )))
-            }
-        };
+        let spec = self.trained()?.spec().clone();
+        let (obs, n, single) = rows(py, obs, spec.obs_dim, "observations")?;
         if self.policy.is_none() {
             self.policy = Some(self.trained()?.policy().map_err(py_err)?);
         }
         let policy = self.policy.as_mut().expect("set above");
-        let actions = policy.act(a.as_slice()?, n).map_err(py_err)?;
-        if single {
-            return Ok(PyArray1::from_vec(py, actions).into_any());
+        let actions = policy.act(obs.as_slice()?, n).map_err(py_err)?;
+        out_rows(py, actions, n, spec.act_dim, single)
+    }
+
+    /// Actions drawn from the learned distribution, shaped as `predict`'s: the Gaussian actors
+    /// (BC, IQL, CQL) sample instead of acting at their mean; the others act as `predict`. Draws
+    /// continue one generator, seeded with the model's seed; `seed` restarts it.
+    #[pyo3(signature = (obs, seed=None))]
+    fn sample<'py>(
+        &mut self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+        seed: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = self.trained()?.spec().clone();
+        let (obs, n, single) = rows(py, obs, spec.obs_dim, "observations")?;
+        if self.sampler.is_none() || seed.is_some() {
+            let seed = seed.unwrap_or(self.seed);
+            self.sampler = Some(self.trained()?.sampling_policy(seed).map_err(py_err)?);
         }
-        let a = Array2::from_shape_vec((n, act_dim), actions).map_err(py_err_shape)?;
-        Ok(a.into_pyarray(py).into_any())
+        let sampler = self.sampler.as_mut().expect("set above");
+        let actions = sampler.act(obs.as_slice()?, n).map_err(py_err)?;
+        out_rows(py, actions, n, spec.act_dim, single)
+    }
+
+    /// `Q(s, a)` of the algorithm's critic (IQL, CQL, TD3+BC, FQL; RTB and the outsourced
+    /// sampler: the IQL critic they fine-tune on) for raw observations and environment actions,
+    /// one pair `[obs_dim]`, `[act_dim]` or a batch: float32 scalar or `[n]`.
+    fn predict_value<'py>(
+        &mut self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+        action: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = self.trained()?.spec().clone();
+        let (obs, n, single) = rows(py, obs, spec.obs_dim, "observations")?;
+        let (act, m, _) = rows(py, action, spec.act_dim, "actions")?;
+        if m != n {
+            return Err(PyValueError::new_err(format!(
+                "{n} observations but {m} actions: one action per observation"
+            )));
+        }
+        if self.value.is_none() {
+            self.value = Some(self.trained()?.value_function().ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{} learns no action value Q(s, a): predict_value needs a critic (iql, cql, \
+                     td3bc, fql, rtb, outsourced)",
+                    self.name
+                ))
+            })?);
+        }
+        let scorer = self.value.as_ref().expect("set above");
+        let q = scorer
+            .score(obs.as_slice()?, act.as_slice()?, n)
+            .map_err(py_err)?;
+        if single {
+            return Ok(q[0].into_pyobject(py)?.into_any());
+        }
+        Ok(PyArray1::from_vec(py, q).into_any())
     }
 
     /// Episodes of the policy in `env`: an environment id (native, e.g. "Pendulum-v1"), a
@@ -591,41 +761,7 @@ impl Algorithm {
         n_envs: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut policy = self.trained()?.policy().map_err(py_err)?;
-        let (id, report) = if let Ok(id) = env.extract::<String>() {
-            let reference = offrl::dataset::reference_scores_for(&id);
-            let n = n_envs.min(episodes).max(1);
-            let make = || offrl::envs::make(&id);
-            let r = offrl::eval::evaluate(policy.as_mut(), make, n, episodes, seed, reference);
-            (id.clone(), r)
-        } else {
-            let (factory, n) = if env.hasattr("step")? {
-                (None, 1) // one object: its episodes run one after another
-            } else if env.is_callable() {
-                (Some(env), n_envs.min(episodes).max(1))
-            } else {
-                return Err(PyValueError::new_err(
-                    "env: an environment id, a gymnasium environment, or a callable making one",
-                ));
-            };
-            let first = PyEnv::new(py, &factory.map_or_else(|| Ok(env.clone()), |f| f.call0())?)?;
-            let id = first.id.clone();
-            let reference = offrl::dataset::reference_scores_for(&id);
-            let first = std::cell::RefCell::new(Some(first));
-            let make = || -> offrl::Result<Box<dyn Env>> {
-                if let Some(e) = first.borrow_mut().take() {
-                    return Ok(Box::new(e));
-                }
-                let made = match factory {
-                    Some(f) => f.call0().and_then(|e| PyEnv::new(py, &e)),
-                    None => PyEnv::new(py, env),
-                };
-                made.map(|e| Box::new(e) as Box<dyn Env>)
-                    .map_err(|e| offrl::Error::env(&id, e.to_string()))
-            };
-            let r = offrl::eval::evaluate(policy.as_mut(), make, n, episodes, seed, reference);
-            (id.clone(), r)
-        };
-        let report = report.map_err(py_err)?;
+        let (id, report) = evaluate_in(py, policy.as_mut(), env, episodes, seed, n_envs)?;
         let out = PyDict::new(py);
         out.set_item("env", id)?;
         out.set_item("mean", report.mean)?;

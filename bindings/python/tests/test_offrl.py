@@ -133,6 +133,37 @@ def test_fit_predict_save_load(pendulum, tmp_path):
     assert len(report["returns"]) == 2
 
 
+def test_sample_predict_value_and_evaluation_during_fit(pendulum):
+    import gymnasium as gym
+
+    obs = pendulum.to_numpy()["observations"][:64]
+    act = pendulum.to_numpy()["actions"][:64]
+    iql = offrl.Algorithm("iql", sets=["actor_net.width=16", "critic_net.width=16",
+                                       "train.batch_size=32", "train.log_every=10"], seed=1)
+    lines = iql.fit(pendulum, n_steps=20, eval_env=lambda: gym.make("Pendulum-v1"), eval_every=10,
+                    eval_episodes=2)
+    evals = [line for line in lines if "eval/return" in line]
+    assert [line["step"] for line in evals] == [10, 20]
+    assert all(-2000 < line["eval/return"] < 0 for line in evals)
+    # sample: draws around predict's mean, reproducible from a seed, shaped like predict.
+    mean = iql.predict(obs)
+    a, b = iql.sample(obs, seed=5), iql.sample(obs, seed=5)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == mean.shape == (64, 1) and a.dtype == np.float32
+    assert not np.array_equal(a, mean) and np.all(np.abs(a) <= 2.0)
+    assert iql.sample(obs[0]).shape == (1,)
+    # predict_value: the critic's Q, one pair or a batch, the same numbers either way.
+    q = iql.predict_value(obs, act)
+    assert q.shape == (64,) and q.dtype == np.float32 and np.all(np.isfinite(q))
+    assert iql.predict_value(obs[3], act[3]) == pytest.approx(float(q[3]), rel=1e-6)
+    with pytest.raises(ValueError, match="64 observations but 3 actions"):
+        iql.predict_value(obs, act[:3])
+    bc = offrl.Algorithm("bc", sets=["actor_net.width=16", "train.batch_size=32"], seed=1)
+    bc.fit(pendulum, n_steps=5)
+    with pytest.raises(ValueError, match="bc learns no action value"):
+        bc.predict_value(obs, act)
+
+
 def test_fit_in_memory_writes_nothing_and_equals_a_run_directory(pendulum, tmp_path):
     sets = ["actor_net.width=16", "train.batch_size=32", "train.log_every=10"]
     here = offrl.Algorithm("bc", sets=sets, seed=3)

@@ -109,7 +109,7 @@ use crate::diffusion::{
 };
 use crate::error::{Error, Result};
 use crate::eval::probe::Probe;
-use crate::policy::Policy;
+use crate::policy::{ActionScorer, Policy};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{EvalHook, Metrics, OfflineAlgorithm, Parts};
 
@@ -270,6 +270,10 @@ impl OfflineAlgorithm for RtbAlgo {
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
         let mut mu = DiffusionPolicy::new(&self.prior, self.seed);
         probe.fine_tuning(self.policy()?.as_mut(), &mut mu, &self.rtb.reward.q)
+    }
+
+    fn value_function(&self) -> Option<Box<dyn ActionScorer>> {
+        Some(Box::new(self.rtb.reward.q.clone()))
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {

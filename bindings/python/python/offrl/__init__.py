@@ -6,6 +6,7 @@
     iql.fit(data, logdir="runs/iql")                                # resumes if run again
     lines = offrl.Algorithm("bc").fit(data)                         # in memory: the logged lines
     actions = iql.predict(observations)                             # [n, act_dim] float32
+    draws, q = iql.sample(observations), iql.predict_value(observations, actions)
     iql.save("iql.ckpt"); same = offrl.load("iql.ckpt")
     rtb, lines = offrl.pipeline(data, profile="cpu", seed=0, logdir="runs/method")  # prior, critic, RTB
     grid = offrl.bench(["iql", "rtb"], suite="pendulum", seeds=[0, 1], out="runs/grid")  # a table
