@@ -46,11 +46,7 @@ fn adam(lr_clip: Option<f32>) -> ModuleOptimizer {
 fn the_penalised_energy_loss_reaches_its_pointwise_minimiser() {
     let device = Device::flex().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let net = NetConfig {
-        hidden: 2,
-        width: 64,
-        layer_norm: false,
-    };
+    let net = NetConfig::new(2, 64, false);
     let mut energy = ValueNet::new(&net, 1, 1, 1, 1, &mut rng, &device);
     let mut optim = adam(None);
     let (gamma, p, q) = (1.0, (0.3, 0.25), (-0.1, 0.35));
@@ -180,11 +176,7 @@ fn dxdp_values_follow_the_exact_backward_recursion_of_a_linear_gaussian_sampler(
     let (q, m, tau1, tau2, s2) = (0.5f64, 0.4f64, 0.1f64, 0.5f64, 0.25f64);
     let steps = a.len();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let net = NetConfig {
-        hidden: 2,
-        width: 64,
-        layer_norm: false,
-    };
+    let net = NetConfig::new(2, 64, false);
     let mut value = ValueNet::new(&net, 4, steps, 1, 1, &mut rng, &device);
     let mut optim = adam(None);
     let n = 512;

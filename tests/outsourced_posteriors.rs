@@ -283,11 +283,7 @@ fn two_mode_map_with_linear_q_gives_the_quadrature_weights() {
 fn flow_map_paths_agree() {
     use offrl::algos::flow_bc::{FlowMap, VelocityField};
     let device = Device::flex();
-    let net = offrl::algos::common::NetConfig {
-        hidden: 2,
-        width: 16,
-        layer_norm: false,
-    };
+    let net = offrl::algos::common::NetConfig::new(2, 16, false);
     let field = VelocityField::new(
         &net,
         Activation::Gelu,

@@ -161,11 +161,7 @@ mod tests {
         }
         let cfg = BcConfig {
             lr: 1e-2,
-            actor_net: NetConfig {
-                hidden: 1,
-                width: 16,
-                layer_norm: false,
-            },
+            actor_net: NetConfig::new(1, 16, false),
             ..BcConfig::default()
         };
         let spec = DataSpec::from_dataset(&data, &cfg.data).unwrap();

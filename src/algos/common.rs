@@ -91,14 +91,21 @@ pub struct NetConfig {
     pub layer_norm: bool,
 }
 
+impl NetConfig {
+    /// `hidden` layers of `width`, with LayerNorm after each when `layer_norm`.
+    pub const fn new(hidden: usize, width: usize, layer_norm: bool) -> Self {
+        Self {
+            hidden,
+            width,
+            layer_norm,
+        }
+    }
+}
+
 impl Default for NetConfig {
     /// 2 hidden layers of 256 (IQL, TD3+BC, BC in the papers and CORL).
     fn default() -> Self {
-        Self {
-            hidden: 2,
-            width: 256,
-            layer_norm: false,
-        }
+        Self::new(2, 256, false)
     }
 }
 
@@ -548,11 +555,7 @@ mod tests {
     #[test]
     fn soft_update_blends_every_parameter() {
         let device = Device::flex().autodiff();
-        let net = NetConfig {
-            hidden: 1,
-            width: 3,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(1, 3, false);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let a = TwinQ::new(&net, 2, 1, &mut rng, &device);
         let b = TwinQ::new(&net, 2, 1, &mut rng, &device);
@@ -573,11 +576,7 @@ mod tests {
     #[test]
     fn seeded_init_is_reproducible_and_orthogonal_init_is_orthogonal() {
         let device = Device::flex();
-        let net = NetConfig {
-            hidden: 2,
-            width: 8,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(2, 8, false);
         let make = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             net.mlp(3, 2, &mut rng, &device)

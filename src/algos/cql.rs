@@ -75,11 +75,7 @@ pub struct CqlConfig {
 impl Default for CqlConfig {
     /// CORL's `configs/offline/cql/hopper/medium_v2.yaml`.
     fn default() -> Self {
-        let net = NetConfig {
-            hidden: 3,
-            width: 256,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(3, 256, false);
         Self {
             discount: 0.99,
             target_ema: 5e-3,
@@ -421,11 +417,7 @@ mod tests {
         let device = Device::flex();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let cfg = CqlConfig {
-            actor_net: NetConfig {
-                hidden: 1,
-                width: 4,
-                layer_norm: false,
-            },
+            actor_net: NetConfig::new(1, 4, false),
             ..CqlConfig::default()
         };
         let spec = DataSpec::from_dataset(&testing::two_state_bandit(), &cfg.data).unwrap();
@@ -461,11 +453,7 @@ mod tests {
     #[test]
     fn prefers_the_best_in_support_action_and_is_conservative() {
         let data = testing::two_state_bandit();
-        let net = NetConfig {
-            hidden: 2,
-            width: 32,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(2, 32, false);
         let cql_alpha = 5.0;
         let cfg = CqlConfig {
             policy_lr: 1e-3,

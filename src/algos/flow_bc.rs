@@ -56,11 +56,7 @@ impl Default for FlowBcConfig {
         Self {
             lr: 3e-4,
             adam_eps: 1e-8,
-            net: NetConfig {
-                hidden: 4,
-                width: 512,
-                layer_norm: false,
-            },
+            net: NetConfig::new(4, 512, false),
             activation: Activation::Gelu,
             flow_steps: 10,
             data: DataConfig {
@@ -492,11 +488,7 @@ pub(crate) mod tests {
         let data = testing::two_mode_mixture();
         let cfg = FlowBcConfig {
             lr: 3e-3,
-            net: NetConfig {
-                hidden: 2,
-                width: 64,
-                layer_norm: false,
-            },
+            net: NetConfig::new(2, 64, false),
             flow_steps: 20,
             data: DataConfig {
                 normalize_obs: false,
@@ -547,11 +539,7 @@ pub(crate) mod tests {
     fn the_map_is_a_function_of_the_noise() {
         let data = testing::two_state_bandit();
         let cfg = FlowBcConfig {
-            net: NetConfig {
-                hidden: 1,
-                width: 8,
-                layer_norm: false,
-            },
+            net: NetConfig::new(1, 8, false),
             ..FlowBcConfig::default()
         };
         let spec = DataSpec::from_dataset(&data, &cfg.data).unwrap();

@@ -70,11 +70,7 @@ pub struct FqlConfig {
 impl Default for FqlConfig {
     /// The official code's `get_config()`.
     fn default() -> Self {
-        let net = NetConfig {
-            hidden: 4,
-            width: 512,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(4, 512, false);
         Self {
             alpha: 10.0,
             normalize_q_loss: false,
@@ -319,11 +315,7 @@ mod tests {
     #[test]
     fn prefers_the_best_in_support_action_per_state() {
         let data = testing::two_state_bandit();
-        let net = NetConfig {
-            hidden: 2,
-            width: 32,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(2, 32, false);
         let cfg = FqlConfig {
             alpha: 1.0,
             lr: 3e-3,

@@ -582,11 +582,7 @@ mod tests {
     }
 
     fn test_config(tau: f64, steps: usize) -> IqlConfig {
-        let net = NetConfig {
-            hidden: 2,
-            width: 32,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(2, 32, false);
         IqlConfig {
             expectile: tau,
             discount: GAMMA,

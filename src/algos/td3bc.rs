@@ -232,11 +232,7 @@ mod tests {
     #[test]
     fn prefers_the_best_in_support_action_per_state() {
         let data = testing::two_state_bandit();
-        let net = NetConfig {
-            hidden: 2,
-            width: 32,
-            layer_norm: false,
-        };
+        let net = NetConfig::new(2, 32, false);
         let cfg = Td3BcConfig {
             actor_lr: 3e-3,
             critic_lr: 3e-3,
