@@ -333,6 +333,68 @@ fn dxmi_and_gcd_resume_exactly_and_reload() {
     assert!(err.contains("sampler_update"), "{err}");
 }
 
+/// A trained energy as IDQL's penalty (`energy`, `energy_weight`): it loads from a dxmi run,
+/// scores the proposals, and is refused from another kind of run or without a run.
+#[test]
+fn a_trained_energy_penalises_idql_proposals() {
+    use offrl::algos::idql::{load_policy, IdqlConfig};
+    use offrl::policy::Policy;
+    let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = two_modes();
+    let root = tempfile::tempdir().unwrap();
+    let steps = [
+        "train.steps=20",
+        "train.checkpoint_every=20",
+        "train.batch_size=64",
+    ];
+    let small = |extra: &[&'static str]| [&steps[..], extra].concat();
+    let run = |kind, sets: &[&str]| {
+        let dir = root.path().join(format!("{kind:?}"));
+        common::train(kind, sets, &data, &dir);
+        dir
+    };
+    let prior = run(
+        AlgoKind::DiffusionBc,
+        &small(&["net.width=16", "schedule.steps=5"]),
+    );
+    let critic = run(
+        AlgoKind::Iql,
+        &small(&[
+            "critic_net.width=16",
+            "actor_net.width=16",
+            "data.reward_norm=\"none\"",
+        ]),
+    );
+    let energy = run(AlgoKind::Dxmi, &[&steps[..], &SMALL[..7]].concat());
+    let device = Device::flex();
+    let config = |energy: &std::path::Path, weight| IdqlConfig {
+        samples: 8,
+        energy: energy.to_string_lossy().into(),
+        energy_weight: weight,
+        ..IdqlConfig::default()
+    };
+    let mut idql = load_policy(&prior, &critic, config(&energy, 1.0), &device, 0).unwrap();
+    let actions = idql.act(&[0.0; 4], 4).unwrap();
+    assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
+    let err = |c| {
+        load_policy(&prior, &critic, c, &device, 0)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        err(config(&critic, 1.0)).contains("is a iql run; it must be a dxmi or gcd run"),
+        "{}",
+        err(config(&critic, 1.0))
+    );
+    let none = config(std::path::Path::new(""), 0.5);
+    assert!(
+        err(none.clone()).contains("energy_weight = 0.5 needs `energy`"),
+        "{}",
+        err(none)
+    );
+}
+
 /// The shared toy data of the integration tests trains too (its observations normalised).
 #[test]
 fn dxmi_trains_on_the_shared_toy_data() {

@@ -504,6 +504,22 @@ impl ValueNet {
     }
 }
 
+/// `−E(s, a)` of a trained energy for raw observations and environment actions.
+struct NegativeEnergy {
+    value: ValueNet,
+    spec: DataSpec,
+    device: Device,
+}
+
+impl crate::policy::ActionScorer for NegativeEnergy {
+    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (od, ad) = (self.spec.obs_dim, self.spec.act_dim);
+        let obs = crate::nn::tensor2(&self.spec.normalize_obs(obs), n, od, &self.device);
+        let act = crate::nn::tensor2(&self.spec.action_to_unit(act), n, ad, &self.device);
+        Ok(crate::nn::to_vec(self.value.energy(obs, act).neg()))
+    }
+}
+
 /// The energy's contrastive loss with DxMI's square penalty:
 /// `mean E(data) − mean E(samples) + γ·(mean E(data)² + mean E(samples)²)`.
 pub fn energy_loss(e_data: Tensor<1>, e_sample: Tensor<1>, gamma: f64) -> Tensor<1> {
@@ -889,6 +905,17 @@ impl OfflineAlgorithm for Dxmi {
             self.cfg.act_noise_scale,
             0,
         )))
+    }
+
+    /// `−E(s, a)`: the energy is a negative reward (what IRL learns), so higher is more like
+    /// the data — IDQL's `energy` penalty scores proposals with it.
+    fn value_function(&self) -> Option<Box<dyn crate::policy::ActionScorer>> {
+        let (value, device) = crate::nn::inference_copy(&self.value);
+        Some(Box::new(NegativeEnergy {
+            value,
+            spec: self.spec.clone(),
+            device,
+        }))
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {

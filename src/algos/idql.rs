@@ -27,6 +27,13 @@ pub struct IdqlConfig {
     /// 1: proposals at a lower temperature, as diffusion-BC acts).
     #[serde(default = "unit")]
     pub act_noise_scale: f64,
+    /// A trained energy (a `dxmi` or `gcd` run) that penalises proposals unlike the data:
+    /// they are chosen by `Q − energy_weight · E` (issue 22's in-distribution score). Empty: Q.
+    #[serde(default)]
+    pub energy: String,
+    /// λ of the penalty, in Q's units per unit of energy.
+    #[serde(default)]
+    pub energy_weight: f64,
 }
 
 fn unit() -> f64 {
@@ -39,6 +46,8 @@ impl Default for IdqlConfig {
             samples: 32,
             selection: Selection::Greedy,
             act_noise_scale: 1.0,
+            energy: String::new(),
+            energy_weight: 0.0,
         }
     }
 }
@@ -140,18 +149,72 @@ impl<P: Policy, S: ActionScorer> Policy for IdqlPolicy<P, S> {
     }
 }
 
+/// `Q − λ·E`: a critic's score with a trained energy's penalty (`−E` is the energy model's
+/// [`crate::train::OfflineAlgorithm::value_function`]).
+pub struct EnergyPenalised<S: ActionScorer> {
+    pub q: S,
+    pub negative_energy: Box<dyn ActionScorer>,
+    pub weight: f64,
+}
+
+impl<S: ActionScorer> ActionScorer for EnergyPenalised<S> {
+    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>> {
+        let q = self.q.score(obs, act, n)?;
+        let e = self.negative_energy.score(obs, act, n)?;
+        let w = self.weight as f32;
+        Ok(q.iter().zip(e).map(|(q, e)| q + w * e).collect())
+    }
+}
+
 /// The IDQL policy of a trained diffusion prior (`offrl train prior`) and IQL critic
 /// (`offrl train critic` / `iql`), each a run directory or a checkpoint folder, on the plain
-/// `device`; `seed` drives the prior's chains and softmax selection.
+/// `device`, with `config.energy`'s penalty when it names a run; `seed` drives the prior's
+/// chains and softmax selection.
 pub fn load_policy(
     prior: &Path,
     critic: &Path,
     config: IdqlConfig,
     device: &Device,
     seed: u64,
-) -> Result<IdqlPolicy<DiffusionPolicy, IqlCritic>> {
+) -> Result<IdqlPolicy<DiffusionPolicy, Box<dyn ActionScorer>>> {
     let prior = DiffusionPrior::load(&Checkpoint::resolve(prior)?, device)?;
     let critic = IqlCritic::load(critic, device)?;
+    let scorer: Box<dyn ActionScorer> = match (config.energy.as_str(), config.energy_weight) {
+        ("", w) if w != 0.0 => {
+            return Err(Error::Config(format!(
+                "idql: energy_weight = {w} needs `energy`, a trained dxmi or gcd run"
+            )))
+        }
+        ("", _) => Box::new(critic.clone()),
+        (run, w) => {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(Error::Config(format!(
+                    "idql: energy_weight must be non-negative and finite, got {w}"
+                )));
+            }
+            let model = super::load(Path::new(run), device)?;
+            let kind = model.name();
+            if !matches!(kind, super::dxmi::NAME | super::dxmi::GCD_NAME) {
+                return Err(Error::Config(format!(
+                    "idql: energy = {run} is a {kind} run; it must be a dxmi or gcd run"
+                )));
+            }
+            let (es, cs) = (model.spec(), critic.spec());
+            if (es.obs_dim, es.act_dim) != (cs.obs_dim, cs.act_dim) {
+                return Err(Error::InvalidData(format!(
+                    "idql: the energy {run} was trained for obs {} / act {}, the critic for obs \
+                     {} / act {}",
+                    es.obs_dim, es.act_dim, cs.obs_dim, cs.act_dim
+                )));
+            }
+            let negative_energy = model.value_function().expect("energy models score actions");
+            Box::new(EnergyPenalised {
+                q: critic.clone(),
+                negative_energy,
+                weight: w,
+            })
+        }
+    };
     let (ps, cs) = (&prior.spec, critic.spec());
     if (ps.obs_dim(), ps.act_dim()) != (cs.obs_dim, cs.act_dim) {
         return Err(Error::InvalidData(format!(
@@ -166,7 +229,7 @@ pub fn load_policy(
     let mut proposals = DiffusionPolicy::new(&prior, seed);
     proposals.noise_scale = config.act_noise_scale;
 
-    IdqlPolicy::new(proposals, critic, obs_dim, config, seed)
+    IdqlPolicy::new(proposals, scorer, obs_dim, config, seed)
 }
 
 #[cfg(test)]
@@ -232,6 +295,33 @@ mod tests {
         let (mean, var) = moments(&a);
         assert!((mean - 0.3).abs() < 0.01, "mean {mean}");
         assert!((var - 0.01).abs() < 0.0015, "variance {var}");
+    }
+
+    /// Q = −(a − 0.3)² with the penalty of an energy E = (a + 0.3)² (the data near −0.3):
+    /// `Q − λE` peaks at `0.3·(1 − λ)/(1 + λ)`, 0.1 for λ = 0.5 — the choice moves towards the
+    /// data by the known amount.
+    #[test]
+    fn an_energy_penalty_moves_the_choice_towards_the_data() {
+        struct NegativeEnergy;
+        impl ActionScorer for NegativeEnergy {
+            fn score(&self, _obs: &[f32], act: &[f32], _n: usize) -> Result<Vec<f32>> {
+                Ok(act.iter().map(|a| -(a + 0.3) * (a + 0.3)).collect())
+            }
+        }
+        let cfg = IdqlConfig {
+            samples: 256,
+            selection: Selection::Greedy,
+            ..IdqlConfig::default()
+        };
+        let scorer = EnergyPenalised {
+            q: Parabola,
+            negative_energy: Box::new(NegativeEnergy),
+            weight: 0.5,
+        };
+        let mut p =
+            IdqlPolicy::new(Uniform(ChaCha8Rng::seed_from_u64(4)), scorer, 1, cfg, 0).unwrap();
+        let a = p.act(&[0.0f32; 50], 50).unwrap();
+        assert!(a.iter().all(|x| (x - 0.1).abs() < 0.03), "{a:?}");
     }
 
     #[test]

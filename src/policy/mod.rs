@@ -24,6 +24,12 @@ pub trait ActionScorer {
     fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>>;
 }
 
+impl<S: ActionScorer + ?Sized> ActionScorer for Box<S> {
+    fn score(&self, obs: &[f32], act: &[f32], n: usize) -> Result<Vec<f32>> {
+        (**self).score(obs, act, n)
+    }
+}
+
 impl<P: Policy + ?Sized> Policy for Box<P> {
     fn act(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         (**self).act(obs, n)
