@@ -519,12 +519,12 @@ impl OfflineAlgorithm for Outsourced {
     }
 
     fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
-        self.sampler.parts(parts)?;
-        parts.rng(&mut self.rng)?;
-        parts.value("q_spread", &mut self.q_spread)?;
-        match self.q_spread {
-            Some(spread) if parts.is_loading() => self.set_q_spread(spread),
-            _ => Ok(()),
+        match self
+            .sampler
+            .parts_with(parts, &mut self.rng, &mut self.q_spread)?
+        {
+            Some(spread) => self.set_q_spread(spread),
+            None => Ok(()),
         }
     }
 }

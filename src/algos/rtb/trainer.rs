@@ -224,6 +224,21 @@ impl<P: EpsModel, R: LogReward> Rtb<P, R> {
         &self.device
     }
 
+    /// The parts of an algorithm built on this trainer (RTB, the outsourced sampler): the
+    /// trainer's own ([`Rtb::parts`]), the algorithm's generator and its measured σ_Q. Returns
+    /// the σ_Q a restore brought back, for the algorithm to set its reward's temperature from.
+    pub fn parts_with(
+        &mut self,
+        parts: &mut Parts<'_>,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        q_spread: &mut Option<f64>,
+    ) -> Result<Option<f64>> {
+        self.parts(parts)?;
+        parts.rng(rng)?;
+        parts.value("q_spread", q_spread)?;
+        Ok(q_spread.filter(|_| parts.is_loading()))
+    }
+
     /// The trained modules, optimizer states and replay buffer as checkpoint parts.
     pub fn parts(&mut self, parts: &mut Parts<'_>) -> Result<()> {
         let model = &mut self.model;
