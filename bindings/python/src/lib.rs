@@ -568,9 +568,18 @@ impl Algorithm {
 
 #[pymethods]
 impl Algorithm {
+    /// An algorithm by its registry name, its config built as `offrl train` and `offrl bench`
+    /// build it: the defaults, a config file, a profile's settings for it (`profile`: `quick`,
+    /// `cpu`, `paper` or a TOML path, as `offrl bench --profile` takes), then `key=value` `sets`.
     #[new]
-    #[pyo3(signature = (name, config=None, sets=Vec::new(), seed=0))]
-    fn new(name: &str, config: Option<PathBuf>, sets: Vec<String>, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (name, config=None, sets=Vec::new(), seed=0, profile=None))]
+    fn new(
+        name: &str,
+        config: Option<PathBuf>,
+        sets: Vec<String>,
+        seed: u64,
+        profile: Option<String>,
+    ) -> PyResult<Self> {
         let info = algos::algorithm(name).map_err(py_err)?;
         let kind = info.trained.ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -578,7 +587,14 @@ impl Algorithm {
                 info.needs.join(", ")
             ))
         })?;
-        let config = offrl::config::resolve(&kind.default_config(), config.as_deref(), &sets)
+        let mut all = match profile {
+            Some(p) => offrl::bench::cell::Profile::load(&p)
+                .map_err(py_err)?
+                .overrides_for(info.name),
+            None => Vec::new(),
+        };
+        all.extend(sets);
+        let config = offrl::config::resolve(&kind.default_config(), config.as_deref(), &all)
             .map_err(py_err)?;
         Ok(Self {
             name: info.name.to_string(),

@@ -391,3 +391,11 @@ def test_the_quickstart_example_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "same actions after loading: True" in out.stdout
     assert (tmp_path / "runs" / "quickstart-iql" / "metrics.jsonl").exists()
+
+
+def test_a_profile_sets_an_algorithm_as_the_grid_does():
+    config = json.loads(offrl.Algorithm("iql", profile="cpu", sets=["train.checkpoint_every=500"]).config)
+    assert config["train"]["steps"] == 30000  # configs/profiles/cpu.toml's iql line
+    assert config["train"]["checkpoint_every"] == 500  # sets come after the profile's
+    with pytest.raises(ValueError):
+        offrl.Algorithm("iql", profile="no-such-profile")
