@@ -39,6 +39,29 @@ fn adam(lr_clip: Option<f32>) -> ModuleOptimizer {
     offrl::nn::adam(1e-8, lr_clip)
 }
 
+/// The one-step sampler of the closed-form tests: a 1-step cosine chain predicting the action,
+/// its 2 × 32 network drawn after seeding `device` with `seed`.
+fn one_step_sampler(device: &Device, seed: u64) -> (SamplerChain, Sampler) {
+    let chain = SamplerChain::new(
+        &ScheduleConfig {
+            steps: 1,
+            kind: ScheduleKind::Cosine,
+            ..ScheduleConfig::default()
+        },
+        Prediction::Action,
+    )
+    .unwrap();
+    offrl::backend::seed(device, seed);
+    let net = EpsNetConfig {
+        width: 32,
+        hidden: 2,
+        time_harmonics: 2,
+        ..EpsNetConfig::default()
+    };
+    let sampler = chain.sampler(&net, 1, 1, device);
+    (chain, sampler)
+}
+
 /// `mean E(p) − mean E(π) + γ(mean E(p)² + mean E(π)²)` is minimised pointwise by
 /// `E*(x) = (π(x) − p(x)) / (2γ(p(x) + π(x)))`: an energy network fitted on samples of two 1-D
 /// Gaussians matches it on a grid where both have mass.
@@ -90,23 +113,7 @@ fn the_penalised_energy_loss_reaches_its_pointwise_minimiser() {
 fn a_sampler_step_against_a_quadratic_energy_is_the_soft_optimal_gaussian() {
     let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
-    let chain = SamplerChain::new(
-        &ScheduleConfig {
-            steps: 1,
-            kind: ScheduleKind::Cosine,
-            ..ScheduleConfig::default()
-        },
-        Prediction::Action,
-    )
-    .unwrap();
-    offrl::backend::seed(&device, 1);
-    let net = EpsNetConfig {
-        width: 32,
-        hidden: 2,
-        time_harmonics: 2,
-        ..EpsNetConfig::default()
-    };
-    let mut sampler = chain.sampler(&net, 1, 1, &device);
+    let (chain, mut sampler) = one_step_sampler(&device, 1);
     let (c, m, s2, tau1, tau2) = (1.0f32, 0.6f32, 1.0f32, 0.1, 0.5);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut optim = adam(None);
@@ -167,23 +174,7 @@ fn the_data_and_its_quadratic_energy_are_an_equilibrium_of_dxmi() {
     let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
     let (mu, sd, tau1) = (0.3f32, 0.4f32, 0.1f64);
-    let chain = SamplerChain::new(
-        &ScheduleConfig {
-            steps: 1,
-            kind: ScheduleKind::Cosine,
-            ..ScheduleConfig::default()
-        },
-        Prediction::Action,
-    )
-    .unwrap();
-    offrl::backend::seed(&device, 2);
-    let net = EpsNetConfig {
-        width: 32,
-        hidden: 2,
-        time_harmonics: 2,
-        ..EpsNetConfig::default()
-    };
-    let mut sampler = chain.sampler(&net, 1, 1, &device);
+    let (chain, mut sampler) = one_step_sampler(&device, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let mut value = ValueNet::new(&NetConfig::new(2, 32, false), 2, 1, 1, 1, &mut rng, &device);
     let (mut sampler_optim, mut energy_optim) = (adam(None), adam(None));
