@@ -460,7 +460,9 @@ fn dxmi_and_gcd_resume_exactly_and_reload() {
 }
 
 /// A trained energy as IDQL's penalty (`energy`, `energy_weight`): it loads from a dxmi run,
-/// scores the proposals, and is refused from another kind of run or without a run.
+/// scores the proposals, and is refused from another kind of run or without a run. The run
+/// draws its energy scores into `plots/`. A few-step sampler started from a diffusion prior is a
+/// prior itself, for IDQL and RTB; a fresh one (its network predicting the action) is refused.
 #[test]
 fn a_trained_energy_penalises_idql_proposals() {
     use offrl::algos::idql::{load_policy, IdqlConfig};
@@ -481,7 +483,7 @@ fn a_trained_energy_penalises_idql_proposals() {
     };
     let prior = run(
         AlgoKind::DiffusionBc,
-        &small(&["net.width=16", "schedule.steps=5"]),
+        &small(&["net.width=16", "schedule.steps=5", "pre_tanh=false"]),
     );
     let critic = run(
         AlgoKind::Iql,
@@ -502,6 +504,49 @@ fn a_trained_energy_penalises_idql_proposals() {
     let mut idql = load_policy(&prior, &critic, config(&energy, 1.0), &device, 0).unwrap();
     let actions = idql.act(&[0.0; 4], 4).unwrap();
     assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
+    assert!(energy.join("plots/energy_scores.png").is_file());
+
+    // A sampler started from the prior, respaced to 2 steps, is a prior for IDQL and RTB.
+    let from_prior = format!("prior=\"{}\"", prior.to_string_lossy());
+    let few = run(
+        AlgoKind::Gcd,
+        &[
+            &steps[..],
+            &SMALL[..7],
+            &[&from_prior, "prediction=\"noise\"", "schedule.steps=2"],
+        ]
+        .concat(),
+    );
+    let mu = offrl::algos::load_prior(&few, &device).unwrap();
+    assert_eq!(mu.schedule.steps(), 2);
+    let plain = IdqlConfig {
+        samples: 8,
+        ..IdqlConfig::default()
+    };
+    let mut idql = load_policy(&few, &critic, plain, &device, 0).unwrap();
+    let actions = idql.act(&[0.0; 4], 4).unwrap();
+    assert!(actions.iter().all(|a| a.abs() <= 1.0), "{actions:?}");
+    let (mu_path, critic_path) = (
+        format!("prior=\"{}\"", few.to_string_lossy()),
+        format!("critic=\"{}\"", critic.to_string_lossy()),
+    );
+    run(
+        AlgoKind::Rtb,
+        &[
+            &mu_path,
+            &critic_path,
+            "train.steps=2",
+            "train.checkpoint_every=2",
+            "train.batch_size=4",
+            "trajectories=2",
+        ],
+    );
+    let fresh = offrl::algos::load_prior(&energy, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(fresh.contains("predicts the action"), "{fresh}");
+
     let err = |c| {
         load_policy(&prior, &critic, c, &device, 0)
             .err()

@@ -52,8 +52,8 @@ use super::common::{column, normal, scalar, NetConfig};
 use crate::dataset::spec::{DataConfig, DataSpec, RewardNorm};
 use crate::dataset::Batch;
 use crate::diffusion::{
-    ActingEps, DiffusionPrior, EpsModel, EpsNet, EpsNetConfig, NoiseSchedule, ScheduleConfig,
-    ScheduleKind,
+    ActingEps, DiffusionPrior, EpsModel, EpsNet, EpsNetConfig, NoiseSchedule, PriorConfig,
+    PriorSpec, ScheduleConfig, ScheduleKind,
 };
 use crate::error::{Error, Result};
 use crate::eval::probe::{probability_greater, Probe};
@@ -384,6 +384,35 @@ impl SamplerChain {
         }
     }
 
+    /// The sampler as a `T`-step DDPM chain: its network with the time features of the steps it
+    /// runs at (a respaced prior's kept steps), and this chain's schedule with the learnt σ_t as
+    /// its reverse standard deviations. [`crate::diffusion::reverse_step`] at DDPM step `T − t`
+    /// is then this sampler's step `t`: the same mean and σ. A network that predicts the action
+    /// has no such form.
+    pub fn prior_parts(&self, sampler: &Sampler) -> Result<(EpsNet, NoiseSchedule)> {
+        if self.prediction != Prediction::Noise {
+            return Err(Error::Config(
+                "a sampler whose network predicts the action is not a diffusion prior (its chain \
+                 needs prediction = \"noise\": start it from a diffusion-BC run)"
+                    .into(),
+            ));
+        }
+        let steps = self.steps();
+        let mut net = sampler.eps.clone();
+        let d = net.time_dim;
+        net.time_features = (1..=steps)
+            .flat_map(|k| {
+                let row = self.net_steps[k] - 1;
+                sampler.eps.time_features[row * d..(row + 1) * d].to_vec()
+            })
+            .collect();
+        let mut schedule = self.schedule.clone();
+        for (t, sigma) in sampler.sigma.values().into_iter().enumerate() {
+            schedule.std[self.ddpm_step(t)] = f64::from(sigma);
+        }
+        Ok((net, schedule))
+    }
+
     /// The chain from noise at `obs` (`[n, obs_dim]`): its `T + 1` states, detached, and the
     /// `σ_t` it used. The noise is `ξ × noise_scale` (1 in training).
     pub fn rollout(
@@ -610,6 +639,14 @@ pub fn td_sweep(
 // The algorithm
 // ---------------------------------------------------------------------------------------------
 
+/// Energies at a probe's states ([`Dxmi::probe_energies`]).
+struct ProbeEnergies {
+    data: Vec<f64>,
+    near: Vec<f64>,
+    uniform: Vec<f64>,
+    sampled: Vec<f64>,
+}
+
 pub struct Dxmi {
     cfg: DxmiConfig,
     spec: DataSpec,
@@ -617,6 +654,8 @@ pub struct Dxmi {
     rng: ChaCha8Rng,
     chain: SamplerChain,
     sampler: Sampler,
+    /// The sampler network's shape (the fresh sampler's, or its prior's): a prior's spec.
+    net_config: EpsNetConfig,
     value: ValueNet,
     /// `s_t²`, one per step; empty until the first update measures it.
     velocity: Vec<f64>,
@@ -628,11 +667,11 @@ pub struct Dxmi {
 impl Dxmi {
     pub fn new(cfg: DxmiConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
-        let (chain, sampler, spec) = if cfg.prior.is_empty() {
+        let (chain, sampler, spec, net_config) = if cfg.prior.is_empty() {
             let chain = SamplerChain::new(&cfg.schedule, cfg.prediction)?;
             crate::backend::seed(device, seed);
             let sampler = chain.sampler(&cfg.sampler_net, spec.obs_dim, spec.act_dim, device);
-            (chain, sampler, spec)
+            (chain, sampler, spec, cfg.sampler_net.clone())
         } else {
             sampler_from_prior(&cfg, &spec, device)?
         };
@@ -657,6 +696,7 @@ impl Dxmi {
             rng,
             chain,
             sampler,
+            net_config,
             value,
             velocity: Vec::new(),
         })
@@ -666,6 +706,71 @@ impl Dxmi {
     /// actions; lower is more like the data.
     pub fn value_net(&self) -> &ValueNet {
         &self.value
+    }
+
+    /// The energy at the probe's states of the dataset's actions, of those moved by N(0, 0.1²)
+    /// in the unit box (clipped), of uniform actions, and of the sampler's own (its chain at full
+    /// noise); the draws come from fixed generators, so they only change with the models.
+    fn probe_energies(&self, probe: &Probe) -> Result<ProbeEnergies> {
+        let (value, device) = crate::nn::inference_copy(&self.value);
+        let (n, od, ad) = (probe.n, self.spec.obs_dim, self.spec.act_dim);
+        let obs = crate::nn::tensor2(&self.spec.normalize_obs(&probe.obs), n, od, &device);
+        let data = self.spec.action_to_unit(&probe.actions);
+        let mut rng = ChaCha8Rng::seed_from_u64(ENERGY_PROBE_SEED);
+        let near: Vec<f32> = data
+            .iter()
+            .map(|a| (a + 0.1 * rng.sample::<f32, _>(StandardNormal)).clamp(-1.0, 1.0))
+            .collect();
+        let uniform: Vec<f32> = (0..data.len())
+            .map(|_| rng.random_range(-1.0f32..=1.0))
+            .collect();
+        let mut sampler = self.acting_policy(1.0, ENERGY_PROBE_SEED);
+        let sampled = self.spec.action_to_unit(&probe.act(&mut sampler)?);
+        let energy = |a: &[f32]| -> Vec<f64> {
+            let a = crate::nn::tensor2(a, n, ad, &device);
+            crate::nn::to_vec(value.energy(obs.clone(), a))
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        Ok(ProbeEnergies {
+            data: energy(&data),
+            near: energy(&near),
+            uniform: energy(&uniform),
+            sampled: energy(&sampled),
+        })
+    }
+
+    /// The sampler as a `T`-step diffusion prior — what RTB and IDQL take as their μ (issue 22's
+    /// few-step prior): the transitions of [`SamplerChain::prior_parts`], this run's data spec,
+    /// actions in the box. Only a sampler whose network predicts the noise is one. The spec's
+    /// schedule config names the chain (its step count); the schedule itself is the respaced
+    /// one with the learnt σ_t — load it with [`crate::algos::load_prior`], not from the config.
+    pub fn as_prior(&self) -> Result<DiffusionPrior> {
+        let (net, schedule) = self.chain.prior_parts(&self.sampler)?;
+        let spec = PriorSpec::new(
+            self.spec.clone(),
+            schedule.config.clone(),
+            self.net_config.clone(),
+            false,
+            PriorConfig::default().pre_tanh_clip,
+        )?;
+        Ok(DiffusionPrior {
+            net,
+            schedule,
+            spec,
+        })
+    }
+
+    /// The sampler as a policy: its chain's noise × `noise_scale`, its own generator from `seed`.
+    pub fn acting_policy(&self, noise_scale: f64, seed: u64) -> SamplerPolicy {
+        SamplerPolicy::new(
+            &self.sampler,
+            self.chain.clone(),
+            &self.spec,
+            noise_scale,
+            seed,
+        )
     }
 
     /// `s_t²` per row for rows at steps `t`, `[n, 1]`.
@@ -773,7 +878,7 @@ fn sampler_from_prior(
     cfg: &DxmiConfig,
     spec: &DataSpec,
     device: &Device,
-) -> Result<(SamplerChain, Sampler, DataSpec)> {
+) -> Result<(SamplerChain, Sampler, DataSpec, EpsNetConfig)> {
     let path = Checkpoint::resolve(std::path::Path::new(&cfg.prior))?;
     let prior = DiffusionPrior::load(&path, device)?;
     let refuse = |why: &str| Err(Error::Config(format!("prior {}: {why}", path.display())));
@@ -804,7 +909,7 @@ fn sampler_from_prior(
         sigma: chain.initial_sigma(device),
         eps: prior.net,
     };
-    Ok((chain, sampler, prior.spec.data))
+    Ok((chain, sampler, prior.spec.data, prior.spec.net))
 }
 
 impl OfflineAlgorithm for Dxmi {
@@ -868,43 +973,38 @@ impl OfflineAlgorithm for Dxmi {
     /// The policy's probe plus the energy as an in-distribution score: `diag/energy_auroc_near`
     /// and `_uniform`, the probability that a dataset action has a lower energy than an action
     /// of the same states moved by N(0, 0.1²) in the unit box (clipped to it), or drawn uniformly
-    /// in it (0.5: chance). The draws are fixed, so the curves move only with the energy.
+    /// in it (0.5: chance); `_sampler`, the same against the sampler's own actions (0.5 when the
+    /// energy no longer tells them from the data: DxMI's equilibrium). The draws are fixed, so
+    /// the curves move only with the models.
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
         let mut metrics = policy_diagnostics(self, probe)?;
-        let (value, device) = crate::nn::inference_copy(&self.value);
-        let (n, od, ad) = (probe.n, self.spec.obs_dim, self.spec.act_dim);
-        let obs = crate::nn::tensor2(&self.spec.normalize_obs(&probe.obs), n, od, &device);
-        let data = self.spec.action_to_unit(&probe.actions);
-        let mut rng = ChaCha8Rng::seed_from_u64(ENERGY_PROBE_SEED);
-        let near: Vec<f32> = data
-            .iter()
-            .map(|a| (a + 0.1 * rng.sample::<f32, _>(StandardNormal)).clamp(-1.0, 1.0))
-            .collect();
-        let uniform: Vec<f32> = (0..data.len())
-            .map(|_| rng.random_range(-1.0f32..=1.0))
-            .collect();
-        let energy = |a: &[f32]| -> Vec<f64> {
-            let a = crate::nn::tensor2(a, n, ad, &device);
-            crate::nn::to_vec(value.energy(obs.clone(), a))
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        };
-        let e_data = energy(&data);
-        let auroc = |other: &[f32]| probability_greater(&energy(other), &e_data);
-        metrics.push(("diag/energy_auroc_near", auroc(&near)));
-        metrics.push(("diag/energy_auroc_uniform", auroc(&uniform)));
+        let e = self.probe_energies(probe)?;
+        let auroc = |other: &[f64]| probability_greater(other, &e.data);
+        metrics.push(("diag/energy_auroc_near", auroc(&e.near)));
+        metrics.push(("diag/energy_auroc_uniform", auroc(&e.uniform)));
+        metrics.push(("diag/energy_auroc_sampler", auroc(&e.sampled)));
         Ok(metrics)
     }
 
+    /// `plots/energy_scores.png`: the distributions of the energy over the probe's states for
+    /// the dataset's actions and the three contrasts of [`Self::diagnostics`].
+    fn figures(&self, probe: &Probe, step: usize, plots: &std::path::Path) -> Result<()> {
+        let e = self.probe_energies(probe)?;
+        crate::train::plot::histogram_chart(
+            &plots.join("energy_scores.png"),
+            &format!("energy E(s, a) at {} dataset states, step {step}", probe.n),
+            "E(s, a) (lower: more like the data)",
+            &[
+                ("dataset actions", &e.data),
+                ("dataset + N(0, 0.1²)", &e.near),
+                ("uniform", &e.uniform),
+                ("sampler", &e.sampled),
+            ],
+        )
+    }
+
     fn policy(&self) -> Result<Box<dyn Policy>> {
-        Ok(Box::new(SamplerPolicy::new(
-            &self.sampler,
-            self.chain.clone(),
-            &self.spec,
-            self.cfg.act_noise_scale,
-            0,
-        )))
+        Ok(Box::new(self.acting_policy(self.cfg.act_noise_scale, 0)))
     }
 
     /// `−E(s, a)`: the energy is a negative reward (what IRL learns), so higher is more like
@@ -982,5 +1082,59 @@ impl Policy for SamplerPolicy {
         );
         let unit = crate::nn::to_vec(rollout.actions().clamp(-1.0, 1.0));
         Ok(self.spec.action_from_unit(&unit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::reverse_step;
+
+    /// A 20-step chain respaced to 4 steps, with learnt σ_t below its own, is the DDPM chain of
+    /// [`SamplerChain::prior_parts`]: at every step the same mean (to float error) and σ.
+    #[test]
+    fn a_respaced_sampler_is_a_ddpm_chain_with_the_same_transitions() {
+        let device = Device::flex();
+        let long = NoiseSchedule::new(&ScheduleConfig {
+            steps: 20,
+            ..ScheduleConfig::default()
+        })
+        .unwrap();
+        let chain = SamplerChain::from_prior(&long, 4).unwrap();
+        let net = EpsNetConfig {
+            width: 16,
+            hidden: 2,
+            ..EpsNetConfig::default()
+        };
+        crate::backend::seed(&device, 3);
+        let learnt = [-0.5f32, -1.0, -1.5, -2.0];
+        let sampler = Sampler {
+            eps: EpsNet::new(&net, 3, 2, &long, &device),
+            sigma: StepSigma {
+                log_sigma: Param::from_tensor(crate::nn::tensor1(&learnt, &device)),
+            },
+        };
+        let (net, schedule) = chain.prior_parts(&sampler).unwrap();
+        assert_eq!(schedule.steps(), 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let obs = normal(&mut rng, 5, 3, &device);
+        let x = normal(&mut rng, 5, 2, &device);
+        for (t, log_sigma) in learnt.iter().enumerate() {
+            let k = 4 - t;
+            let want = crate::nn::to_vec(chain.mean(&sampler, obs.clone(), x.clone(), &[t; 5]));
+            let eps = net.forward_rows(obs.clone(), x.clone(), &[k; 5]);
+            let step = reverse_step(&schedule, x.clone(), eps, k);
+            let got = crate::nn::to_vec(step.mean);
+            let gap = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(gap < 1e-4, "step {t}: mean differs by {gap}");
+            assert!((step.std - f64::from(log_sigma.exp())).abs() < 1e-6);
+        }
+        let fresh = SamplerChain::new(&ScheduleConfig::default(), Prediction::Action).unwrap();
+        let err = fresh.prior_parts(&sampler).err().unwrap().to_string();
+        assert!(err.contains("predicts the action"), "{err}");
     }
 }

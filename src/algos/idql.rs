@@ -10,12 +10,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::dxmi;
 use super::iql::IqlCritic;
-use crate::diffusion::prior::{DiffusionPolicy, DiffusionPrior};
+use crate::diffusion::prior::DiffusionPolicy;
 use crate::error::{Error, Result};
 pub use crate::policy::ActionScorer;
 use crate::policy::Policy;
-use crate::train::checkpoint::Checkpoint;
+use crate::train::OfflineAlgorithm;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,10 +167,10 @@ impl<S: ActionScorer> ActionScorer for EnergyPenalised<S> {
     }
 }
 
-/// The IDQL policy of a trained diffusion prior (`offrl train prior`) and IQL critic
-/// (`offrl train critic` / `iql`), each a run directory or a checkpoint folder, on the plain
-/// `device`, with `config.energy`'s penalty when it names a run; `seed` drives the prior's
-/// chains and softmax selection.
+/// The IDQL policy of a trained prior and IQL critic (`offrl train critic` / `iql`), each a run
+/// directory or a checkpoint folder, on the plain `device`, with `config.energy`'s penalty when
+/// it names a run; `seed` drives the prior's chains and softmax selection. The prior is a
+/// diffusion-BC run or a `dxmi` / `gcd` run's few-step sampler ([`super::load_prior`]).
 pub fn load_policy(
     prior: &Path,
     critic: &Path,
@@ -177,8 +178,9 @@ pub fn load_policy(
     device: &Device,
     seed: u64,
 ) -> Result<IdqlPolicy<DiffusionPolicy, Box<dyn ActionScorer>>> {
-    let prior = DiffusionPrior::load(&Checkpoint::resolve(prior)?, device)?;
+    let prior = super::load_prior(prior, device)?;
     let critic = IqlCritic::load(critic, device)?;
+    let dims = (critic.spec().obs_dim, critic.spec().act_dim);
     let scorer: Box<dyn ActionScorer> = match (config.energy.as_str(), config.energy_weight) {
         ("", w) if w != 0.0 => {
             return Err(Error::Config(format!(
@@ -192,21 +194,7 @@ pub fn load_policy(
                     "idql: energy_weight must be non-negative and finite, got {w}"
                 )));
             }
-            let model = super::load(Path::new(run), device)?;
-            let kind = model.name();
-            if !matches!(kind, super::dxmi::NAME | super::dxmi::GCD_NAME) {
-                return Err(Error::Config(format!(
-                    "idql: energy = {run} is a {kind} run; it must be a dxmi or gcd run"
-                )));
-            }
-            let (es, cs) = (model.spec(), critic.spec());
-            if (es.obs_dim, es.act_dim) != (cs.obs_dim, cs.act_dim) {
-                return Err(Error::InvalidData(format!(
-                    "idql: the energy {run} was trained for obs {} / act {}, the critic for obs \
-                     {} / act {}",
-                    es.obs_dim, es.act_dim, cs.obs_dim, cs.act_dim
-                )));
-            }
+            let model = load_energy_run(Path::new(run), dims, device)?;
             let negative_energy = model.value_function().expect("energy models score actions");
             Box::new(EnergyPenalised {
                 q: critic.clone(),
@@ -215,21 +203,47 @@ pub fn load_policy(
             })
         }
     };
-    let (ps, cs) = (&prior.spec, critic.spec());
-    if (ps.obs_dim(), ps.act_dim()) != (cs.obs_dim, cs.act_dim) {
+    let ps = &prior.spec;
+    if (ps.obs_dim(), ps.act_dim()) != dims {
         return Err(Error::InvalidData(format!(
             "idql: the prior was trained for obs {} / act {}, the critic for obs {} / act {}",
             ps.obs_dim(),
             ps.act_dim(),
-            cs.obs_dim,
-            cs.act_dim
+            dims.0,
+            dims.1
         )));
     }
-    let obs_dim = ps.obs_dim();
     let mut proposals = DiffusionPolicy::new(&prior, seed);
     proposals.noise_scale = config.act_noise_scale;
+    IdqlPolicy::new(proposals, scorer, dims.0, config, seed)
+}
 
-    IdqlPolicy::new(proposals, scorer, obs_dim, config, seed)
+/// The `energy` run: a trained `dxmi` or `gcd` run, checked against the critic's `dims`.
+fn load_energy_run(
+    run: &Path,
+    dims: (usize, usize),
+    device: &Device,
+) -> Result<Box<dyn OfflineAlgorithm>> {
+    let model = super::load(run, device)?;
+    let kind = model.name();
+    if !matches!(kind, dxmi::NAME | dxmi::GCD_NAME) {
+        return Err(Error::Config(format!(
+            "idql: energy = {} is a {kind} run; it must be a dxmi or gcd run",
+            run.display()
+        )));
+    }
+    let spec = model.spec();
+    if (spec.obs_dim, spec.act_dim) != dims {
+        return Err(Error::InvalidData(format!(
+            "idql: the energy {} was trained for obs {} / act {}, the critic for obs {} / act {}",
+            run.display(),
+            spec.obs_dim,
+            spec.act_dim,
+            dims.0,
+            dims.1
+        )));
+    }
+    Ok(model)
 }
 
 #[cfg(test)]

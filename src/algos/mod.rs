@@ -539,6 +539,25 @@ pub fn load(path: &Path, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
     load_checkpoint(&ck, device)
 }
 
+/// A behaviour prior μ for RTB and IDQL from a run directory or checkpoint folder: a
+/// diffusion-BC run's chain, or the few-step sampler of a `dxmi` / `gcd` run
+/// ([`dxmi::Dxmi::as_prior`]; issue 22: a 4-step μ in place of a 75-step chain).
+pub fn load_prior(path: &Path, device: &Device) -> Result<crate::diffusion::DiffusionPrior> {
+    let dir = Checkpoint::resolve(path)?;
+    let ck = Checkpoint::open(&dir, None)?;
+    if matches!(ck.meta.kind.as_str(), dxmi::NAME | dxmi::GCD_NAME) {
+        let model: Box<dyn std::any::Any> = load_checkpoint(&ck, device)?;
+        let sampler = model
+            .downcast::<dxmi::Dxmi>()
+            .expect("dxmi and gcd checkpoints rebuild a Dxmi");
+        return sampler.as_prior().map_err(|e| Error::Checkpoint {
+            path: dir,
+            message: format!("not usable as a prior: {e}"),
+        });
+    }
+    crate::diffusion::DiffusionPrior::load(&dir, device)
+}
+
 /// [`load`] for an opened checkpoint.
 pub fn load_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
     let bad = |message: String| Error::Checkpoint {

@@ -216,10 +216,11 @@ fn build_policy(args: &EvalArgs, ck: &Checkpoint) -> anyhow::Result<Built> {
         })?;
         return Ok((policy, dims, None));
     };
-    if ck.meta.kind != AlgoKind::DiffusionBc.name() {
+    let proposers = [AlgoKind::DiffusionBc, AlgoKind::Dxmi, AlgoKind::Gcd].map(|k| k.name());
+    if !proposers.contains(&ck.meta.kind.as_str()) {
         bail!(
             "--critic evaluates IDQL, which needs a diffusion prior checkpoint (`offrl train \
-             prior`); {} holds a `{}` model",
+             prior`, or a dxmi / gcd run's sampler); {} holds a `{}` model",
             ck.dir.display(),
             ck.meta.kind
         );

@@ -272,6 +272,11 @@ pub trait OfflineAlgorithm: std::any::Any + Send {
     fn diagnostics(&self, probe: &Probe) -> Result<Metrics> {
         policy_diagnostics(self, probe)
     }
+    /// Figures of the current model on the same probe, written into the run's `plots/` folder
+    /// at every checkpoint of a run (after the metrics' own curves). Default: none.
+    fn figures(&self, _probe: &Probe, _step: usize, _plots: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// How far the policy's actions at the probe's states are from the dataset's, and how often

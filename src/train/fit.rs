@@ -149,6 +149,7 @@ pub fn fit(
             let dir = Checkpoint::dir_for_step(&run.dir.checkpoints(), done);
             save_checkpoint(algo, &dir, run.config, &info, done)?;
             run.dir.plot()?;
+            algo.figures(&probe, done, &run.dir.plots())?;
         }
         bar.inc(1);
     }

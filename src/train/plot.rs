@@ -1,4 +1,5 @@
-//! PNG line charts (plotters, bitmap backend): loss curves, learning curves.
+//! PNG line charts (plotters, bitmap backend): loss curves, learning curves, and distributions
+//! drawn as histogram outlines.
 
 use std::path::Path;
 
@@ -68,4 +69,54 @@ pub fn line_chart(
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// Bins of [`histogram_chart`].
+const HISTOGRAM_BINS: usize = 40;
+
+/// Draw the distributions of samples as histogram outlines on shared bins: each series' fraction
+/// of its (finite) values per bin, over the pooled range.
+pub fn histogram_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    samples: &[(&str, &[f64])],
+) -> Result<()> {
+    let finite = || {
+        samples
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .filter(|v| v.is_finite())
+    };
+    let lo = finite().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite().copied().fold(f64::NEG_INFINITY, f64::max);
+    if lo > hi {
+        return Ok(()); // nothing to draw
+    }
+    let width = ((hi - lo) / HISTOGRAM_BINS as f64).max(1e-12);
+    let outlines: Vec<Vec<(f64, f64)>> = samples
+        .iter()
+        .map(|(_, values)| {
+            let mut counts = [0usize; HISTOGRAM_BINS];
+            for v in values.iter().filter(|v| v.is_finite()) {
+                counts[(((v - lo) / width) as usize).min(HISTOGRAM_BINS - 1)] += 1;
+            }
+            let total = counts.iter().sum::<usize>().max(1) as f64;
+            // A step outline: each bin's fraction held across its width.
+            counts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &c)| {
+                    let (x0, f) = (lo + i as f64 * width, c as f64 / total);
+                    [(x0, f), (x0 + width, f)]
+                })
+                .collect()
+        })
+        .collect();
+    let series: Vec<(&str, &[(f64, f64)])> = samples
+        .iter()
+        .zip(&outlines)
+        .map(|((label, _), pts)| (*label, pts.as_slice()))
+        .collect();
+    line_chart(path, title, x_label, &series)
 }

@@ -117,6 +117,11 @@ impl RunDir {
         self.root.join("checkpoints")
     }
 
+    /// `plots/`: the metrics' curves and the algorithm's own figures.
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+
     /// Append one metrics line. A non-finite value stops training with an error naming it.
     pub fn log(&mut self, step: usize, metrics: &[(&str, f64)]) -> Result<()> {
         let mut obj = serde_json::Map::new();
@@ -143,10 +148,7 @@ impl RunDir {
             .map_err(|e| Error::io(self.root.join("metrics.jsonl"), e))?;
         let series = read_metrics(&self.root.join("metrics.jsonl"))?;
         for (name, points) in &series {
-            let file = self
-                .root
-                .join("plots")
-                .join(format!("{}.png", name.replace('/', "_")));
+            let file = self.plots().join(format!("{}.png", name.replace('/', "_")));
             super::plot::line_chart(&file, name, "step", &[(name.as_str(), points.as_slice())])?;
         }
         Ok(())

@@ -162,7 +162,7 @@ impl RtbAlgo {
             }
             Checkpoint::resolve(Path::new(p))
         };
-        let prior = DiffusionPrior::load(&path(&config.prior, "prior")?, &plain)?;
+        let prior = crate::algos::load_prior(&path(&config.prior, "prior")?, &plain)?;
         let critic = IqlCritic::load(&path(&config.critic, "critic")?, &plain)?;
         Self::from_models(config, prior, critic, spec, device, seed)
     }
