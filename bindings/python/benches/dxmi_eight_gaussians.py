@@ -2,7 +2,9 @@
 trained at K steps (diffusion-BC, default 3 × 256 network), then DxMI or GCD started from it; sliced
 Wasserstein distance to fresh data and the fraction of samples within 3 std of a mode, for each.
 `python bindings/python/benches/dxmi_eight_gaussians.py K DDPM_STEPS dxmi|gcd STEPS [KEY=VALUE ...]`
-(the figures of issue 22's note: `4 3000 dxmi 2000 value_lr=1e-3` and `4 3000 gcd 2000 value_lr=1e-3`)."""
+(the README's table: `K 3000 dxmi|gcd 2000 value_lr=1e-3 [sampler_lr=1e-4|1e-5]` for K = 4 and 10; GCD's default
+sampler_lr is 1e-5, DxMI's 1e-4). DDPM_STEPS = 0 trains a fresh sampler (its network predicting the action) instead.
+"""
 import json, sys, tempfile, os, numpy as np, offrl
 
 CENTERS = np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1) * 2.83 / 4
@@ -25,8 +27,13 @@ a, o = eight(n, np.random.default_rng(0)), np.zeros((n, 1), np.float32)
 to = np.zeros(n, bool); to[-1] = True
 data = offrl.Dataset.from_numpy(o, a, np.zeros(n, np.float32), np.zeros(n, bool), timeouts=to,
                                 next_observations=o, action_bound=1.25)
-run = os.path.join(tempfile.mkdtemp(), "ddpm")
 quiet = ["train.eval_every=0", "train.log_every=1000"]
+if ddpm_steps == 0:
+    fresh = offrl.Algorithm(algo, sets=[f"schedule.steps={k}"] + quiet + sets, seed=0)
+    fresh.fit(data, n_steps=steps)
+    print(json.dumps({"K": k, f"fresh {algo}": score(fresh)}))
+    sys.exit()
+run = os.path.join(tempfile.mkdtemp(), "ddpm")
 ddpm = offrl.Algorithm("diffusion-bc", sets=[f"schedule.steps={k}", 'schedule.kind="cosine"', "pre_tanh=false",
                                                f"train.checkpoint_every={ddpm_steps}"] + quiet, seed=0)
 ddpm.fit(data, logdir=run, n_steps=ddpm_steps)
