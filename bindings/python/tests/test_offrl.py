@@ -3,8 +3,8 @@ models, bad input."""
 
 import json
 import os
+import signal
 import pathlib
-import shutil
 import subprocess
 
 import numpy as np
@@ -184,13 +184,19 @@ def test_fit_in_memory_writes_nothing_and_equals_a_run_directory(pendulum, tmp_p
 def test_ctrl_c_stops_a_fit_at_once(pendulum, tmp_path):
     # SIGINT from outside (as a terminal's Ctrl-C: fit holds the interpreter, so no Python
     # thread could raise it) a second into a run that would take hours.
+    # Python's own SIGINT handler, whatever the suite inherited: a shell starts background jobs
+    # with SIGINT ignored, and the run below would then never end.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sets = ["actor_net.width=16", "train.batch_size=32", "train.checkpoint_every=50"]
     bc = offrl.Algorithm("bc", sets=sets, seed=3)
     killer = subprocess.Popen(["sh", "-c", f"sleep 1; kill -INT {os.getpid()}"])
     logdir = tmp_path / "bc"
-    with pytest.raises(KeyboardInterrupt):
-        bc.fit(pendulum, logdir=str(logdir), n_steps=10**9)
-    killer.wait()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bc.fit(pendulum, logdir=str(logdir), n_steps=10**9)
+    finally:
+        killer.wait()
+        signal.signal(signal.SIGINT, previous)
     assert any((logdir / "checkpoints").iterdir()), "it ran long enough to checkpoint"
     # The run directory holds whole checkpoints only: its newest opens and acts.
     obs = pendulum.to_numpy()["observations"][:8]
