@@ -69,6 +69,8 @@ const ENERGY_PROBE_SEED: u64 = 0x0e_0e;
 pub const NAME: &str = "dxmi";
 /// GCD's name: the same model, the sampler trained through its whole chain.
 pub const GCD_NAME: &str = "gcd";
+/// The kinds of checkpoint that hold an energy and a sampler (IDQL's `energy`, a few-step prior).
+pub const KINDS: [&str; 2] = [NAME, GCD_NAME];
 
 /// What the sampler's network predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

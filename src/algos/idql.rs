@@ -226,7 +226,7 @@ fn load_energy_run(
 ) -> Result<Box<dyn OfflineAlgorithm>> {
     let model = super::load(run, device)?;
     let kind = model.name();
-    if !matches!(kind, dxmi::NAME | dxmi::GCD_NAME) {
+    if !dxmi::KINDS.contains(&kind) {
         return Err(Error::Config(format!(
             "idql: energy = {} is a {kind} run; it must be a dxmi or gcd run",
             run.display()

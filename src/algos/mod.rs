@@ -545,7 +545,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Box<dyn OfflineAlgorithm>> {
 pub fn load_prior(path: &Path, device: &Device) -> Result<crate::diffusion::DiffusionPrior> {
     let dir = Checkpoint::resolve(path)?;
     let ck = Checkpoint::open(&dir, None)?;
-    if matches!(ck.meta.kind.as_str(), dxmi::NAME | dxmi::GCD_NAME) {
+    if dxmi::KINDS.contains(&ck.meta.kind.as_str()) {
         let model: Box<dyn std::any::Any> = load_checkpoint(&ck, device)?;
         let sampler = model
             .downcast::<dxmi::Dxmi>()

@@ -216,8 +216,8 @@ fn build_policy(args: &EvalArgs, ck: &Checkpoint) -> anyhow::Result<Built> {
         })?;
         return Ok((policy, dims, None));
     };
-    let proposers = [AlgoKind::DiffusionBc, AlgoKind::Dxmi, AlgoKind::Gcd].map(|k| k.name());
-    if !proposers.contains(&ck.meta.kind.as_str()) {
+    let kind = ck.meta.kind.as_str();
+    if kind != AlgoKind::DiffusionBc.name() && !algos::dxmi::KINDS.contains(&kind) {
         bail!(
             "--critic evaluates IDQL, which needs a diffusion prior checkpoint (`offrl train \
              prior`, or a dxmi / gcd run's sampler); {} holds a `{}` model",
