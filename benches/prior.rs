@@ -10,7 +10,7 @@ use std::time::Duration;
 use burn::tensor::Device;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
-use offrl::algos::dxmi::{Sampler, SamplerChain, SamplerPolicy};
+use offrl::algos::dxmi::{DxmiConfig, Sampler, SamplerChain, SamplerPolicy};
 use offrl::diffusion::gradient_step;
 use offrl::diffusion::{DiffusionPolicy, DiffusionPrior, PriorConfig};
 use offrl::policy::Policy;
@@ -95,7 +95,14 @@ fn bench_few_step_sampling(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
     for k in [4usize, 10] {
-        let chain = SamplerChain::from_prior(&prior.schedule, k).unwrap();
+        let defaults = DxmiConfig::default();
+        let chain = SamplerChain::from_prior(
+            &prior.schedule,
+            k,
+            defaults.respacing,
+            defaults.schedule.variance,
+        )
+        .unwrap();
         let sampler = Sampler {
             sigma: chain.initial_sigma(&device),
             eps: prior.net.clone(),

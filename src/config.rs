@@ -213,6 +213,11 @@ pub fn one() -> f64 {
     1.0
 }
 
+/// `serde(default)` of switches added after checkpoints were first written, on before them.
+pub fn on() -> bool {
+    true
+}
+
 /// Merge `patch` into `base`; every key of the patch must exist in the base (typo protection).
 fn merge(base: &mut Value, patch: Value, prefix: &str, origin: &str) -> Result<()> {
     match (base, patch) {

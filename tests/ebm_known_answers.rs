@@ -292,6 +292,17 @@ fn the_data_and_its_quadratic_energy_are_an_equilibrium_of_dxmi() {
 /// rollouts; it must match `V_t` where the rollouts have mass.
 #[test]
 fn dxdp_values_follow_the_exact_backward_recursion_of_a_linear_gaussian_sampler() {
+    dxdp_values_against_the_recursion(true);
+}
+
+/// The same without the running cost in the targets (the official configs'): the recursion with
+/// τ₁ = τ₂ = 0, `V_t(x) = E[E(x_T) | x_t = x]`.
+#[test]
+fn dxdp_values_without_the_cost_are_the_expected_final_energy() {
+    dxdp_values_against_the_recursion(false);
+}
+
+fn dxdp_values_against_the_recursion(cost_in_value: bool) {
     use offrl::algos::dxmi::{td_sweep, Rollout};
     let device = Device::flex().autodiff();
     let (a, b, sigma): ([f64; 4], [f64; 4], [f64; 4]) = (
@@ -299,7 +310,12 @@ fn dxdp_values_follow_the_exact_backward_recursion_of_a_linear_gaussian_sampler(
         [0.3, -0.2, 0.2, 0.1],
         [0.6, 0.5, 0.4, 0.3],
     );
-    let (q, m, tau1, tau2, s2) = (0.5f64, 0.4f64, 0.1f64, 0.5f64, 0.25f64);
+    let (q, m, s2) = (0.5f64, 0.4f64, 0.25f64);
+    let (tau1, tau2) = if cost_in_value {
+        (0.1, 0.5)
+    } else {
+        (0.0, 0.0)
+    };
     let steps = a.len();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let net = NetConfig::new(2, 64, false);
@@ -341,7 +357,7 @@ fn dxdp_values_follow_the_exact_backward_recursion_of_a_linear_gaussian_sampler(
             obs.clone(),
             &r,
             &velocity,
-            (tau1, tau2),
+            cost_in_value.then_some((tau1, tau2)),
         );
     }
     // The recursion from V_T = q(x − m)², and each V_t's state distribution (x_0 ~ N(0, 1)).
@@ -587,6 +603,54 @@ fn dxmi_trains_on_the_shared_toy_data() {
         .act(&data.observations[..n * data.obs_dim()], n)
         .unwrap();
     assert_eq!(actions.len(), n * data.act_dim());
+}
+
+/// `fix_last_sigma` (the code's `trainable_beta = "fix_last"`): with the velocity cost alone
+/// (τ₁ = 0) every step's σ is pushed down; the last one stays at the chain's own when fixed and
+/// moves with the others when not.
+#[test]
+fn the_last_sigma_stays_fixed_when_asked() {
+    let _rng = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = two_modes();
+    let root = tempfile::tempdir().unwrap();
+    let sigmas = |fix: bool| {
+        let dir = root.path().join(format!("fix-{fix}"));
+        let fix = format!("fix_last_sigma={fix}");
+        let sets = [
+            &SMALL[..],
+            &[
+                &fix,
+                // σ_t² = β_t: the last step's σ starts well above the floor of 0.001.
+                "schedule.variance=\"beta\"",
+                "tau1=0",
+                "tau2=1",
+                "sigma_lr=0.05",
+                "train.steps=6",
+                "train.log_every=1",
+                "train.checkpoint_every=0",
+            ],
+        ]
+        .concat();
+        common::train(AlgoKind::Dxmi, &sets, &data, &dir);
+        let metrics = offrl::train::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+        let series = |name: &str| -> Vec<f64> {
+            let (_, points) = metrics.iter().find(|(n, _)| n == name).unwrap();
+            points.iter().map(|p| p.1).collect()
+        };
+        (series("sigma_mean"), series("sigma_last"))
+    };
+    for fix in [true, false] {
+        let (mean, last) = sigmas(fix);
+        let moved = |v: &[f64]| v[v.len() - 1] < v[0] * 0.9;
+        assert!(
+            moved(&mean),
+            "fix = {fix}: the mean σ did not shrink: {mean:?}"
+        );
+        assert_eq!(!moved(&last), fix, "fix = {fix}: the last σ {last:?}");
+        if fix {
+            assert!(last.iter().all(|&s| s == last[0]), "{last:?}");
+        }
+    }
 }
 
 /// The 8-Gaussians benchmark in the action box ±4: modes on a circle of radius 2.83 (std 0.354),

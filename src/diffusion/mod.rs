@@ -65,5 +65,5 @@ pub use model::{EpsModel, EpsNet, EpsNetConfig};
 pub use prior::{gradient_step, DiffusionPolicy, DiffusionPrior};
 pub use reference::StandardNormal;
 pub use schedule::{
-    NoiseSchedule, ScheduleConfig, ScheduleKind, StartDistribution, StartKind, Variance,
+    NoiseSchedule, ScheduleConfig, ScheduleKind, Spacing, StartDistribution, StartKind, Variance,
 };

@@ -49,6 +49,19 @@ pub enum Variance {
     Posterior,
 }
 
+/// Where a chain respaced to fewer steps keeps them ([`NoiseSchedule::respaced_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    /// `t_k = round(k·T/K)`.
+    #[default]
+    Even,
+    /// `t_k = round((k/K)²·T)`: short steps near the data, long ones near noise (DDIM's
+    /// quadratic skip, Song, Meng & Ermon 2021, App. D.2; FastDPM's quadratic noise levels, the
+    /// schedule of DxMI's few-step sampler).
+    Quadratic,
+}
+
 /// The distribution `x_T` is drawn from (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,15 +241,35 @@ impl NoiseSchedule {
     /// respacing of improved DDPM, Nichol & Dhariwal 2021, §4). Returns the short chain and
     /// the kept steps (`kept[k] = t_k`, `kept[0] = 0`). Its σ follow the same `variance` rule.
     pub fn respaced(&self, steps: usize) -> Result<(NoiseSchedule, Vec<usize>)> {
+        self.respaced_by(steps, Spacing::Even)
+    }
+
+    /// [`NoiseSchedule::respaced`] with the kept steps placed by `spacing`.
+    pub fn respaced_by(
+        &self,
+        steps: usize,
+        spacing: Spacing,
+    ) -> Result<(NoiseSchedule, Vec<usize>)> {
         let t_max = self.steps();
         if steps == 0 || steps > t_max {
             return Err(Error::Config(format!(
                 "schedule.steps = {steps}: a chain of {t_max} steps respaces to 1..={t_max} steps"
             )));
         }
-        let kept: Vec<usize> = (0..=steps)
-            .map(|k| ((k * t_max) as f64 / steps as f64).round() as usize)
+        let mut kept: Vec<usize> = (0..=steps)
+            .map(|k| {
+                let frac = k as f64 / steps as f64;
+                let frac = match spacing {
+                    Spacing::Even => frac,
+                    Spacing::Quadratic => frac * frac,
+                };
+                (frac * t_max as f64).round() as usize
+            })
             .collect();
+        // Distinct steps (a quadratic spacing of a long K on a short T would repeat its first).
+        for k in 1..=steps {
+            kept[k] = kept[k].max(kept[k - 1] + 1).min(t_max - (steps - k));
+        }
         let mut beta = vec![0.0; steps + 1];
         for k in 1..=steps {
             beta[k] = 1.0 - self.alpha_bar[kept[k]] / self.alpha_bar[kept[k - 1]];
@@ -246,6 +279,15 @@ impl NoiseSchedule {
             ..self.config.clone()
         };
         Ok((Self::from_beta(&config, beta), kept))
+    }
+
+    /// The same chain (its β, ᾱ and start) with σ_t by another `variance` rule.
+    pub fn with_variance(&self, variance: Variance) -> Self {
+        let config = ScheduleConfig {
+            variance,
+            ..self.config.clone()
+        };
+        Self::from_beta(&config, self.beta.clone()).with_start(self.start.clone())
     }
 
     /// Start the reverse chain from `start` instead of `N(0, I)`.
@@ -375,6 +417,10 @@ mod tests {
         }
         assert_eq!(short.steps(), 4);
         assert!(full.respaced(0).is_err() && full.respaced(76).is_err());
+        let (_, kept) = full.respaced_by(4, Spacing::Quadratic).unwrap();
+        assert_eq!(kept, vec![0, 5, 19, 42, 75]);
+        let (_, kept) = full.respaced_by(75, Spacing::Quadratic).unwrap();
+        assert_eq!(kept, (0..=75).collect::<Vec<_>>());
     }
 
     #[test]
