@@ -94,8 +94,8 @@ fn bench_few_step_sampling(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
+    let defaults = DxmiConfig::default();
     for k in [4usize, 10] {
-        let defaults = DxmiConfig::default();
         let chain = SamplerChain::from_prior(
             &prior.schedule,
             k,

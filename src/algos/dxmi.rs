@@ -326,8 +326,8 @@ impl SamplerChain {
         let steps = schedule.steps();
         // The chain's own σ at DDPM step k. With `variance = "posterior"` the code's VAR sampler:
         // σ_k² = β̃_k (DDIM's η = 1) down to the last step, whose β̃_1 = 0 it replaces by 0.001 —
-        // not by β̃_2 as a DDPM prior's chain does (on a 4-step chain that is σ ≈ 0.2 of noise
-        // added to the actions).
+        // not by β̃_2 as a DDPM prior's chain does (for the T = 75 prior's chain respaced to 4
+        // steps σ = 0.19 evenly, 0.055 quadratically, added to the unit-box actions).
         let own = |k: usize| match schedule.config.variance {
             Variance::Posterior => schedule.posterior_variance[k].sqrt(),
             Variance::Beta => schedule.std[k],
