@@ -620,8 +620,9 @@ fn the_last_sigma_stays_fixed_when_asked() {
             &SMALL[..],
             &[
                 &fix,
-                // σ_t² = β_t: the last step's σ starts well above the floor of 0.001.
+                // The last step's σ starts at the chain's own, √β_1 (σ_t² = β_t).
                 "schedule.variance=\"beta\"",
+                "last_sigma=0",
                 "tau1=0",
                 "tau2=1",
                 "sigma_lr=0.05",

@@ -31,14 +31,18 @@
 //!
 //! The running cost `c_t = τ₂·mean_d (x_{t+1} − x_t)²/(2 s_t²) − τ₁·log σ_t` (per action
 //! dimension) is the entropy bound of the paper: the velocity term keeps consecutive states
-//! close, `−τ₁ log σ_t` rewards noise. Defaults are the official code's
+//! close, `−τ₁ log σ_t` rewards noise. Trainer defaults are the official code's
 //! (`models/DxMI/trainer.py` and its configs: τ₁ = 0.1, τ₂ = 0.01, γ = 1, adaptive velocity
-//! 0.99, the global gradient norm of the sampler's updates clipped at 0.1, the last step's σ
-//! fixed (`trainable_beta = "fix_last"`), and values whose targets leave out the running cost
-//! (`entropy_in_value` / `velocity_in_value` null: `V_t` is the expected energy at the chain's
-//! end, each step's own cost paid in its sampler loss; `cost_in_value = true` makes `V_t` the
-//! cost-to-go). The networks and learning rates are this project's: the code's are U-Nets for
-//! images.
+//! 0.99, the global gradient norm of the sampler's updates clipped at 0.1, the few-step chain:
+//! σ_t² = β̃_t, a prior's steps kept quadratically) but in two places. The values' targets carry
+//! the running cost, `V_t ← V_{t+1} + c_t` (`cost_in_value`, `entropy_in_value`; the code's
+//! configs leave it out, `V_t` then the expected energy at the chain's end): without it DxMI
+//! loses to the DDPM it starts from on 8 Gaussians. And the last step's σ is the chain's own, learnt (`last_sigma`,
+//! `fix_last_sigma`; the code's VAR sampler fixes it at 0.001): fixed, a K-step DDPM's last
+//! step loses the noise it needs, and imitation from one fails (README, issue 22).
+//! `configs/dxmi-fewstep.toml` is the code's settings without the velocity cost, for fine-tuning
+//! a long prior into a few-step policy, whose last step is near-deterministic anyway. The
+//! networks and learning rates are this project's: the code's are U-Nets for images.
 //!
 //! Acting runs the chain (its noise × `act_noise_scale`) and clips to the action box.
 
@@ -159,15 +163,39 @@ pub struct DxmiConfig {
     /// DxDP: whether the values' temporal-difference targets add the running cost,
     /// `V_t ← V_{t+1} + c_t` (the cost-to-go, what the code's `entropy_in_value` /
     /// `velocity_in_value` = 0 switch on), or not, `V_t ← V_{t+1}` (the expected energy at the
-    /// chain's end; the sampler's step still pays its own `c_t`): every config of the code sets
-    /// them to null, and so does this default. Runs saved before the setting existed added it.
+    /// chain's end; the sampler's step still pays its own `c_t`), as every config of the code.
+    /// On 8 Gaussians from a DDPM (sliced Wasserstein; the DDPM's 0.173 / 0.092 at K = 4 / 10)
+    /// without the cost the modes' weights drift apart and DxMI loses to the DDPM (README,
+    /// issue 22). Runs saved before the setting existed added it.
     #[serde(default = "crate::config::on")]
     pub cost_in_value: bool,
-    /// Keep the last step's σ at the chain's own instead of learning it (the code's
+    /// With `cost_in_value`, whether the cost in the targets includes the entropy term
+    /// `−τ₁ log σ_t` (the code's `entropy_in_value`) or only the velocity term (its
+    /// `velocity_in_value`). The entropy term does not depend on `x`, so it changes no gradient
+    /// of the sampler directly; it adds to each `V_t` the entropy of the steps after it, offsets
+    /// that the one network which is also the energy has to fit. With the last σ fixed at 0.001
+    /// they are large (about 0.7 per value) and a 2 × 64 network lost the energy on 8 Gaussians
+    /// at K = 10 (AUROC against uniform actions 0.52; `tests/ebm_known_answers.rs`); with the
+    /// chain's own last σ learnt (the default) the full-size run needed them at K = 10 (sliced
+    /// Wasserstein 0.041 with, 0.123 without; the DDPM 0.092; README, issue 22). Runs saved
+    /// before the setting existed included it.
+    #[serde(default = "crate::config::on")]
+    pub entropy_in_value: bool,
+    /// Keep the last step's σ where it starts (`last_sigma`) instead of learning it (the code's
     /// `trainable_beta = "fix_last"`, in all its configs). Runs saved before the setting existed
     /// learnt it.
     #[serde(default)]
     pub fix_last_sigma: bool,
+    /// The last step's σ, where the sampler starts and the most it may learn: 0 keeps the
+    /// chain's own (by `schedule.variance`: β̃_2 under "posterior", as a DDPM chain samples);
+    /// the code's VAR sampler sets 0.001, a near-deterministic last step. On a K = 4 DDPM
+    /// (β̃_2: σ = 0.36) 0.001 and fixed loses the noise its last step needs: reward-free
+    /// imitation of the CS285 hopper and walker2d experts fell to 34.2 / 9.3 (seed 0; 101.0 /
+    /// 111.1 before). On a T = 75 prior respaced quadratically (β̃_2: 0.055) it acts better:
+    /// hopper-medium 43.7 ± 2.4 against 40.8 ± 2.0 learnt (`configs/dxmi-fewstep.toml`, 100
+    /// episodes × 3 seeds; README, issue 22). Runs saved before the setting existed kept the own.
+    #[serde(default)]
+    pub last_sigma: f64,
     /// Acting: the chain's noise × this.
     pub act_noise_scale: f64,
     pub data: DataConfig,
@@ -201,8 +229,10 @@ impl Default for DxmiConfig {
             value_lr: 1e-4,
             adam_eps: 1e-8,
             sampler_clip: 0.1,
-            cost_in_value: false,
-            fix_last_sigma: true,
+            cost_in_value: true,
+            entropy_in_value: true,
+            fix_last_sigma: false,
+            last_sigma: 0.0,
             act_noise_scale: 1.0,
             data: DataConfig {
                 normalize_obs: true,
@@ -241,6 +271,7 @@ impl DxmiConfig {
         check::positive("value_lr", self.value_lr)?;
         check::positive("adam_eps", self.adam_eps)?;
         check::positive("sampler_clip", self.sampler_clip)?;
+        check::non_negative("last_sigma", self.last_sigma)?;
         crate::diffusion::check_noise_scale(self.act_noise_scale)?;
         self.train.validate()
     }
@@ -324,17 +355,11 @@ impl SamplerChain {
         net_schedule: NoiseSchedule,
     ) -> Self {
         let steps = schedule.steps();
-        // The chain's own σ at DDPM step k. With `variance = "posterior"` the code's VAR sampler:
-        // σ_k² = β̃_k (DDIM's η = 1) down to the last step, whose β̃_1 = 0 it replaces by 0.001 —
-        // not by β̃_2 as a DDPM prior's chain does (for the T = 75 prior's chain respaced to 4
-        // steps σ = 0.19 evenly, 0.055 quadratically, added to the unit-box actions).
-        let own = |k: usize| match schedule.config.variance {
-            Variance::Posterior => schedule.posterior_variance[k].sqrt(),
-            Variance::Beta => schedule.std[k],
-        };
-        // Paper step t is DDPM step T − t.
+        // The chain's own σ at DDPM step k: its reverse standard deviation by
+        // `schedule.variance`, as a DDPM chain of this schedule samples (under "posterior"
+        // β̃_1 = 0 is replaced by β̃_2). `DxmiConfig::last_sigma` may set the last one.
         let log_sigma_max = (0..steps)
-            .map(|t| (own(steps - t).max(1e-3) as f32).ln())
+            .map(|t| (schedule.std[steps - t].max(1e-3) as f32).ln())
             .collect();
         Self {
             schedule,
@@ -343,6 +368,15 @@ impl SamplerChain {
             net_steps,
             net_schedule,
         }
+    }
+
+    /// This chain with its last step's σ (where a sampler starts, and the most it may learn) set
+    /// to `sigma` instead of its own; 0 keeps its own.
+    pub fn with_last_sigma(mut self, sigma: f64) -> Self {
+        if let (true, Some(last)) = (sigma > 0.0, self.log_sigma_max.last_mut()) {
+            *last = (sigma as f32).ln();
+        }
+        self
     }
 
     /// `σ_t` of a sampler that starts where this chain does: the chain's own.
@@ -724,7 +758,8 @@ impl Dxmi {
     pub fn new(cfg: DxmiConfig, spec: DataSpec, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
         let (chain, sampler, spec, net_config) = if cfg.prior.is_empty() {
-            let chain = SamplerChain::new(&cfg.schedule, cfg.prediction)?;
+            let chain =
+                SamplerChain::new(&cfg.schedule, cfg.prediction)?.with_last_sigma(cfg.last_sigma);
             crate::backend::seed(device, seed);
             let sampler = chain.sampler(&cfg.sampler_net, spec.obs_dim, spec.act_dim, device);
             (chain, sampler, spec, cfg.sampler_net.clone())
@@ -880,7 +915,16 @@ impl Dxmi {
             obs.clone(),
             rollout,
             &self.velocity,
-            self.cfg.cost_in_value.then_some(taus),
+            // The entropy term is constant in x: it moves no gradient of the sampler directly,
+            // only what the shared value/energy network has to fit.
+            self.cfg.cost_in_value.then_some((
+                if self.cfg.entropy_in_value {
+                    taus.0
+                } else {
+                    0.0
+                },
+                taus.1,
+            )),
         );
         let n = obs.dims()[0];
         // Every (state, step) of the rollout, each moved once more by the current sampler.
@@ -982,7 +1026,8 @@ fn sampler_from_prior(
         cfg.schedule.steps,
         cfg.respacing,
         cfg.schedule.variance,
-    )?;
+    )?
+    .with_last_sigma(cfg.last_sigma);
     let sampler = Sampler {
         sigma: chain.initial_sigma(device),
         eps: prior.net,
@@ -1220,5 +1265,55 @@ mod tests {
         let fresh = SamplerChain::new(&ScheduleConfig::default(), Prediction::Action).unwrap();
         let err = fresh.prior_parts(&sampler).err().unwrap().to_string();
         assert!(err.contains("predicts the action"), "{err}");
+    }
+
+    /// A sampler starts at its chain's own σ_t, a DDPM chain's reverse standard deviations
+    /// (under "posterior" the last, β̃_1 = 0, replaced by β̃_2), unless `last_sigma` sets the last.
+    #[test]
+    fn a_sampler_starts_at_the_chains_own_sigma_or_the_set_last_one() {
+        let device = Device::flex();
+        let long = NoiseSchedule::new(&ScheduleConfig {
+            steps: 75,
+            ..ScheduleConfig::default()
+        })
+        .unwrap();
+        let chain =
+            SamplerChain::from_prior(&long, 4, Spacing::Quadratic, Variance::Posterior).unwrap();
+        let own: Vec<f32> = (0..4).map(|t| chain.schedule.std[4 - t] as f32).collect();
+        let beta_tilde_2 = chain.schedule.posterior_variance[2].sqrt() as f32;
+        assert!(
+            (own[3] - beta_tilde_2).abs() < 1e-7 && own[3] > 0.01,
+            "{own:?}"
+        );
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-6);
+        let start = |chain: &SamplerChain| chain.initial_sigma(&device).values();
+        assert!(close(&start(&chain), &own), "{:?}", start(&chain));
+        assert!(close(&start(&chain.clone().with_last_sigma(0.0)), &own));
+        let code = start(&chain.with_last_sigma(1e-3));
+        assert!(
+            close(&code[..3], &own[..3]) && (code[3] - 1e-3).abs() < 1e-9,
+            "{code:?}"
+        );
+    }
+
+    /// `configs/dxmi-fewstep.toml` (built in, by name) is the defaults without the velocity cost:
+    /// the code's few-step settings.
+    #[test]
+    fn the_fewstep_config_is_the_codes_few_step_settings() {
+        let defaults = DxmiConfig::default();
+        let cfg =
+            crate::config::resolve(&defaults, Some(std::path::Path::new("dxmi-fewstep")), &[])
+                .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.prediction, Prediction::Noise);
+        assert_eq!(
+            (cfg.schedule.steps, cfg.tau2, cfg.last_sigma),
+            (4, 0.0, 1e-3)
+        );
+        // No running cost in the values' targets: the code's values.
+        assert!(cfg.fix_last_sigma && !cfg.cost_in_value);
+        assert_eq!((cfg.train.steps, cfg.value_lr), (3000, 1e-3));
+        assert_eq!(cfg.schedule.variance, defaults.schedule.variance);
+        assert_eq!(cfg.respacing, defaults.respacing);
     }
 }
