@@ -157,6 +157,7 @@ IE_ROWS = [  # (label, dataset folder, sub-folder, file tag)
     ("walker2d-medium, energy of a fresh sampler", "walker2d-medium", "", "__energy-fresh"),
     ("hopper-medium, energy of the T = 75 prior's DxMI run at the defaults", "hopper-medium", "", "__energy-t75"),
     ("halfcheetah-medium, energy of the T = 75 prior's DxMI run at the defaults", "halfcheetah-medium", "", "__energy-t75"),
+    ("walker2d-medium, energy of the T = 75 prior's DxMI run at the defaults", "walker2d-medium", "", "__energy-t75"),
     ("hopper-medium, energy before stop 37", "hopper-medium", "before-stop-37", ""),
     ("hopper-medium, energy before stop 37 from the T = 75 prior's DxMI run", "hopper-medium", "before-stop-37", "__energy-t75"),
     ("halfcheetah-medium, energy before stop 37", "halfcheetah-medium", "before-stop-37", ""),
