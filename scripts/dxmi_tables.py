@@ -148,28 +148,19 @@ def imitation():
 # --- Use 3: the energy as IDQL's penalty (results/idql-energy) ------------------------------
 
 IE = os.path.join(RESULTS, "idql-energy")
-IE_ROWS = [  # (label, dataset folder, sub-folder, file tag)
-    ("hopper-medium", "hopper-medium", "", ""),
-    ("halfcheetah-medium", "halfcheetah-medium", "", ""),
-    ("walker2d-medium", "walker2d-medium", "", ""),
-    ("hopper-medium, energy of a fresh sampler (no prior)", "hopper-medium", "", "__energy-fresh"),
-    ("halfcheetah-medium, energy of a fresh sampler", "halfcheetah-medium", "", "__energy-fresh"),
-    ("walker2d-medium, energy of a fresh sampler", "walker2d-medium", "", "__energy-fresh"),
-    ("hopper-medium, energy of the T = 75 prior's DxMI run at the defaults", "hopper-medium", "", "__energy-t75"),
-    ("halfcheetah-medium, energy of the T = 75 prior's DxMI run at the defaults", "halfcheetah-medium", "", "__energy-t75"),
-    ("walker2d-medium, energy of the T = 75 prior's DxMI run at the defaults", "walker2d-medium", "", "__energy-t75"),
-    ("hopper-medium, energy before stop 37", "hopper-medium", "before-stop-37", ""),
-    ("hopper-medium, energy before stop 37 from the T = 75 prior's DxMI run", "hopper-medium", "before-stop-37", "__energy-t75"),
-    ("halfcheetah-medium, energy before stop 37", "halfcheetah-medium", "before-stop-37", ""),
-    ("walker2d-medium, energy before stop 37", "walker2d-medium", "before-stop-37", ""),
+IE_DATASETS = ("hopper-medium", "halfcheetah-medium", "walker2d-medium")
+IE_ENERGIES = [  # (what the row's label adds, sub-folder, file tag); a dataset without its files has no row
+    ("", "", ""),
+    (", energy of a fresh sampler (no prior)", "", "__energy-fresh"),
+    (", energy of the T = 75 prior's DxMI run at the defaults", "", "__energy-t75"),
+    (", energy before stop 37", "before-stop-37", ""),
+    (", energy before stop 37 from the T = 75 prior's DxMI run", "before-stop-37", "__energy-t75"),
 ]
 LAMBDAS = (0, 10, 100, 1000)
 
 
-def ie_scores(folder, split, lam, tag):
-    base = os.path.join(IE, *[p for p in folder if p])
-    if split == "validation":
-        base = os.path.join(base, "validation")
+def ie_scores(dataset, sub, split, lam, tag):
+    base = os.path.join(IE, dataset, sub, "validation" if split == "validation" else "")
     out = []
     for s in (0, 1, 2):
         path = os.path.join(base, f"seed-{s}__lambda-{lam}{tag}.json")
@@ -181,21 +172,20 @@ def ie_scores(folder, split, lam, tag):
 def idql_energy():
     head = ["IDQL on"] + [f"λ = {lam}" for lam in LAMBDAS] + ["λ chosen on validation episodes: test"]
     rows = []
-    for label, dataset, sub, tag in IE_ROWS:
-        folder = (dataset, sub)
-        test = {lam: ie_scores(folder, "test", lam, tag) for lam in LAMBDAS}
+    for (suffix, sub, tag), dataset in ((e, d) for e in IE_ENERGIES for d in IE_DATASETS):
+        test = {lam: ie_scores(dataset, sub, "test", lam, tag) for lam in LAMBDAS}
         if not any(len(v) == 3 for v in test.values()):
             continue
-        val = {lam: ie_scores(folder, "validation", lam, tag) for lam in LAMBDAS}
+        val = {lam: ie_scores(dataset, sub, "validation", lam, tag) for lam in LAMBDAS}
         if tag and len(test[0]) < 3:
             # λ = 0 reads no energy (the same proposals and choices): the untagged evaluations.
-            test[0], val[0] = ie_scores(folder, "test", 0, ""), ie_scores(folder, "validation", 0, "")
+            test[0], val[0] = (ie_scores(dataset, sub, split, 0, "") for split in ("test", "validation"))
         full = [lam for lam in LAMBDAS if len(val[lam]) == 3 and len(test[lam]) == 3]
         chosen = max(full, key=lambda lam: sum(val[lam])) if len(full) == len(LAMBDAS) else None
         # Bold: the chosen λ beats no penalty on the test episodes.
         better = chosen is not None and mean_std(test[chosen])[0] > mean_std(test[0])[0]
         pick = "–" if chosen is None else f"λ = {chosen}: " + (f"**{pm(test[chosen])}**" if better else pm(test[chosen]))
-        rows.append([label] + [pm(test[lam]) if len(test[lam]) == 3 else "–" for lam in LAMBDAS] + [pick])
+        rows.append([dataset + suffix] + [pm(test[lam]) if len(test[lam]) == 3 else "–" for lam in LAMBDAS] + [pick])
     return md(head, rows)
 
 

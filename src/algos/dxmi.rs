@@ -373,8 +373,10 @@ impl SamplerChain {
     /// This chain with its last step's σ (where a sampler starts, and the most it may learn) set
     /// to `sigma` instead of its own; 0 keeps its own.
     pub fn with_last_sigma(mut self, sigma: f64) -> Self {
-        if let (true, Some(last)) = (sigma > 0.0, self.log_sigma_max.last_mut()) {
-            *last = (sigma as f32).ln();
+        if sigma > 0.0 {
+            if let Some(last) = self.log_sigma_max.last_mut() {
+                *last = (sigma as f32).ln();
+            }
         }
         self
     }
@@ -908,6 +910,13 @@ impl Dxmi {
             self.cfg.value_lr,
             self.chain.steps(),
         );
+        // The entropy term is constant in x: it moves no gradient of the sampler directly,
+        // only what the shared value/energy network has to fit.
+        let tau1_in_value = if self.cfg.entropy_in_value {
+            taus.0
+        } else {
+            0.0
+        };
         let value_loss = td_sweep(
             &mut self.value,
             &mut self.value_optim,
@@ -915,16 +924,7 @@ impl Dxmi {
             obs.clone(),
             rollout,
             &self.velocity,
-            // The entropy term is constant in x: it moves no gradient of the sampler directly,
-            // only what the shared value/energy network has to fit.
-            self.cfg.cost_in_value.then_some((
-                if self.cfg.entropy_in_value {
-                    taus.0
-                } else {
-                    0.0
-                },
-                taus.1,
-            )),
+            self.cfg.cost_in_value.then_some((tau1_in_value, taus.1)),
         );
         let n = obs.dims()[0];
         // Every (state, step) of the rollout, each moved once more by the current sampler.
